@@ -1,0 +1,69 @@
+//! [`RouteDirectory`] in memory: enough for one process, where every route
+//! points at the one local gateway and is rebuilt by logins after a restart.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::routes::{Route, RouteDirectory, RouteError};
+
+#[derive(Default)]
+pub struct MemoryRoutes {
+    /// user → device → (gateway, expiry).
+    routes: Mutex<HashMap<String, HashMap<String, (String, Instant)>>>,
+}
+
+impl MemoryRoutes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl RouteDirectory for MemoryRoutes {
+    async fn register(&self, route: &Route, ttl: Duration) -> Result<(), RouteError> {
+        let mut routes = self.routes.lock().expect("route map poisoned");
+        routes
+            .entry(route.user.clone())
+            .or_default()
+            .insert(route.device.clone(), (route.gateway.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn unregister(&self, route: &Route) -> Result<(), RouteError> {
+        let mut routes = self.routes.lock().expect("route map poisoned");
+        if let Some(devices) = routes.get_mut(&route.user) {
+            if devices.get(&route.device).is_some_and(|(gw, _)| *gw == route.gateway) {
+                devices.remove(&route.device);
+            }
+            if devices.is_empty() {
+                routes.remove(&route.user);
+            }
+        }
+        Ok(())
+    }
+
+    async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<Route>>, RouteError> {
+        let now = Instant::now();
+        let routes = self.routes.lock().expect("route map poisoned");
+        let mut out = HashMap::new();
+        for user in users {
+            let Some(devices) = routes.get(user) else { continue };
+            let live: Vec<Route> = devices
+                .iter()
+                .filter(|(_, (_, expires))| *expires > now)
+                .map(|(device, (gateway, _))| Route {
+                    user: user.clone(),
+                    device: device.clone(),
+                    gateway: gateway.clone(),
+                })
+                .collect();
+            if !live.is_empty() {
+                out.insert(user.clone(), live);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,33 @@
+//! tern-core: the vocabulary every tern service shares.
+//!
+//! - [`ids`]: user, device, conversation and message ids, and their validation;
+//! - the three boundary traits the pipeline is written against, each with the
+//!   embedded implementation used by `ternd`:
+//!   [`log::EventLog`] (Kafka in production, [`embedded::EmbeddedLog`] here),
+//!   [`store::MessageStore`] (ScyllaDB, [`embedded::EmbeddedStore`]),
+//!   [`routes::RouteDirectory`] (Redis, [`embedded::MemoryRoutes`]);
+//! - [`stage`]: the consume → act → commit loop every pipeline stage runs;
+//! - [`auth`]: HS256 JWT tokens for client logins;
+//! - [`conformance`]: scenarios every backend must pass, run against each one.
+//!
+//! Business logic holds `Arc<dyn Trait>` and never knows which backend it has.
+
+pub mod auth;
+pub mod conformance;
+pub mod embedded;
+pub mod ids;
+pub mod log;
+pub mod routes;
+pub mod stage;
+pub mod store;
+pub mod topics;
+
+pub use tern_proto as proto;
+
+/// Milliseconds since the Unix epoch, the timestamp unit of every record.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,38 @@
+//! The route directory boundary: which gateway holds a user's device.
+//! Redis in production, [`crate::embedded::MemoryRoutes`] embedded. Nothing
+//! here is the only copy of anything: a lost route means a push waits in the
+//! inbox until the device reconnects.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("route directory unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One device of a user, connected to one gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub user: String,
+    pub device: String,
+    pub gateway: String,
+}
+
+#[async_trait]
+pub trait RouteDirectory: Send + Sync + 'static {
+    /// Records (or renews) that `route.device` of `route.user` is on
+    /// `route.gateway`, for `ttl`: a gateway that dies stops renewing.
+    async fn register(&self, route: &Route, ttl: Duration) -> Result<(), RouteError>;
+
+    /// Removes the route, but only if it still points at `route.gateway`
+    /// (the device may have moved to another gateway meanwhile).
+    async fn unregister(&self, route: &Route) -> Result<(), RouteError>;
+
+    /// The live routes of many users at once (one round trip on real
+    /// backends). Users with no route are absent from the map.
+    async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<Route>>, RouteError>;
+}

@@ -1,0 +1,85 @@
+//! The loop every pipeline stage runs: poll a batch, handle it until it
+//! succeeds, then commit. A failed write holds the whole subscription (and so
+//! the partition) and is retried with backoff; nothing is committed past it.
+//! Lost work is therefore impossible, and replays are made harmless by every
+//! handler's writes being idempotent.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::log::{Delivery, LogError, Subscription};
+
+/// What a stage does with a batch of records.
+#[async_trait]
+pub trait BatchHandler: Send {
+    /// Handles the batch; returns once every effect is durable. An error
+    /// means "try the same batch again later" (a dependency is down). A
+    /// record that can never succeed (undecodable) is logged and skipped by
+    /// the handler, not returned as an error.
+    async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    /// Name used in logs.
+    pub name: &'static str,
+    /// Most records handled in one batch.
+    pub max_batch: usize,
+    /// First retry delay; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl StageConfig {
+    pub fn new(name: &'static str) -> Self {
+        StageConfig {
+            name,
+            max_batch: 512,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs `handler` over `subscription` until `shutdown` turns true or the log closes.
+pub async fn run_stage(
+    config: StageConfig,
+    mut subscription: Box<dyn Subscription>,
+    mut handler: impl BatchHandler,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), LogError> {
+    let name = config.name;
+    loop {
+        let batch = tokio::select! {
+            b = subscription.poll(config.max_batch) => b?,
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        };
+        let mut backoff = config.min_backoff;
+        loop {
+            match handler.handle(&batch).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(stage = name, records = batch.len(), %error, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying the same batch");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        // Nothing of this batch is committed: it is handed out again after a restart.
+                        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+            }
+        }
+        // Retry commits too: a commit lost to a crash only means a harmless replay.
+        let mut backoff = config.min_backoff;
+        while let Err(error) = subscription.commit(&batch).await {
+            if matches!(error, LogError::Closed) {
+                return Err(error);
+            }
+            tracing::warn!(stage = name, %error, "commit failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(config.max_backoff);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Compiles `schemas/proto` with protox (pure Rust), so building needs no `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = "../../schemas/proto";
+    let files = ["tern/client.proto", "tern/records.proto", "tern/api.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={root}/{file}");
+    }
+    let descriptors = protox::compile(files, [root])?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_fds(descriptors)?;
+    Ok(())
+}
