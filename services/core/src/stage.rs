@@ -54,7 +54,7 @@ pub async fn run_stage(
     loop {
         let batch = tokio::select! {
             b = subscription.poll(config.max_batch) => b?,
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            _ = stopped(&mut shutdown) => return Ok(()),
         };
         let mut backoff = config.min_backoff;
         loop {
@@ -65,7 +65,7 @@ pub async fn run_stage(
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         // Nothing of this batch is committed: it is handed out again after a restart.
-                        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                        _ = stopped(&mut shutdown) => return Ok(()),
                     }
                     backoff = (backoff * 2).min(config.max_backoff);
                 }
@@ -82,4 +82,11 @@ pub async fn run_stage(
             backoff = (backoff * 2).min(config.max_backoff);
         }
     }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone). Holds no
+/// borrow of the channel when it returns, so it is safe in `select!` arms
+/// of tasks that must be `Send`.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
 }

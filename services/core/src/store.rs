@@ -80,3 +80,42 @@ pub trait MessageStore: Send + Sync + 'static {
     /// the cursor now stored.
     async fn advance_cursor(&self, user: &str, device: &str, cursor: u64) -> Result<u64, StoreError>;
 }
+
+/// The client's view of a stored message at `cursor` of an inbox (0 outside one).
+pub fn client_message(m: StoredMessage, cursor: u64) -> tern_proto::client::Message {
+    tern_proto::client::Message {
+        message_id: m.message_id,
+        conversation: m.conversation,
+        seq: m.seq,
+        sender_user: m.sender_user,
+        sender_device: m.sender_device,
+        content_type: m.content_type,
+        body: m.body,
+        sent_at_ms: m.sent_at_ms,
+        client_msg_id: m.client_msg_id,
+        cursor,
+    }
+}
+
+/// Fetches the bodies of inbox entries in one batch and pairs them with
+/// their cursors, oldest first. Entries whose message is gone are skipped.
+pub async fn load_entries(
+    store: &dyn MessageStore,
+    entries: &[InboxEntry],
+) -> Result<Vec<tern_proto::client::Message>, StoreError> {
+    let ids: Vec<MessageId> = entries.iter().map(|e| e.message_id).collect();
+    let mut bodies: std::collections::HashMap<Vec<u8>, StoredMessage> = store
+        .get_messages(&ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.message_id.to_vec(), m))
+        .collect();
+    Ok(entries
+        .iter()
+        .filter_map(|e| {
+            let key = e.message_id.to_bytes();
+            // The same message can sit at one cursor only, so take it out.
+            bodies.remove(&key[..]).map(|m| client_message(m, e.cursor))
+        })
+        .collect())
+}

@@ -1,1 +1,205 @@
-//! placeholder
+//! tern-gateway: holds the clients' long-lived connections.
+//!
+//! - Accepts TCP (length-prefixed frames) and WebSocket (one binary message
+//!   per frame) connections that speak the same protobuf frames.
+//! - On login, checks the token, registers user/device → this gateway in the
+//!   route directory and keeps user → connections in memory ([`hub`]).
+//! - Turns each `Send` into an `inbound` record and answers with the
+//!   persister's receipt.
+//! - Consumes its own push topic ([`pusher`]): inbox entries for its users,
+//!   batched per connection over a short window, bodies fetched from the
+//!   store, compressed when it pays, re-sent until ACKed ([`session`]).
+//!
+//! Every connection has a bounded outbound queue and a bounded mailbox: a
+//! client that cannot keep up is disconnected with a reason instead of
+//! growing the gateway's memory.
+
+pub mod hub;
+pub mod pusher;
+pub mod session;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_core::auth::TokenAuthority;
+use tern_core::log::EventLog;
+use tern_core::routes::RouteDirectory;
+use tern_core::store::MessageStore;
+use tokio::net::TcpListener;
+use tern_core::stage::stopped;
+use tokio::sync::watch;
+
+/// Everything a gateway can be told. `Default` is what `ternd` uses.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Identity in the route directory and name of the push topic
+    /// (`push.<node_id>`). Must be stable across restarts of this gateway.
+    pub node_id: String,
+    pub tcp_listen: SocketAddr,
+    pub ws_listen: SocketAddr,
+    /// Largest frame accepted or sent, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest message body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How often clients are told to send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// A connection with no frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection that has not logged in after this long is closed.
+    pub login_timeout: Duration,
+    /// Lifetime of a route in the directory; renewed by heartbeats.
+    pub route_ttl: Duration,
+    /// New inbox entries for a connection are merged for this long before
+    /// one push frame goes out.
+    pub push_window: Duration,
+    /// Most messages in one push frame.
+    pub push_max_messages: usize,
+    /// A push frame is closed once its encoded messages pass this size.
+    pub push_max_bytes: usize,
+    /// An un-ACKed push is re-sent after this long.
+    pub ack_timeout: Duration,
+    /// Most un-ACKed push frames per connection; past it, new messages wait
+    /// in the inbox until the client ACKs.
+    pub max_unacked_pushes: usize,
+    /// Frames queued for one connection's socket; a full queue disconnects
+    /// the client as too slow.
+    pub outbound_queue: usize,
+    /// Events queued for one connection's session (pushes, receipts).
+    pub mailbox: usize,
+    /// Payloads smaller than this are not compressed.
+    pub compress_min_bytes: usize,
+    /// A send with no receipt after this long is answered UNAVAILABLE.
+    pub receipt_timeout: Duration,
+    /// Sends of one connection waiting for their receipt.
+    pub max_sends_in_flight: usize,
+    /// A socket write that takes longer than this drops the connection.
+    pub write_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            node_id: "gw-local".into(),
+            tcp_listen: "127.0.0.1:7400".parse().expect("valid address"),
+            ws_listen: "127.0.0.1:7401".parse().expect("valid address"),
+            max_frame_bytes: tern_wire::DEFAULT_MAX_FRAME,
+            max_body_bytes: 64 * 1024,
+            heartbeat_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            login_timeout: Duration::from_secs(10),
+            route_ttl: Duration::from_secs(90),
+            push_window: Duration::from_millis(2),
+            push_max_messages: 500,
+            push_max_bytes: 256 * 1024,
+            ack_timeout: Duration::from_secs(5),
+            max_unacked_pushes: 16,
+            outbound_queue: 64,
+            mailbox: 1024,
+            compress_min_bytes: tern_wire::DEFAULT_COMPRESS_MIN,
+            receipt_timeout: Duration::from_secs(10),
+            max_sends_in_flight: 256,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The backends a gateway talks to.
+#[derive(Clone)]
+pub struct GatewayDeps {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn MessageStore>,
+    pub routes: Arc<dyn RouteDirectory>,
+    pub auth: TokenAuthority,
+}
+
+/// What every connection of this gateway shares.
+pub(crate) struct Shared {
+    pub config: GatewayConfig,
+    pub deps: GatewayDeps,
+    pub hub: hub::Hub,
+}
+
+/// A gateway with its listeners bound (so callers can learn the ports).
+pub struct Gateway {
+    shared: Arc<Shared>,
+    tcp: TcpListener,
+    ws: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Log(#[from] tern_core::log::LogError),
+}
+
+impl Gateway {
+    pub async fn bind(config: GatewayConfig, deps: GatewayDeps) -> Result<Self, GatewayError> {
+        let tcp = TcpListener::bind(config.tcp_listen)
+            .await
+            .map_err(|source| GatewayError::Bind { addr: config.tcp_listen, source })?;
+        let ws = TcpListener::bind(config.ws_listen)
+            .await
+            .map_err(|source| GatewayError::Bind { addr: config.ws_listen, source })?;
+        Ok(Gateway { shared: Arc::new(Shared { config, deps, hub: hub::Hub::new() }), tcp, ws })
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` turns true; then tells every client to
+    /// reconnect (GOING_AWAY) and removes its routes.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), GatewayError> {
+        let Gateway { shared, tcp, ws } = self;
+        let pusher = tokio::spawn(pusher::run(shared.clone(), shutdown.clone()));
+        let accept_tcp = tokio::spawn(accept_loop(shared.clone(), tcp, transport::Kind::Tcp, shutdown.clone()));
+        let accept_ws = tokio::spawn(accept_loop(shared.clone(), ws, transport::Kind::WebSocket, shutdown.clone()));
+        stopped(&mut shutdown).await;
+        accept_tcp.abort();
+        accept_ws.abort();
+        shared.hub.kick_all(hub::Kick::GoingAway);
+        // Give sessions a moment to write their last frame and unregister.
+        for _ in 0..50 {
+            if shared.hub.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match pusher.await {
+            Ok(result) => result?,
+            Err(e) => tracing::error!(error = %e, "push consumer task failed"),
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: transport::Kind, shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match transport::open(kind, stream, shared.config.max_frame_bytes).await {
+                Ok((reader, writer)) => session::serve(shared, reader, writer, peer, shutdown).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+            }
+        });
+    }
+}

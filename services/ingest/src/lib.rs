@@ -1,1 +1,263 @@
-//! placeholder
+//! tern-ingest: the server-side gRPC API.
+//!
+//! Back ends and bots send messages as a system user, read inbox pages and
+//! conversation history; in dev mode anyone can get a login token. A send
+//! goes through the pipeline like a user's: it is appended to `inbound` and
+//! the call returns when the persister's receipt comes back on this node's
+//! push topic, so a success always means "stored".
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use tern_core::auth::TokenAuthority;
+use tern_core::ids::{check_user, Conversation, IdError, MessageId};
+use tern_core::log::{EventLog, LogError, Record, StartFrom};
+use tern_core::proto::api::tern_server::{Tern, TernServer};
+use tern_core::proto::api::*;
+use tern_core::proto::records::{push_record, InboundRecord, Origin, PushRecord, Receipt};
+use tern_core::stage::stopped;
+use tern_core::store::{client_message, load_entries, MessageStore, StoreError};
+use tern_core::{now_ms, topics};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tonic::{Request, Response, Status};
+
+/// Most messages one page returns.
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Identity of this node: receipts come back on `push.<node_id>`.
+    pub node_id: String,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// A send with no receipt after this long fails with UNAVAILABLE.
+    pub receipt_timeout: Duration,
+    /// Issue tokens to anyone who asks (development only).
+    pub dev_mode: bool,
+    pub dev_token_ttl: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            node_id: "ingest-local".into(),
+            listen: "127.0.0.1:7402".parse().expect("valid address"),
+            max_body_bytes: 64 * 1024,
+            receipt_timeout: Duration::from_secs(10),
+            dev_mode: false,
+            dev_token_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct IngestDeps {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn MessageStore>,
+    pub auth: TokenAuthority,
+}
+
+/// Errors of the API, each mapped to a gRPC status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    BadId(#[from] IdError),
+    #[error("message body of {len} bytes is over the limit of {max} bytes; nothing was stored")]
+    TooLarge { len: usize, max: usize },
+    #[error("cursor {cursor} is past the end of the inbox ({head})")]
+    BadCursor { cursor: u64, head: u64 },
+    #[error("message not stored: {0}; retry with the same client_msg_id")]
+    Log(#[from] LogError),
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("send not confirmed within {0:?}; retry with the same client_msg_id (it is stored once)")]
+    NotConfirmed(Duration),
+    #[error("send refused: {0}")]
+    Rejected(String),
+    #[error("dev tokens are disabled: the server is not in dev mode")]
+    DevModeOff,
+}
+
+impl From<IngestError> for Status {
+    fn from(e: IngestError) -> Self {
+        let msg = e.to_string();
+        match e {
+            IngestError::BadId(IdError::UnknownConversation(_)) => Status::not_found(msg),
+            IngestError::BadId(_) | IngestError::BadCursor { .. } | IngestError::Rejected(_) => Status::invalid_argument(msg),
+            IngestError::TooLarge { .. } => Status::invalid_argument(msg),
+            IngestError::Log(_) | IngestError::Store(_) | IngestError::NotConfirmed(_) => Status::unavailable(msg),
+            IngestError::DevModeOff => Status::permission_denied(msg),
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<(String, String), Vec<oneshot::Sender<Receipt>>>>>;
+
+#[derive(Clone)]
+struct Api {
+    config: Arc<IngestConfig>,
+    deps: IngestDeps,
+    waiters: Waiters,
+}
+
+pub struct Ingest {
+    api: Api,
+    listener: TcpListener,
+}
+
+impl Ingest {
+    pub async fn bind(config: IngestConfig, deps: IngestDeps) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Ingest { api: Api { config: Arc::new(config), deps, waiters: Default::default() }, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` turns true.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let Ingest { api, listener } = self;
+        let receipts = tokio::spawn(receive_receipts(api.clone(), shutdown.clone()));
+        let mut signal = shutdown.clone();
+        tonic::transport::Server::builder()
+            .add_service(TernServer::new(api))
+            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
+                stopped(&mut signal).await
+            })
+            .await?;
+        receipts.await??;
+        Ok(())
+    }
+}
+
+/// Hands receipts from this node's push topic to the calls waiting for them.
+async fn receive_receipts(api: Api, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
+    let node = &api.config.node_id;
+    let mut sub = api.deps.log.subscribe(&topics::push_topic(node), &format!("ingest.{node}"), StartFrom::Latest).await?;
+    loop {
+        let batch = tokio::select! {
+            b = sub.poll(1024) => b?,
+            _ = stopped(&mut shutdown) => return Ok(()),
+        };
+        for d in &batch {
+            if let Ok(PushRecord { kind: Some(push_record::Kind::Receipt(r)) }) = PushRecord::decode(d.value.clone()) {
+                let waiting = api.waiters.lock().expect("waiters poisoned").remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
+                for w in waiting.into_iter().flatten() {
+                    let _ = w.send(r.clone());
+                }
+            }
+        }
+        sub.commit(&batch).await?;
+    }
+}
+
+fn page_limit(limit: u32) -> usize {
+    match limit {
+        0 => 100,
+        n => n.min(MAX_PAGE) as usize,
+    }
+}
+
+impl Api {
+    async fn send_as_system(&self, req: SendAsSystemRequest) -> Result<SendAsSystemResponse, IngestError> {
+        check_user(&req.from_user)?;
+        let conversation = Conversation::direct(&req.from_user, &req.to_user)?;
+        let max = self.config.max_body_bytes;
+        if req.body.len() > max {
+            return Err(IngestError::TooLarge { len: req.body.len(), max });
+        }
+        let cmid = if req.client_msg_id.is_empty() { uuid::Uuid::now_v7().to_string() } else { req.client_msg_id };
+        let key = (req.from_user.clone(), cmid.clone());
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters poisoned").entry(key.clone()).or_default().push(tx);
+        let record = InboundRecord {
+            message_id: MessageId::new().to_vec(),
+            conversation: conversation.to_string(),
+            sender_user: req.from_user,
+            sender_device: "api".into(),
+            client_msg_id: cmid,
+            content_type: if req.content_type.is_empty() { "text/plain".into() } else { req.content_type },
+            body: req.body,
+            sent_at_ms: now_ms(),
+            origin: Some(Origin { node_id: self.config.node_id.clone(), connection_id: 0 }),
+        };
+        let appended = self.deps.log.append(topics::INBOUND, vec![Record::new(conversation.to_string(), record.encode_to_vec())]).await;
+        let waited = match appended {
+            Ok(_) => tokio::time::timeout(self.config.receipt_timeout, rx).await,
+            Err(e) => {
+                self.waiters.lock().expect("waiters poisoned").remove(&key);
+                return Err(e.into());
+            }
+        };
+        let receipt = match waited {
+            Ok(Ok(r)) => r,
+            _ => {
+                self.waiters.lock().expect("waiters poisoned").remove(&key);
+                return Err(IngestError::NotConfirmed(self.config.receipt_timeout));
+            }
+        };
+        if !receipt.rejected.is_empty() {
+            return Err(IngestError::Rejected(receipt.rejected));
+        }
+        Ok(SendAsSystemResponse {
+            message_id: receipt.message_id,
+            conversation: receipt.conversation,
+            seq: receipt.seq,
+            sent_at_ms: receipt.sent_at_ms,
+        })
+    }
+
+    async fn fetch_inbox(&self, req: FetchInboxRequest) -> Result<InboxPage, IngestError> {
+        check_user(&req.user)?;
+        let page = self.deps.store.read_inbox(&req.user, req.after_cursor, page_limit(req.limit)).await?;
+        if req.after_cursor > page.head {
+            return Err(IngestError::BadCursor { cursor: req.after_cursor, head: page.head });
+        }
+        let next_cursor = page.entries.last().map_or(req.after_cursor, |e| e.cursor);
+        let messages = load_entries(self.deps.store.as_ref(), &page.entries).await?;
+        Ok(InboxPage { messages, next_cursor, has_more: page.head > next_cursor })
+    }
+
+    async fn history(&self, req: HistoryRequest) -> Result<HistoryPage, IngestError> {
+        let conversation = Conversation::parse(&req.conversation)?;
+        let limit = page_limit(req.limit);
+        // One extra tells whether there is more.
+        let mut stored = self.deps.store.history(&conversation.to_string(), req.before_seq, limit + 1).await?;
+        let has_more = stored.len() > limit;
+        stored.truncate(limit);
+        Ok(HistoryPage { messages: stored.into_iter().map(|m| client_message(m, 0)).collect(), has_more })
+    }
+
+    fn issue_dev_token(&self, req: IssueDevTokenRequest) -> Result<IssueDevTokenResponse, IngestError> {
+        if !self.config.dev_mode {
+            return Err(IngestError::DevModeOff);
+        }
+        check_user(&req.user)?;
+        let ttl = if req.ttl_seconds == 0 { self.config.dev_token_ttl.as_secs() } else { req.ttl_seconds };
+        Ok(IssueDevTokenResponse { token: self.deps.auth.issue(&req.user, tern_core::auth::now_secs(), ttl) })
+    }
+}
+
+#[tonic::async_trait]
+impl Tern for Api {
+    async fn send_as_system(&self, r: Request<SendAsSystemRequest>) -> Result<Response<SendAsSystemResponse>, Status> {
+        Ok(Response::new(Api::send_as_system(self, r.into_inner()).await?))
+    }
+
+    async fn fetch_inbox(&self, r: Request<FetchInboxRequest>) -> Result<Response<InboxPage>, Status> {
+        Ok(Response::new(Api::fetch_inbox(self, r.into_inner()).await?))
+    }
+
+    async fn history(&self, r: Request<HistoryRequest>) -> Result<Response<HistoryPage>, Status> {
+        Ok(Response::new(Api::history(self, r.into_inner()).await?))
+    }
+
+    async fn issue_dev_token(&self, r: Request<IssueDevTokenRequest>) -> Result<Response<IssueDevTokenResponse>, Status> {
+        Ok(Response::new(Api::issue_dev_token(self, r.into_inner())?))
+    }
+}

@@ -1,1 +1,114 @@
-//! placeholder
+//! tern-router: the second pipeline stage.
+//!
+//! Reads `deliver` (keyed by recipient user, so one user's entries are
+//! handled in order by one consumer), appends each message id to the user's
+//! inbox, looks up the gateways of the user's devices in the route directory
+//! (one lookup per batch) and hands each gateway the new inbox entries of its
+//! users through its push topic.
+//!
+//! Inbox cursors are the deliver record's log offset + 1: monotonic per user
+//! (a user's records share one partition) and identical when a record is
+//! replayed, so appends need no read-modify-write and no lightweight
+//! transactions. The store drops a repeated message for the same user.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use prost::Message as _;
+use tern_core::ids::MessageId;
+use tern_core::log::{Delivery, EventLog, Record, StartFrom};
+use tern_core::proto::records::{push_record, DeliverRecord, Deliveries, InboxRef, PushRecord};
+use tern_core::routes::RouteDirectory;
+use tern_core::stage::{run_stage, BatchHandler, StageConfig};
+use tern_core::store::{InboxEntry, MessageStore};
+use tern_core::topics;
+use tokio::sync::watch;
+
+/// Consumer group of every router instance.
+pub const GROUP: &str = "router";
+
+pub struct Router {
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn MessageStore>,
+    routes: Arc<dyn RouteDirectory>,
+}
+
+impl Router {
+    pub fn new(log: Arc<dyn EventLog>, store: Arc<dyn MessageStore>, routes: Arc<dyn RouteDirectory>) -> Self {
+        Router { log, store, routes }
+    }
+
+    /// Consumes `deliver` until `shutdown` turns true.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), tern_core::log::LogError> {
+        let sub = self.log.subscribe(topics::DELIVER, GROUP, StartFrom::Earliest).await?;
+        run_stage(StageConfig::new("router"), sub, self, shutdown).await
+    }
+}
+
+/// The inbox cursor of a deliver record at this log position.
+pub fn cursor_of(d: &Delivery) -> u64 {
+    d.position.offset + 1
+}
+
+#[async_trait]
+impl BatchHandler for Router {
+    async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String> {
+        let mut entries = Vec::with_capacity(batch.len());
+        for d in batch {
+            let record = match DeliverRecord::decode(d.value.clone()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition = d.position.partition, offset = d.position.offset, error = %e, "skipping undecodable deliver record");
+                    continue;
+                }
+            };
+            let Some(message_id) = MessageId::from_slice(&record.message_id) else {
+                tracing::error!(offset = d.position.offset, "skipping deliver record with a bad message id");
+                continue;
+            };
+            entries.push(InboxEntry { user: record.user, cursor: cursor_of(d), message_id, conversation: record.conversation });
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cursors = self.store.append_inbox(entries.clone()).await.map_err(|e| e.to_string())?;
+
+        let mut users: Vec<String> = entries.iter().map(|e| e.user.clone()).collect();
+        users.sort_unstable();
+        users.dedup();
+        // A failed lookup retries the batch: the inbox appends above are
+        // idempotent, and skipping the push would leave online devices waiting.
+        let routes = self.routes.lookup(&users).await.map_err(|e| e.to_string())?;
+
+        // gateway → user → refs, in inbox order.
+        let mut per_gateway: HashMap<&str, HashMap<&str, Vec<InboxRef>>> = HashMap::new();
+        for (entry, cursor) in entries.iter().zip(cursors) {
+            let Some(user_routes) = routes.get(&entry.user) else { continue };
+            let mut gateways: Vec<&str> = user_routes.iter().map(|r| r.gateway.as_str()).collect();
+            gateways.sort_unstable();
+            gateways.dedup();
+            for gw in gateways {
+                per_gateway
+                    .entry(gw)
+                    .or_default()
+                    .entry(entry.user.as_str())
+                    .or_default()
+                    .push(InboxRef { cursor, message_id: entry.message_id.to_vec() });
+            }
+        }
+        for (gateway, users) in per_gateway {
+            let records = users
+                .into_iter()
+                .map(|(user, refs)| {
+                    let value = PushRecord {
+                        kind: Some(push_record::Kind::Deliveries(Deliveries { user: user.to_owned(), refs })),
+                    };
+                    Record::new(user.as_bytes().to_vec(), value.encode_to_vec())
+                })
+                .collect();
+            self.log.append(&topics::push_topic(gateway), records).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! Which connections this gateway holds, by id and by user. The push
+//! consumer finds a user's connections here; logins find the connection a
+//! device had before.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use tern_core::proto::records::{InboxRef, Receipt};
+use tokio::sync::{mpsc, watch};
+
+/// Work handed to a session by the push consumer.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// New inbox entries of the session's user.
+    Deliveries(Vec<InboxRef>),
+    /// The persister's answer to one of the session's sends.
+    Receipt(Receipt),
+}
+
+/// Why a session is told to end from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Its mailbox was full: the client reads too slowly.
+    SlowConsumer,
+    /// The same user and device logged in on another connection.
+    Replaced,
+    /// The gateway is shutting down.
+    GoingAway,
+}
+
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub user: String,
+    pub device: String,
+    pub mailbox: mpsc::Sender<SessionEvent>,
+    pub kick: watch::Sender<Option<Kick>>,
+}
+
+impl ConnHandle {
+    /// Hands an event to the session without waiting; a full mailbox
+    /// disconnects it (the client will catch up from its inbox).
+    pub fn offer(&self, event: SessionEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.mailbox.try_send(event) {
+            self.kick.send_replace(Some(Kick::SlowConsumer));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<u64, ConnHandle>,
+    /// user → device → connection id.
+    by_user: HashMap<String, HashMap<String, u64>>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    inner: RwLock<Inner>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a logged-in connection; returns the connection the same device
+    /// had, which the caller must end.
+    pub fn insert(&self, id: u64, handle: ConnHandle) -> Option<ConnHandle> {
+        let mut inner = self.inner.write().expect("hub poisoned");
+        let previous = inner
+            .by_user
+            .entry(handle.user.clone())
+            .or_default()
+            .insert(handle.device.clone(), id);
+        inner.conns.insert(id, handle);
+        previous.filter(|p| *p != id).and_then(|p| inner.conns.remove(&p))
+    }
+
+    /// Removes a connection; returns true if it was still the device's
+    /// current one (so its route should be removed too).
+    pub fn remove(&self, id: u64) -> bool {
+        let mut inner = self.inner.write().expect("hub poisoned");
+        let Some(handle) = inner.conns.remove(&id) else {
+            return false;
+        };
+        let mut current = false;
+        if let Some(devices) = inner.by_user.get_mut(&handle.user) {
+            if devices.get(&handle.device) == Some(&id) {
+                devices.remove(&handle.device);
+                current = true;
+            }
+            if devices.is_empty() {
+                inner.by_user.remove(&handle.user);
+            }
+        }
+        current
+    }
+
+    pub fn get(&self, id: u64) -> Option<ConnHandle> {
+        self.inner.read().expect("hub poisoned").conns.get(&id).cloned()
+    }
+
+    /// Every connection of `user` on this gateway.
+    pub fn user_conns(&self, user: &str) -> Vec<ConnHandle> {
+        let inner = self.inner.read().expect("hub poisoned");
+        inner
+            .by_user
+            .get(user)
+            .map(|devices| devices.values().filter_map(|id| inner.conns.get(id).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn kick_all(&self, kick: Kick) {
+        for handle in self.inner.read().expect("hub poisoned").conns.values() {
+            handle.kick.send_replace(Some(kick));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("hub poisoned").conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(user: &str, device: &str) -> (ConnHandle, mpsc::Receiver<SessionEvent>) {
+        let (tx, rx) = mpsc::channel(1);
+        (ConnHandle { user: user.into(), device: device.into(), mailbox: tx, kick: watch::channel(None).0 }, rx)
+    }
+
+    #[test]
+    fn a_second_login_of_a_device_replaces_the_first() {
+        let hub = Hub::new();
+        let (a, _ra) = handle("bob", "phone");
+        let (b, _rb) = handle("bob", "phone");
+        assert!(hub.insert(1, a).is_none());
+        let old = hub.insert(2, b).expect("old connection returned");
+        assert_eq!(old.device, "phone");
+        assert_eq!(hub.user_conns("bob").len(), 1);
+        // The replaced connection's removal does not remove the new one's route.
+        assert!(!hub.remove(1));
+        assert!(hub.remove(2));
+        assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn a_full_mailbox_kicks_the_connection() {
+        let (h, _rx) = handle("bob", "phone");
+        let mut kicked = h.kick.subscribe();
+        h.offer(SessionEvent::Deliveries(vec![]));
+        assert_eq!(*kicked.borrow_and_update(), None);
+        h.offer(SessionEvent::Deliveries(vec![]));
+        assert_eq!(*kicked.borrow_and_update(), Some(Kick::SlowConsumer));
+    }
+}

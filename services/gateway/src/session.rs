@@ -1,0 +1,773 @@
+//! One client connection: a single task owns all of its state (login,
+//! cursors, un-ACKed pushes, sends awaiting receipts), so none of it needs a
+//! lock. A second task writes the socket from a bounded queue.
+//!
+//! Push protocol: the session remembers the last inbox cursor it pushed.
+//! After login it reads the inbox from the device's cursor ("catching up"),
+//! ignoring live deliveries meanwhile (they are in the inbox too: the router
+//! appends before it pushes, and the route is registered before the first
+//! read). Once caught up, live deliveries are merged for `push_window` and
+//! sent as one frame. Each frame stays un-ACKed until the client ACKs its
+//! last cursor and is re-sent every `ack_timeout` until then. With too many
+//! frames un-ACKed, new deliveries are dropped and read back from the inbox
+//! when ACKs make room: memory stays bounded whatever the client does.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use prost::Message as _;
+use tern_core::ids::{check_device, Conversation, MessageId};
+use tern_core::log::Record;
+use tern_core::proto::client::{
+    client_frame, send, server_frame, Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Login, LoginResult, Message,
+    Push, Send, SendResult, SyncPage, SyncRequest,
+};
+use tern_core::proto::records::{InboundRecord, InboxRef, Origin, Receipt};
+use tern_core::routes::Route;
+use tern_core::store::{load_entries, InboxEntry};
+use tern_core::{now_ms, topics};
+use tern_core::stage::stopped;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::hub::{ConnHandle, Kick, SessionEvent};
+use crate::transport::{FrameReader, FrameWriter, TransportError};
+use crate::Shared;
+
+/// Longest client message id accepted.
+const MAX_CLIENT_MSG_ID: usize = 128;
+/// Most messages one sync page returns.
+const MAX_SYNC_LIMIT: u32 = 1000;
+
+/// Connection ids: a random base per process, so a receipt addressed to a
+/// connection of a previous run never reaches a new one.
+fn next_conn_id() -> u64 {
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let base = *BASE.get_or_init(|| u64::from(rand::random::<u32>()) << 32);
+    base | NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+enum Close {
+    /// Tell the client why (an error frame with `fatal`), then close.
+    Fatal(ErrorCode, String),
+    /// The client left, logged out, or the socket broke: just close.
+    Quiet,
+}
+
+fn fatal(code: ErrorCode, message: impl Into<String>) -> Close {
+    Close::Fatal(code, message.into())
+}
+
+struct LoggedIn {
+    user: String,
+    device: String,
+    codec: Codec,
+    send_only: bool,
+}
+
+/// A push frame the client has not ACKed yet.
+struct Unacked {
+    last_cursor: u64,
+    frame: Bytes,
+    sent_at: Instant,
+}
+
+type AppendResult = (String, Result<(), tern_core::log::LogError>);
+
+struct Session {
+    shared: Arc<Shared>,
+    id: u64,
+    out: mpsc::Sender<Bytes>,
+    opened: Instant,
+    last_frame: Instant,
+    login: Option<LoggedIn>,
+    mailbox: Option<mpsc::Receiver<SessionEvent>>,
+    kick: Option<watch::Receiver<Option<Kick>>>,
+    /// Last inbox cursor put in a push frame.
+    last_pushed: u64,
+    /// Live deliveries waiting for the push window to close.
+    queued: Vec<InboxRef>,
+    flush_at: Option<Instant>,
+    /// Reading the inbox instead of taking live deliveries.
+    catching_up: bool,
+    unacked: VecDeque<Unacked>,
+    /// Sends being appended to the log.
+    appends: FuturesUnordered<BoxFuture<'static, AppendResult>>,
+    /// Sends waiting for their receipt: client_msg_id → deadline.
+    awaiting: HashMap<String, Instant>,
+    /// The same, in deadline order (entries already answered are skipped).
+    deadlines: VecDeque<(Instant, String)>,
+}
+
+/// Serves one connection until it ends.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    reader: FrameReader,
+    writer: FrameWriter,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let id = next_conn_id();
+    let span = tracing::info_span!("conn", id, %peer);
+    async move {
+        let (out, queue) = mpsc::channel(shared.config.outbound_queue);
+        let (last_words_tx, last_words) = oneshot::channel();
+        let write_timeout = shared.config.write_timeout;
+        let writer_task = tokio::spawn(write_loop(writer, queue, last_words, write_timeout).in_current_span());
+        let now = Instant::now();
+        let mut session = Session {
+            shared,
+            id,
+            out,
+            opened: now,
+            last_frame: now,
+            login: None,
+            mailbox: None,
+            kick: None,
+            last_pushed: 0,
+            queued: Vec::new(),
+            flush_at: None,
+            catching_up: false,
+            unacked: VecDeque::new(),
+            appends: FuturesUnordered::new(),
+            awaiting: HashMap::new(),
+            deadlines: VecDeque::new(),
+        };
+        let close = session.run(reader, shutdown).await;
+        tracing::debug!(?close, "connection closing");
+        if let Close::Fatal(code, message) = close {
+            let frame = tern_wire::encode_server(server_frame::Kind::Error(ErrorFrame {
+                code: code as i32,
+                message,
+                fatal: true,
+                ..Default::default()
+            }));
+            let _ = last_words_tx.send(frame);
+        }
+        session.cleanup().await;
+        drop(session);
+        let _ = writer_task.await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Writes queued frames, batching writes when several are waiting. A
+/// session's last words (a fatal error) jump the queue: a client that is
+/// too slow would otherwise never see why it was dropped.
+async fn write_loop(mut writer: FrameWriter, mut queue: mpsc::Receiver<Bytes>, mut last_words: oneshot::Receiver<Bytes>, write_timeout: Duration) {
+    let mut no_last_words = false;
+    loop {
+        tokio::select! {
+            biased;
+            words = &mut last_words, if !no_last_words => match words {
+                Ok(frame) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(frame)).await;
+                    break;
+                }
+                Err(_) => no_last_words = true,
+            },
+            frame = queue.recv() => {
+                let Some(frame) = frame else { break };
+                let write = async {
+                    writer.feed(frame).await?;
+                    while let Ok(more) = queue.try_recv() {
+                        writer.feed(more).await?;
+                    }
+                    writer.flush().await
+                };
+                match tokio::time::timeout(write_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "write failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(timeout_ms = write_timeout.as_millis() as u64, "socket write timed out; dropping connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.close()).await;
+}
+
+/// Resolves with the next mailbox event, or never if there is no mailbox.
+async fn next_event(mailbox: &mut Option<mpsc::Receiver<SessionEvent>>) -> Option<SessionEvent> {
+    match mailbox {
+        Some(m) => m.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the session is kicked, or never if it cannot be.
+async fn kicked(kick: &mut Option<watch::Receiver<Option<Kick>>>) -> Kick {
+    match kick {
+        Some(k) => {
+            let kick = k.wait_for(|k| k.is_some()).await.map(|k| *k);
+            match kick {
+                Ok(Some(k)) => k,
+                _ => std::future::pending().await,
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    async fn run(&mut self, mut reader: FrameReader, mut shutdown: watch::Receiver<bool>) -> Close {
+        loop {
+            let wake = self.next_wake();
+            let step = tokio::select! {
+                frame = reader.next() => match frame {
+                    None => Err(Close::Quiet),
+                    Some(Ok(bytes)) => {
+                        self.last_frame = Instant::now();
+                        self.on_frame(bytes).await
+                    }
+                    Some(Err(TransportError::FrameTooLarge { len, max })) => Err(fatal(
+                        ErrorCode::FrameTooLarge,
+                        format!("frame of {len} bytes is over the limit of {max} bytes"),
+                    )),
+                    Some(Err(TransportError::Protocol(m))) => Err(fatal(ErrorCode::MalformedFrame, m)),
+                    Some(Err(TransportError::Io(e))) => {
+                        tracing::debug!(error = %e, "read failed");
+                        Err(Close::Quiet)
+                    }
+                },
+                event = next_event(&mut self.mailbox) => match event {
+                    Some(e) => self.on_event(e).await,
+                    None => Err(Close::Quiet),
+                },
+                kick = kicked(&mut self.kick) => Err(match kick {
+                    Kick::SlowConsumer => fatal(ErrorCode::SlowConsumer, "too many pushes waiting: the client is not reading fast enough"),
+                    Kick::Replaced => fatal(ErrorCode::SessionReplaced, "this device logged in on another connection"),
+                    Kick::GoingAway => fatal(ErrorCode::GoingAway, "gateway shutting down: reconnect"),
+                }),
+                done = self.appends.next(), if !self.appends.is_empty() => match done {
+                    Some(done) => self.on_appended(done),
+                    None => Ok(()),
+                },
+                _ = tokio::time::sleep_until(wake) => self.on_timer().await,
+                _ = stopped(&mut shutdown) => Err(fatal(ErrorCode::GoingAway, "gateway shutting down: reconnect")),
+            };
+            if let Err(close) = step {
+                return close;
+            }
+        }
+    }
+
+    /// Queues a frame for the socket; a full queue means the client does
+    /// not read: it is dropped rather than allowed to grow our memory.
+    fn emit_bytes(&mut self, frame: Bytes) -> Result<(), Close> {
+        match self.out.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(fatal(
+                ErrorCode::SlowConsumer,
+                format!("{} frames waiting to be written: the client is not reading fast enough", self.shared.config.outbound_queue),
+            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Close::Quiet),
+        }
+    }
+
+    fn emit(&mut self, kind: server_frame::Kind) -> Result<(), Close> {
+        self.emit_bytes(tern_wire::encode_server(kind))
+    }
+
+    /// Answers a request with a non-fatal error.
+    fn reject(&mut self, code: ErrorCode, message: impl Into<String>, client_msg_id: &str, request_id: u64) -> Result<(), Close> {
+        self.emit(server_frame::Kind::Error(ErrorFrame {
+            code: code as i32,
+            message: message.into(),
+            client_msg_id: client_msg_id.to_owned(),
+            request_id,
+            fatal: false,
+        }))
+    }
+
+    fn next_wake(&self) -> Instant {
+        let c = &self.shared.config;
+        let mut wake = self.last_frame + c.idle_timeout;
+        if self.login.is_none() {
+            wake = wake.min(self.opened + c.login_timeout);
+        }
+        if let Some(at) = self.flush_at {
+            wake = wake.min(at);
+        }
+        if let Some(u) = self.unacked.iter().map(|u| u.sent_at).min() {
+            wake = wake.min(u + c.ack_timeout);
+        }
+        if let Some((at, _)) = self.deadlines.front() {
+            wake = wake.min(*at);
+        }
+        wake
+    }
+
+    async fn on_frame(&mut self, bytes: Bytes) -> Result<(), Close> {
+        let kind = tern_wire::decode_client(&bytes).map_err(|e| fatal(ErrorCode::MalformedFrame, e.to_string()))?;
+        match kind {
+            client_frame::Kind::Login(login) => self.on_login(login).await,
+            client_frame::Kind::Heartbeat(_) => {
+                self.renew_route().await;
+                self.emit(server_frame::Kind::HeartbeatAck(HeartbeatAck { server_time_ms: now_ms() }))
+            }
+            client_frame::Kind::Logout(_) => Err(Close::Quiet),
+            other if self.login.is_none() => {
+                let (cmid, rid) = match &other {
+                    client_frame::Kind::Send(s) => (s.client_msg_id.clone(), 0),
+                    client_frame::Kind::Sync(s) => (String::new(), s.request_id),
+                    _ => (String::new(), 0),
+                };
+                self.reject(ErrorCode::NotLoggedIn, "log in first", &cmid, rid)
+            }
+            client_frame::Kind::Send(send) => self.on_send(send),
+            client_frame::Kind::PushAck(ack) => self.on_ack(ack.cursor).await,
+            client_frame::Kind::Sync(req) => self.on_sync(req).await,
+        }
+    }
+
+    async fn on_login(&mut self, login: Login) -> Result<(), Close> {
+        if self.login.is_some() {
+            return self.reject(ErrorCode::InvalidArgument, "already logged in on this connection", "", 0);
+        }
+        let deps = &self.shared.deps;
+        let claims = deps
+            .auth
+            .verify(&login.token, tern_core::auth::now_secs())
+            .map_err(|e| fatal(ErrorCode::Unauthenticated, format!("login refused: {e}")))?;
+        check_device(&login.device_id).map_err(|e| fatal(ErrorCode::InvalidArgument, e.to_string()))?;
+        let user = claims.sub;
+        let device = login.device_id;
+        let codec = tern_wire::negotiate(&login.accept_codecs);
+
+        let (mailbox_tx, mailbox) = mpsc::channel(self.shared.config.mailbox);
+        let (kick_tx, kick) = watch::channel(None);
+        let handle = ConnHandle { user: user.clone(), device: device.clone(), mailbox: mailbox_tx, kick: kick_tx };
+        if let Some(old) = self.shared.hub.insert(self.id, handle) {
+            old.kick.send_replace(Some(Kick::Replaced));
+        }
+        self.mailbox = Some(mailbox);
+        self.kick = Some(kick);
+        self.login = Some(LoggedIn { user: user.clone(), device: device.clone(), codec, send_only: login.send_only });
+        tracing::info!(%user, %device, send_only = login.send_only, "logged in");
+
+        // The route first, then the cursor and inbox: whatever is appended
+        // after our read is pushed to us live (see the module docs).
+        if !login.send_only {
+            let route = Route { user: user.clone(), device: device.clone(), gateway: self.shared.config.node_id.clone() };
+            deps.routes
+                .register(&route, self.shared.config.route_ttl)
+                .await
+                .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot log in now: {e}")))?;
+        }
+        let cursor = deps
+            .store
+            .cursor(&user, &device)
+            .await
+            .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot log in now: {e}")))?;
+        let c = &self.shared.config;
+        let result = LoginResult {
+            user_id: user,
+            device_id: device,
+            codec: codec as i32,
+            heartbeat_interval_ms: c.heartbeat_interval.as_millis() as u32,
+            max_body_bytes: c.max_body_bytes as u32,
+            cursor,
+            server_time_ms: now_ms(),
+        };
+        self.emit(server_frame::Kind::LoginResult(result))?;
+        if !login.send_only {
+            self.last_pushed = cursor;
+            self.catching_up = true;
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    async fn renew_route(&mut self) {
+        let Some(l) = self.login.as_ref().filter(|l| !l.send_only) else { return };
+        let route = Route { user: l.user.clone(), device: l.device.clone(), gateway: self.shared.config.node_id.clone() };
+        if let Err(e) = self.shared.deps.routes.register(&route, self.shared.config.route_ttl).await {
+            // The inbox still has everything; the next heartbeat tries again.
+            tracing::warn!(error = %e, "route renewal failed");
+        }
+    }
+
+    fn on_send(&mut self, send: Send) -> Result<(), Close> {
+        let login = self.login.as_ref().expect("checked by caller");
+        let cmid = send.client_msg_id.clone();
+        if cmid.is_empty() || cmid.len() > MAX_CLIENT_MSG_ID {
+            return self.reject(ErrorCode::InvalidArgument, format!("client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} bytes"), &cmid, 0);
+        }
+        let max = self.shared.config.max_body_bytes;
+        if send.body.len() > max {
+            return self.reject(
+                ErrorCode::MessageTooLarge,
+                format!("message body of {} bytes is over the limit of {max} bytes; nothing was stored", send.body.len()),
+                &cmid,
+                0,
+            );
+        }
+        let conversation = match &send.target {
+            Some(send::Target::ToUser(to)) => match Conversation::direct(&login.user, to) {
+                Ok(c) => c,
+                Err(e) => return self.reject(ErrorCode::InvalidArgument, e.to_string(), &cmid, 0),
+            },
+            Some(send::Target::Conversation(id)) => match Conversation::parse(id) {
+                Ok(c) => c,
+                Err(e) => return self.reject(ErrorCode::UnknownConversation, e.to_string(), &cmid, 0),
+            },
+            None => return self.reject(ErrorCode::InvalidArgument, "send needs to_user or conversation", &cmid, 0),
+        };
+        if !conversation.has_member(&login.user) {
+            let msg = format!("{} is not a member of conversation {conversation}", login.user);
+            return self.reject(ErrorCode::Forbidden, msg, &cmid, 0);
+        }
+        if self.awaiting.contains_key(&cmid) {
+            // A retry while the first attempt is in flight: its receipt answers both.
+            return Ok(());
+        }
+        if self.awaiting.len() >= self.shared.config.max_sends_in_flight {
+            return self.reject(ErrorCode::Unavailable, "too many sends waiting for confirmation; retry later", &cmid, 0);
+        }
+        let conversation_id = conversation.to_string();
+        let message_id = MessageId::new();
+        let record = InboundRecord {
+            message_id: message_id.to_vec(),
+            conversation: conversation_id.clone(),
+            sender_user: login.user.clone(),
+            sender_device: login.device.clone(),
+            client_msg_id: cmid.clone(),
+            content_type: send.content_type,
+            body: send.body,
+            sent_at_ms: now_ms(),
+            origin: Some(Origin { node_id: self.shared.config.node_id.clone(), connection_id: self.id }),
+        };
+        tracing::debug!(%message_id, conversation = %conversation_id, client_msg_id = %cmid, "message accepted");
+        let deadline = Instant::now() + self.shared.config.receipt_timeout;
+        self.awaiting.insert(cmid.clone(), deadline);
+        self.deadlines.push_back((deadline, cmid.clone()));
+        let log = self.shared.deps.log.clone();
+        self.appends.push(
+            async move {
+                let r = log.append(topics::INBOUND, vec![Record::new(conversation_id, record.encode_to_vec())]).await;
+                (cmid, r.map(|_| ()))
+            }
+            .boxed(),
+        );
+        Ok(())
+    }
+
+    fn on_appended(&mut self, (cmid, result): AppendResult) -> Result<(), Close> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if self.awaiting.remove(&cmid).is_none() {
+                    return Ok(());
+                }
+                tracing::warn!(client_msg_id = %cmid, error = %e, "send not written to the log");
+                self.reject(ErrorCode::Unavailable, format!("message not stored ({e}); retry with the same client_msg_id"), &cmid, 0)
+            }
+        }
+    }
+
+    fn on_receipt(&mut self, r: Receipt) -> Result<(), Close> {
+        if self.awaiting.remove(&r.client_msg_id).is_none() {
+            return Ok(()); // Already answered (timeout), or a replayed receipt.
+        }
+        if !r.rejected.is_empty() {
+            return self.reject(ErrorCode::InvalidArgument, r.rejected, &r.client_msg_id, 0);
+        }
+        self.emit(server_frame::Kind::SendResult(SendResult {
+            client_msg_id: r.client_msg_id,
+            message_id: r.message_id,
+            conversation: r.conversation,
+            seq: r.seq,
+            sent_at_ms: r.sent_at_ms,
+        }))
+    }
+
+    async fn on_event(&mut self, event: SessionEvent) -> Result<(), Close> {
+        match event {
+            SessionEvent::Receipt(r) => self.on_receipt(r),
+            SessionEvent::Deliveries(refs) => {
+                if self.login.as_ref().is_none_or(|l| l.send_only) || self.catching_up {
+                    return Ok(());
+                }
+                let mut last = self.queued.last().map_or(self.last_pushed, |r| r.cursor);
+                for r in refs {
+                    if r.cursor > last {
+                        last = r.cursor;
+                        self.queued.push(r);
+                    }
+                }
+                if self.queued.len() >= self.shared.config.push_max_messages {
+                    self.flush().await
+                } else {
+                    if !self.queued.is_empty() && self.flush_at.is_none() {
+                        self.flush_at = Some(Instant::now() + self.shared.config.push_window);
+                    }
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Pushes the queued live deliveries as one frame (or a few, if large).
+    async fn flush(&mut self) -> Result<(), Close> {
+        self.flush_at = None;
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        if self.unacked.len() >= self.shared.config.max_unacked_pushes {
+            // The client is behind on ACKs: stop holding entries in memory,
+            // read them back from the inbox when it catches up.
+            self.queued.clear();
+            self.catching_up = true;
+            return Ok(());
+        }
+        let refs = std::mem::take(&mut self.queued);
+        let user = self.login.as_ref().expect("pushes only after login").user.clone();
+        let entries: Vec<InboxEntry> = refs
+            .iter()
+            .filter_map(|r| {
+                Some(InboxEntry { user: user.clone(), cursor: r.cursor, message_id: MessageId::from_slice(&r.message_id)?, conversation: String::new() })
+            })
+            .collect();
+        let last = refs.last().map_or(self.last_pushed, |r| r.cursor);
+        let messages = load_entries(self.shared.deps.store.as_ref(), &entries)
+            .await
+            .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot read messages: {e}")))?;
+        self.push(messages, false)?;
+        self.last_pushed = self.last_pushed.max(last);
+        Ok(())
+    }
+
+    /// Pushes inbox pages after `last_pushed` while the un-ACKed window has room.
+    async fn catch_up(&mut self) -> Result<(), Close> {
+        let user = self.login.as_ref().expect("catch-up only after login").user.clone();
+        let c = &self.shared.config;
+        let (limit, window) = (c.push_max_messages, c.max_unacked_pushes);
+        while self.catching_up && self.unacked.len() < window {
+            let page = self
+                .shared
+                .deps
+                .store
+                .read_inbox(&user, self.last_pushed, limit)
+                .await
+                .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot read inbox: {e}")))?;
+            let Some(last) = page.entries.last().map(|e| e.cursor) else {
+                self.catching_up = false;
+                break;
+            };
+            let more = page.head > last;
+            let messages = load_entries(self.shared.deps.store.as_ref(), &page.entries)
+                .await
+                .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot read messages: {e}")))?;
+            self.push(messages, more)?;
+            self.last_pushed = last;
+            if !more {
+                self.catching_up = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits messages into frames of at most `push_max_bytes`, compresses
+    /// and sends each, and remembers it until ACKed.
+    fn push(&mut self, messages: Vec<Message>, more_pending: bool) -> Result<(), Close> {
+        let c = &self.shared.config;
+        let (max_bytes, max_messages, min_compress) = (c.push_max_bytes, c.push_max_messages, c.compress_min_bytes);
+        let codec = self.login.as_ref().map_or(Codec::None, |l| l.codec);
+        let chunks = split_frames(messages, max_bytes, max_messages);
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let first_cursor = chunk.first().map_or(0, |m| m.cursor);
+            let last_cursor = chunk.last().map_or(0, |m| m.cursor);
+            let count = chunk.len();
+            let (used, payload) = tern_wire::pack_batch(chunk, codec, min_compress);
+            let frame = tern_wire::encode_server(server_frame::Kind::Push(Push {
+                first_cursor,
+                last_cursor,
+                codec: used as i32,
+                payload,
+                more_pending: more_pending && i + 1 == n,
+            }));
+            tracing::debug!(first_cursor, last_cursor, count, bytes = frame.len(), "push sent");
+            self.emit_bytes(frame.clone())?;
+            self.unacked.push_back(Unacked { last_cursor, frame, sent_at: Instant::now() });
+        }
+        Ok(())
+    }
+
+    async fn on_ack(&mut self, cursor: u64) -> Result<(), Close> {
+        if cursor > self.last_pushed {
+            let msg = format!("ack for cursor {cursor}, but the last cursor pushed is {}", self.last_pushed);
+            return self.reject(ErrorCode::BadCursor, msg, "", 0);
+        }
+        let (user, device) = {
+            let l = self.login.as_ref().expect("checked by caller");
+            (l.user.clone(), l.device.clone())
+        };
+        if let Err(e) = self.shared.deps.store.advance_cursor(&user, &device, cursor).await {
+            // Not fatal: the frames stay un-ACKed on the server's side of
+            // things only in the cursor; the device re-gets them next login.
+            tracing::warn!(error = %e, cursor, "cursor not saved");
+        }
+        self.unacked.retain(|u| u.last_cursor > cursor);
+        if self.catching_up {
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_sync(&mut self, req: SyncRequest) -> Result<(), Close> {
+        let (user, codec) = {
+            let l = self.login.as_ref().expect("checked by caller");
+            (l.user.clone(), l.codec)
+        };
+        let limit = match req.limit {
+            0 => 100,
+            n => n.min(MAX_SYNC_LIMIT),
+        } as usize;
+        let page = match self.shared.deps.store.read_inbox(&user, req.after_cursor, limit).await {
+            Ok(p) => p,
+            Err(e) => return self.reject(ErrorCode::Unavailable, format!("cannot read inbox: {e}"), "", req.request_id),
+        };
+        if req.after_cursor > page.head {
+            let msg = format!("cursor {} is past the end of the inbox ({})", req.after_cursor, page.head);
+            return self.reject(ErrorCode::BadCursor, msg, "", req.request_id);
+        }
+        let messages = match load_entries(self.shared.deps.store.as_ref(), &page.entries).await {
+            Ok(m) => m,
+            Err(e) => return self.reject(ErrorCode::Unavailable, format!("cannot read messages: {e}"), "", req.request_id),
+        };
+        let c = &self.shared.config;
+        let mut page_messages = split_frames(messages, c.push_max_bytes, usize::MAX).into_iter().next().unwrap_or_default();
+        let next_cursor = page_messages.last().map_or(req.after_cursor, |m| m.cursor);
+        page_messages.truncate(limit);
+        let (used, payload) = tern_wire::pack_batch(page_messages, codec, c.compress_min_bytes);
+        self.emit(server_frame::Kind::SyncPage(SyncPage {
+            request_id: req.request_id,
+            codec: used as i32,
+            payload,
+            next_cursor,
+            has_more: page.head > next_cursor,
+        }))
+    }
+
+    async fn on_timer(&mut self) -> Result<(), Close> {
+        let now = Instant::now();
+        let c = self.shared.config.clone();
+        if self.login.is_none() && now >= self.opened + c.login_timeout {
+            return Err(fatal(ErrorCode::Unauthenticated, format!("no login within {} s", c.login_timeout.as_secs())));
+        }
+        if now >= self.last_frame + c.idle_timeout {
+            return Err(fatal(ErrorCode::IdleTimeout, format!("no frame for {} s", c.idle_timeout.as_secs())));
+        }
+        if self.flush_at.is_some_and(|at| now >= at) {
+            self.flush().await?;
+        }
+        let ack_timeout = c.ack_timeout;
+        let resend: Vec<Bytes> = self
+            .unacked
+            .iter_mut()
+            .filter(|u| now >= u.sent_at + ack_timeout)
+            .map(|u| {
+                u.sent_at = now;
+                u.frame.clone()
+            })
+            .collect();
+        for frame in resend {
+            tracing::debug!("re-sending un-ACKed push");
+            self.emit_bytes(frame)?;
+        }
+        while let Some((at, _)) = self.deadlines.front() {
+            if *at > now {
+                break;
+            }
+            let (_, cmid) = self.deadlines.pop_front().expect("front exists");
+            if self.awaiting.get(&cmid).is_some_and(|d| *d <= now) {
+                self.awaiting.remove(&cmid);
+                let msg = "send not confirmed in time; retry with the same client_msg_id (it will be stored once)";
+                self.reject(ErrorCode::Unavailable, msg, &cmid, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the connection; removes the route unless the device already
+    /// logged in again elsewhere on this gateway.
+    async fn cleanup(&mut self) {
+        let Some(login) = self.login.take() else { return };
+        let current = self.shared.hub.remove(self.id);
+        if current && !login.send_only {
+            let route = Route { user: login.user, device: login.device, gateway: self.shared.config.node_id.clone() };
+            if let Err(e) = self.shared.deps.routes.unregister(&route).await {
+                tracing::warn!(error = %e, "route not removed; it expires with its TTL");
+            }
+        }
+    }
+}
+
+/// Cuts messages into frames of at most `max_bytes` of encoded messages
+/// (always at least one message per frame) and `max_messages`.
+fn split_frames(messages: Vec<Message>, max_bytes: usize, max_messages: usize) -> Vec<Vec<Message>> {
+    let mut frames = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for m in messages {
+        let len = m.encoded_len() + 4;
+        if !current.is_empty() && (size + len > max_bytes || current.len() >= max_messages) {
+            frames.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(m);
+    }
+    if !current.is_empty() {
+        frames.push(current);
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(cursor: u64, body_len: usize) -> Message {
+        Message { cursor, body: vec![b'x'; body_len].into(), ..Default::default() }
+    }
+
+    #[test]
+    fn frames_respect_byte_and_count_limits() {
+        let frames = split_frames((1..=10).map(|c| msg(c, 100)).collect(), 350, 100);
+        assert!(frames.iter().all(|f| f.len() == 3 || f.len() == 1));
+        assert_eq!(frames.iter().map(Vec::len).sum::<usize>(), 10);
+        let frames = split_frames((1..=10).map(|c| msg(c, 1)).collect(), 1 << 20, 4);
+        assert_eq!(frames.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+    }
+
+    #[test]
+    fn an_oversized_message_still_gets_a_frame() {
+        let frames = split_frames(vec![msg(1, 1000)], 10, 10);
+        assert_eq!(frames.len(), 1);
+    }
+
+    #[test]
+    fn connection_ids_are_unique() {
+        assert_ne!(next_conn_id(), next_conn_id());
+    }
+}

@@ -1,0 +1,254 @@
+//! ternd's settings: defaults < TOML file (`--config`) < `TERN_*`
+//! environment variables < command-line flags. Every setting documents
+//! itself in `ternd --help`; every bad setting is reported at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use tern_gateway::GatewayConfig;
+use tern_ingest::IngestConfig;
+
+use crate::TerndConfig;
+
+/// The whole tern pipeline in one process, on embedded storage.
+///
+/// Every setting can also be given in a TOML file (same names, with
+/// underscores: `tcp_listen = "0.0.0.0:7400"`) or as an environment variable
+/// (`TERN_TCP_LISTEN`). Flags override variables, which override the file.
+#[derive(Parser, Deserialize, Debug, Default, Clone)]
+#[command(name = "ternd", version, about, long_about = None)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with settings.
+    #[arg(long, env = "TERN_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Directory of the embedded event log and store [default: ./data].
+    #[arg(long, env = "TERN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address for client TCP connections (length-prefixed frames) [default: 127.0.0.1:7400].
+    #[arg(long, env = "TERN_TCP_LISTEN")]
+    pub tcp_listen: Option<SocketAddr>,
+
+    /// Address for client WebSocket connections (binary messages) [default: 127.0.0.1:7401].
+    #[arg(long, env = "TERN_WS_LISTEN")]
+    pub ws_listen: Option<SocketAddr>,
+
+    /// Address of the gRPC API [default: 127.0.0.1:7402].
+    #[arg(long, env = "TERN_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// Secret that signs login tokens (HS256 JWT). Required unless dev mode
+    /// is on; in dev mode a random one is created and kept in the data directory.
+    #[arg(long, env = "TERN_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Dev mode: the API hands out login tokens to anyone (`tern token`).
+    /// Turn off in production [default: true].
+    #[arg(long, env = "TERN_DEV_MODE", action = clap::ArgAction::Set)]
+    pub dev_mode: Option<bool>,
+
+    /// Largest message body accepted, in bytes [default: 65536].
+    #[arg(long, env = "TERN_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Largest client frame, in bytes, either direction [default: 1048576].
+    #[arg(long, env = "TERN_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+
+    /// Clients are told to send a heartbeat this often, in ms [default: 15000].
+    #[arg(long, env = "TERN_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+
+    /// A connection with no frame for this long is closed, in ms [default: 45000].
+    #[arg(long, env = "TERN_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+
+    /// New messages for a connection are merged this long into one push, in ms [default: 2].
+    #[arg(long, env = "TERN_PUSH_WINDOW_MS")]
+    pub push_window_ms: Option<u64>,
+
+    /// Most messages per push frame [default: 500].
+    #[arg(long, env = "TERN_PUSH_MAX_MESSAGES")]
+    pub push_max_messages: Option<usize>,
+
+    /// An un-ACKed push is re-sent after this long, in ms [default: 5000].
+    #[arg(long, env = "TERN_ACK_TIMEOUT_MS")]
+    pub ack_timeout_ms: Option<u64>,
+
+    /// Most un-ACKed push frames per connection [default: 16].
+    #[arg(long, env = "TERN_MAX_UNACKED_PUSHES")]
+    pub max_unacked_pushes: Option<usize>,
+
+    /// Frames queued for one connection before it is dropped as too slow [default: 64].
+    #[arg(long, env = "TERN_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
+
+    /// A send without a receipt after this long is answered UNAVAILABLE, in ms [default: 10000].
+    #[arg(long, env = "TERN_RECEIPT_TIMEOUT_MS")]
+    pub receipt_timeout_ms: Option<u64>,
+
+    /// Partitions per topic of the embedded log; fixed when the log is created [default: 4].
+    #[arg(long, env = "TERN_LOG_PARTITIONS")]
+    pub log_partitions: Option<u32>,
+
+    /// Log filter, as RUST_LOG (e.g. "info,tern_gateway=debug") [default: info].
+    #[arg(long, env = "TERN_LOG")]
+    pub log: Option<String>,
+}
+
+/// Settings that cannot be used; ternd exits with code 64 (EX_USAGE).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+macro_rules! overlay {
+    ($top:expr, $base:expr; $($field:ident),*) => {
+        Settings { config: $top.config.or($base.config), $($field: $top.$field.or($base.$field)),* }
+    };
+}
+
+impl Settings {
+    /// `self` (flags and env) over the TOML file it names, if any.
+    pub fn with_file(self) -> Result<Settings, ConfigError> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(vec![format!("cannot read config file {}: {e}", path.display())]))?;
+        let file: Settings =
+            toml::from_str(&text).map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?;
+        Ok(overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
+            max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
+            push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
+            log_partitions, log))
+    }
+
+    /// Applies defaults and checks every value, reporting all problems.
+    pub fn resolve(self) -> Result<TerndConfig, ConfigError> {
+        let mut problems = Vec::new();
+        let mut positive = |name: &str, v: u64| {
+            if v == 0 {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+            v
+        };
+        let mut gateway = GatewayConfig::default();
+        let mut ingest = IngestConfig::default();
+        let ms = |v: u64| Duration::from_millis(v);
+        if let Some(a) = self.tcp_listen {
+            gateway.tcp_listen = a;
+        }
+        if let Some(a) = self.ws_listen {
+            gateway.ws_listen = a;
+        }
+        if let Some(a) = self.api_listen {
+            ingest.listen = a;
+        }
+        if let Some(v) = self.max_body_bytes {
+            gateway.max_body_bytes = positive("max_body_bytes", v as u64) as usize;
+            ingest.max_body_bytes = gateway.max_body_bytes;
+        }
+        if let Some(v) = self.max_frame_bytes {
+            gateway.max_frame_bytes = positive("max_frame_bytes", v as u64) as usize;
+        }
+        if let Some(v) = self.heartbeat_interval_ms {
+            gateway.heartbeat_interval = ms(positive("heartbeat_interval_ms", v));
+        }
+        if let Some(v) = self.idle_timeout_ms {
+            gateway.idle_timeout = ms(positive("idle_timeout_ms", v));
+        }
+        if let Some(v) = self.push_window_ms {
+            gateway.push_window = ms(v);
+        }
+        if let Some(v) = self.push_max_messages {
+            gateway.push_max_messages = positive("push_max_messages", v as u64) as usize;
+        }
+        if let Some(v) = self.ack_timeout_ms {
+            gateway.ack_timeout = ms(positive("ack_timeout_ms", v));
+        }
+        if let Some(v) = self.max_unacked_pushes {
+            gateway.max_unacked_pushes = positive("max_unacked_pushes", v as u64) as usize;
+        }
+        if let Some(v) = self.outbound_queue {
+            gateway.outbound_queue = positive("outbound_queue", v as u64) as usize;
+        }
+        if let Some(v) = self.receipt_timeout_ms {
+            gateway.receipt_timeout = ms(positive("receipt_timeout_ms", v));
+            ingest.receipt_timeout = gateway.receipt_timeout;
+        }
+        let log_partitions = positive("log_partitions", u64::from(self.log_partitions.unwrap_or(4))) as u32;
+        if gateway.max_body_bytes + 1024 > gateway.max_frame_bytes {
+            problems.push(format!(
+                "max_body_bytes ({}) must leave room for the frame around it: raise max_frame_bytes ({}) above it by 1 KiB",
+                gateway.max_body_bytes, gateway.max_frame_bytes
+            ));
+        }
+        if gateway.idle_timeout <= gateway.heartbeat_interval {
+            problems.push("idle_timeout_ms must be longer than heartbeat_interval_ms".into());
+        }
+        let dev_mode = self.dev_mode.unwrap_or(true);
+        ingest.dev_mode = dev_mode;
+        if !dev_mode && self.jwt_secret.is_none() {
+            problems.push("jwt_secret is required when dev_mode is false".into());
+        }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            problems.push("jwt_secret must be at least 16 bytes".into());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(TerndConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            gateway,
+            ingest,
+            jwt_secret: self.jwt_secret,
+            dev_mode,
+            log_partitions,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve() {
+        let c = Settings::default().resolve().unwrap();
+        assert!(c.dev_mode);
+        assert_eq!(c.gateway.tcp_listen.port(), 7400);
+        assert_eq!(c.ingest.listen.port(), 7402);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let s = Settings { dev_mode: Some(false), push_max_messages: Some(0), idle_timeout_ms: Some(1), ..Default::default() };
+        let e = s.resolve().unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+        assert!(e.to_string().contains("jwt_secret is required"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, "tcp_listen = \"127.0.0.1:9000\"\nws_listen = \"127.0.0.1:9001\"\n").unwrap();
+        let s = Settings { config: Some(path), tcp_listen: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
+        let c = s.with_file().unwrap().resolve().unwrap();
+        assert_eq!(c.gateway.tcp_listen.port(), 9100);
+        assert_eq!(c.gateway.ws_listen.port(), 9001);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, "tcp_lisen = \"127.0.0.1:9000\"\n").unwrap();
+        let e = Settings { config: Some(path), ..Default::default() }.with_file().unwrap_err();
+        assert!(e.to_string().contains("tcp_lisen"), "{e}");
+    }
+}
