@@ -3,8 +3,8 @@
 //! Only HS256 is accepted; the header's `alg` is checked, so a token cannot
 //! downgrade itself to `none`. The signature is compared in constant time.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -46,7 +46,9 @@ struct Header {
 
 impl TokenAuthority {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        TokenAuthority { secret: secret.into() }
+        TokenAuthority {
+            secret: secret.into(),
+        }
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -56,7 +58,11 @@ impl TokenAuthority {
     /// Signs a token for `user`, valid for `ttl_secs` from `now_secs`.
     pub fn issue(&self, user: &str, now_secs: u64, ttl_secs: u64) -> String {
         let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let claims = Claims { sub: user.to_owned(), exp: now_secs + ttl_secs, iat: now_secs };
+        let claims = Claims {
+            sub: user.to_owned(),
+            exp: now_secs + ttl_secs,
+            iat: now_secs,
+        };
         let payload = B64.encode(serde_json::to_vec(&claims).expect("claims serialize"));
         let signing_input = format!("{header}.{payload}");
         let mut mac = self.mac();
@@ -68,7 +74,9 @@ impl TokenAuthority {
     /// Checks signature, algorithm, expiry and subject; returns the claims.
     pub fn verify(&self, token: &str, now_secs: u64) -> Result<Claims, AuthError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(AuthError::Malformed);
         };
         let header: Header = B64
@@ -84,7 +92,8 @@ impl TokenAuthority {
         mac.update(h.as_bytes());
         mac.update(b".");
         mac.update(p.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| AuthError::BadSignature)?;
+        mac.verify_slice(&sig)
+            .map_err(|_| AuthError::BadSignature)?;
         let claims: Claims = B64
             .decode(p)
             .ok()
@@ -127,7 +136,10 @@ mod tests {
     fn other_secrets_and_tampering_fail() {
         let a = TokenAuthority::new("s3cret");
         let t = a.issue("alice", 1000, 60);
-        assert_eq!(TokenAuthority::new("other").verify(&t, 1000), Err(AuthError::BadSignature));
+        assert_eq!(
+            TokenAuthority::new("other").verify(&t, 1000),
+            Err(AuthError::BadSignature)
+        );
         // Swap in bob's claims under alice's signature.
         let bob = a.issue("bob", 1000, 60);
         let forged = format!(

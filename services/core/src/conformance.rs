@@ -37,23 +37,47 @@ pub async fn store_scenarios(store: Arc<dyn MessageStore>) {
 
     // Sequence numbers from 1 without gaps; a retried send is stored once.
     let first = store
-        .put_messages(vec![message(&conv, &alice, "c1", "one"), message(&conv, &alice, "c2", "two")])
+        .put_messages(vec![
+            message(&conv, &alice, "c1", "one"),
+            message(&conv, &alice, "c2", "two"),
+        ])
         .await
         .expect("put");
-    assert_eq!(first.iter().map(|o| o.message.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        first.iter().map(|o| o.message.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     assert!(first.iter().all(|o| !o.duplicate));
-    let retry = store.put_messages(vec![message(&conv, &alice, "c1", "one again")]).await.expect("put");
+    let retry = store
+        .put_messages(vec![message(&conv, &alice, "c1", "one again")])
+        .await
+        .expect("put");
     assert!(retry[0].duplicate);
-    assert_eq!(retry[0].message, first[0].message, "a retry returns the first copy");
+    assert_eq!(
+        retry[0].message, first[0].message,
+        "a retry returns the first copy"
+    );
     // The same client id from another sender is another message.
-    let other = store.put_messages(vec![message(&conv, &bob, "c1", "bob's")]).await.expect("put");
+    let other = store
+        .put_messages(vec![message(&conv, &bob, "c1", "bob's")])
+        .await
+        .expect("put");
     assert!(!other[0].duplicate);
     assert_eq!(other[0].message.seq, 3);
 
     // Bodies by id, in the order asked, unknown ids left out.
-    let ids: Vec<MessageId> = first.iter().map(|o| MessageId::from_slice(&o.message.message_id).unwrap()).collect();
-    let got = store.get_messages(&[ids[1], MessageId::new(), ids[0]]).await.expect("get");
-    assert_eq!(got.iter().map(|m| m.body.as_ref()).collect::<Vec<_>>(), vec![&b"two"[..], b"one"]);
+    let ids: Vec<MessageId> = first
+        .iter()
+        .map(|o| MessageId::from_slice(&o.message.message_id).unwrap())
+        .collect();
+    let got = store
+        .get_messages(&[ids[1], MessageId::new(), ids[0]])
+        .await
+        .expect("get");
+    assert_eq!(
+        got.iter().map(|m| m.body.as_ref()).collect::<Vec<_>>(),
+        vec![&b"two"[..], b"one"]
+    );
 
     // History: newest first, before a seq.
     let h = store.history(&conv, 0, 10).await.expect("history");
@@ -62,19 +86,42 @@ pub async fn store_scenarios(store: Arc<dyn MessageStore>) {
     assert_eq!(h.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
 
     // Inbox: replays do not add entries twice; pages after a cursor.
-    let entry = |cursor, id| InboxEntry { user: bob.clone(), cursor, message_id: id, conversation: conv.clone() };
-    let c = store.append_inbox(vec![entry(10, ids[0]), entry(11, ids[1])]).await.expect("append");
+    let entry = |cursor, id| InboxEntry {
+        user: bob.clone(),
+        cursor,
+        message_id: id,
+        conversation: conv.clone(),
+    };
+    let c = store
+        .append_inbox(vec![entry(10, ids[0]), entry(11, ids[1])])
+        .await
+        .expect("append");
     assert_eq!(c, vec![10, 11]);
-    let c = store.append_inbox(vec![entry(10, ids[0]), entry(15, ids[0])]).await.expect("append replay");
+    let c = store
+        .append_inbox(vec![entry(10, ids[0]), entry(15, ids[0])])
+        .await
+        .expect("append replay");
     assert_eq!(c, vec![10, 10], "a repeated message keeps its first cursor");
     let page = store.read_inbox(&bob, 0, 10).await.expect("read");
     assert_eq!(page.head, 11);
-    assert_eq!(page.entries.iter().map(|e| e.cursor).collect::<Vec<_>>(), vec![10, 11]);
+    assert_eq!(
+        page.entries.iter().map(|e| e.cursor).collect::<Vec<_>>(),
+        vec![10, 11]
+    );
     let page = store.read_inbox(&bob, 10, 10).await.expect("read");
-    assert_eq!(page.entries.iter().map(|e| e.message_id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert_eq!(
+        page.entries
+            .iter()
+            .map(|e| e.message_id)
+            .collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
     let page = store.read_inbox(&bob, 0, 1).await.expect("read");
     assert_eq!(page.entries.len(), 1);
-    let empty = store.read_inbox(&fresh("nobody"), 0, 10).await.expect("read");
+    let empty = store
+        .read_inbox(&fresh("nobody"), 0, 10)
+        .await
+        .expect("read");
     assert_eq!(empty, Default::default());
 
     // Cursors per device, never moving back.
@@ -95,10 +142,16 @@ pub async fn log_scenarios(log: Arc<dyn EventLog>) {
     let positions = log.append(&topic, records).await.expect("append");
     assert_eq!(positions.len(), 100);
 
-    let mut sub = log.subscribe(&topic, "g1", StartFrom::Earliest).await.expect("subscribe");
+    let mut sub = log
+        .subscribe(&topic, "g1", StartFrom::Earliest)
+        .await
+        .expect("subscribe");
     let mut seen = Vec::new();
     while seen.len() < 100 {
-        let batch = tokio::time::timeout(Duration::from_secs(10), sub.poll(30)).await.expect("records arrive").expect("poll");
+        let batch = tokio::time::timeout(Duration::from_secs(10), sub.poll(30))
+            .await
+            .expect("records arrive")
+            .expect("poll");
         assert!(batch.len() <= 30);
         seen.extend(batch);
     }
@@ -115,29 +168,58 @@ pub async fn log_scenarios(log: Arc<dyn EventLog>) {
     // Commit half; a new subscription of the same group resumes after the commit.
     sub.commit(&seen[..50]).await.expect("commit");
     drop(sub);
-    let mut again = log.subscribe(&topic, "g1", StartFrom::Earliest).await.expect("subscribe");
+    let mut again = log
+        .subscribe(&topic, "g1", StartFrom::Earliest)
+        .await
+        .expect("subscribe");
     let mut rest = Vec::new();
-    while let Ok(Ok(batch)) = tokio::time::timeout(Duration::from_millis(500), again.poll(1000)).await {
+    while let Ok(Ok(batch)) =
+        tokio::time::timeout(Duration::from_millis(500), again.poll(1000)).await
+    {
         rest.extend(batch);
     }
     // Everything after the committed offsets of each partition comes again; nothing before.
     for d in &seen[..50] {
-        assert!(!rest.iter().any(|r| r.position == d.position), "committed record {:?} handed out again", d.position);
+        assert!(
+            !rest.iter().any(|r| r.position == d.position),
+            "committed record {:?} handed out again",
+            d.position
+        );
     }
     for d in &seen[50..] {
-        let committed_past = seen[..50].iter().any(|c| c.position.partition == d.position.partition && c.position.offset >= d.position.offset);
+        let committed_past = seen[..50].iter().any(|c| {
+            c.position.partition == d.position.partition && c.position.offset >= d.position.offset
+        });
         if !committed_past {
-            assert!(rest.iter().any(|r| r.position == d.position), "uncommitted record {:?} lost", d.position);
+            assert!(
+                rest.iter().any(|r| r.position == d.position),
+                "uncommitted record {:?} lost",
+                d.position
+            );
         }
     }
 
     // Another group sees everything; a Latest group only what comes next.
-    let mut other = log.subscribe(&topic, "g2", StartFrom::Earliest).await.expect("subscribe");
-    let b = tokio::time::timeout(Duration::from_secs(10), other.poll(1000)).await.expect("records").expect("poll");
+    let mut other = log
+        .subscribe(&topic, "g2", StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    let b = tokio::time::timeout(Duration::from_secs(10), other.poll(1000))
+        .await
+        .expect("records")
+        .expect("poll");
     assert!(!b.is_empty());
-    let mut latest = log.subscribe(&topic, "g3", StartFrom::Latest).await.expect("subscribe");
-    log.append(&topic, vec![Record::new("new", "fresh")]).await.expect("append");
-    let b = tokio::time::timeout(Duration::from_secs(10), latest.poll(10)).await.expect("records").expect("poll");
+    let mut latest = log
+        .subscribe(&topic, "g3", StartFrom::Latest)
+        .await
+        .expect("subscribe");
+    log.append(&topic, vec![Record::new("new", "fresh")])
+        .await
+        .expect("append");
+    let b = tokio::time::timeout(Duration::from_secs(10), latest.poll(10))
+        .await
+        .expect("records")
+        .expect("poll");
     assert_eq!(b.len(), 1);
     assert_eq!(&b[0].value[..], b"fresh");
 }
@@ -145,27 +227,62 @@ pub async fn log_scenarios(log: Arc<dyn EventLog>) {
 pub async fn route_scenarios(routes: Arc<dyn RouteDirectory>) {
     let alice = fresh("alice");
     let bob = fresh("bob");
-    let r = |user: &str, device: &str, gw: &str| Route { user: user.into(), device: device.into(), gateway: gw.into() };
+    let r = |user: &str, device: &str, gw: &str| Route {
+        user: user.into(),
+        device: device.into(),
+        gateway: gw.into(),
+    };
     let ttl = Duration::from_secs(30);
-    routes.register(&r(&alice, "phone", "gw1"), ttl).await.unwrap();
-    routes.register(&r(&alice, "laptop", "gw2"), ttl).await.unwrap();
-    routes.register(&r(&bob, "phone", "gw1"), ttl).await.unwrap();
-    let found = routes.lookup(&[alice.clone(), bob.clone(), fresh("nobody")]).await.unwrap();
+    routes
+        .register(&r(&alice, "phone", "gw1"), ttl)
+        .await
+        .unwrap();
+    routes
+        .register(&r(&alice, "laptop", "gw2"), ttl)
+        .await
+        .unwrap();
+    routes
+        .register(&r(&bob, "phone", "gw1"), ttl)
+        .await
+        .unwrap();
+    let found = routes
+        .lookup(&[alice.clone(), bob.clone(), fresh("nobody")])
+        .await
+        .unwrap();
     assert_eq!(found.len(), 2);
     let mut gws: Vec<_> = found[&alice].iter().map(|r| r.gateway.clone()).collect();
     gws.sort();
     assert_eq!(gws, vec!["gw1", "gw2"]);
 
     // Unregistering from a gateway the device already left does nothing.
-    routes.register(&r(&bob, "phone", "gw2"), ttl).await.unwrap();
+    routes
+        .register(&r(&bob, "phone", "gw2"), ttl)
+        .await
+        .unwrap();
     routes.unregister(&r(&bob, "phone", "gw1")).await.unwrap();
     let found = routes.lookup(std::slice::from_ref(&bob)).await.unwrap();
     assert_eq!(found[&bob], vec![r(&bob, "phone", "gw2")]);
     routes.unregister(&r(&bob, "phone", "gw2")).await.unwrap();
-    assert!(routes.lookup(std::slice::from_ref(&bob)).await.unwrap().is_empty());
+    assert!(
+        routes
+            .lookup(std::slice::from_ref(&bob))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Routes expire when not renewed.
-    routes.register(&r(&bob, "tablet", "gw1"), Duration::from_millis(1100)).await.unwrap();
+    routes
+        .register(&r(&bob, "tablet", "gw1"), Duration::from_millis(1100))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(routes.lookup(std::slice::from_ref(&bob)).await.unwrap().is_empty(), "expired route still listed");
+    assert!(
+        routes
+            .lookup(std::slice::from_ref(&bob))
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired route still listed"
+    );
 }

@@ -152,7 +152,14 @@ mod tests {
 
     #[test]
     fn non_canonical_or_foreign_conversation_ids_are_unknown() {
-        for bad in ["d:bob:alice", "g:1", "", "d:alice", "d:a:b:c", "d:al ice:bob"] {
+        for bad in [
+            "d:bob:alice",
+            "g:1",
+            "",
+            "d:alice",
+            "d:a:b:c",
+            "d:al ice:bob",
+        ] {
             assert_eq!(
                 Conversation::parse(bad),
                 Err(IdError::UnknownConversation(bad.into())),

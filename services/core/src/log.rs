@@ -90,7 +90,9 @@ pub trait Subscription: Send {
 pub fn last_offsets(done: &[Delivery]) -> Vec<Position> {
     let mut last: std::collections::BTreeMap<u32, u64> = Default::default();
     for d in done {
-        let e = last.entry(d.position.partition).or_insert(d.position.offset);
+        let e = last
+            .entry(d.position.partition)
+            .or_insert(d.position.offset);
         *e = (*e).max(d.position.offset);
     }
     last.into_iter()

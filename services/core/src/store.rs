@@ -51,7 +51,10 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Stores messages, each once per (sender_user, client_msg_id), and gives
     /// each new one the next sequence number of its conversation (ignoring
     /// the `seq` passed in). Returns the stored form of each, in order.
-    async fn put_messages(&self, messages: Vec<StoredMessage>) -> Result<Vec<PutOutcome>, StoreError>;
+    async fn put_messages(
+        &self,
+        messages: Vec<StoredMessage>,
+    ) -> Result<Vec<PutOutcome>, StoreError>;
 
     /// Bodies for these ids, in the order asked; unknown ids are left out.
     async fn get_messages(&self, ids: &[MessageId]) -> Result<Vec<StoredMessage>, StoreError>;
@@ -62,7 +65,12 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn append_inbox(&self, entries: Vec<InboxEntry>) -> Result<Vec<u64>, StoreError>;
 
     /// Up to `limit` entries of `user`'s inbox after `after`, oldest first.
-    async fn read_inbox(&self, user: &str, after: u64, limit: usize) -> Result<InboxPage, StoreError>;
+    async fn read_inbox(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError>;
 
     /// Up to `limit` messages of a conversation with seq < `before_seq`
     /// (0: from the newest), newest first.
@@ -78,7 +86,12 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Moves the device's cursor forward to `cursor` (never back); returns
     /// the cursor now stored.
-    async fn advance_cursor(&self, user: &str, device: &str, cursor: u64) -> Result<u64, StoreError>;
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        cursor: u64,
+    ) -> Result<u64, StoreError>;
 }
 
 /// The client's view of a stored message at `cursor` of an inbox (0 outside one).

@@ -9,7 +9,11 @@ use tern_core::embedded::{EmbeddedLog, EmbeddedLogConfig, EmbeddedStore, MemoryR
 use tern_core::log::{EventLog, Record, StartFrom};
 
 fn log_at(dir: &std::path::Path) -> EmbeddedLog {
-    EmbeddedLog::open(&EmbeddedLogConfig { path: dir.join("log.redb"), partitions: 4 }).unwrap()
+    EmbeddedLog::open(&EmbeddedLogConfig {
+        path: dir.join("log.redb"),
+        partitions: 4,
+    })
+    .unwrap()
 }
 
 #[tokio::test]
@@ -39,7 +43,10 @@ async fn log_resumes_from_committed_offsets_after_reopen() {
         log.append("t", records).await.unwrap();
         let mut sub = log.subscribe("t", "g", StartFrom::Earliest).await.unwrap();
         let batch = sub.poll(4).await.unwrap();
-        assert_eq!(batch.iter().map(|d| d.value[0]).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            batch.iter().map(|d| d.value[0]).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         sub.commit(&batch).await.unwrap();
     }
     // Reopen: same file, new process state.
@@ -47,9 +54,15 @@ async fn log_resumes_from_committed_offsets_after_reopen() {
     let log = log_at(dir.path());
     let mut sub = log.subscribe("t", "g", StartFrom::Earliest).await.unwrap();
     let batch = sub.poll(100).await.unwrap();
-    assert_eq!(batch.iter().map(|d| d.value[0]).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        batch.iter().map(|d| d.value[0]).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7, 8, 9]
+    );
     // Offsets continue after a reopen; they are never reused.
-    let p = log.append("t", vec![Record::new("k", vec![10])]).await.unwrap();
+    let p = log
+        .append("t", vec![Record::new("k", vec![10])])
+        .await
+        .unwrap();
     assert_eq!(p[0].offset, 10);
 }
 
@@ -58,7 +71,8 @@ async fn store_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.redb");
     {
-        let store: Arc<dyn tern_core::store::MessageStore> = Arc::new(EmbeddedStore::open(&path).unwrap());
+        let store: Arc<dyn tern_core::store::MessageStore> =
+            Arc::new(EmbeddedStore::open(&path).unwrap());
         store.advance_cursor("bob", "phone", 7).await.unwrap();
         // A durable write after the cursor makes the cursor durable too.
         let m = tern_core::store::StoredMessage {

@@ -73,7 +73,9 @@ impl Hub {
             .or_default()
             .insert(handle.device.clone(), id);
         inner.conns.insert(id, handle);
-        previous.filter(|p| *p != id).and_then(|p| inner.conns.remove(&p))
+        previous
+            .filter(|p| *p != id)
+            .and_then(|p| inner.conns.remove(&p))
     }
 
     /// Removes a connection; returns true if it was still the device's
@@ -97,7 +99,12 @@ impl Hub {
     }
 
     pub fn get(&self, id: u64) -> Option<ConnHandle> {
-        self.inner.read().expect("hub poisoned").conns.get(&id).cloned()
+        self.inner
+            .read()
+            .expect("hub poisoned")
+            .conns
+            .get(&id)
+            .cloned()
     }
 
     /// Every connection of `user` on this gateway.
@@ -106,7 +113,12 @@ impl Hub {
         inner
             .by_user
             .get(user)
-            .map(|devices| devices.values().filter_map(|id| inner.conns.get(id).cloned()).collect())
+            .map(|devices| {
+                devices
+                    .values()
+                    .filter_map(|id| inner.conns.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -131,7 +143,15 @@ mod tests {
 
     fn handle(user: &str, device: &str) -> (ConnHandle, mpsc::Receiver<SessionEvent>) {
         let (tx, rx) = mpsc::channel(1);
-        (ConnHandle { user: user.into(), device: device.into(), mailbox: tx, kick: watch::channel(None).0 }, rx)
+        (
+            ConnHandle {
+                user: user.into(),
+                device: device.into(),
+                mailbox: tx,
+                kick: watch::channel(None).0,
+            },
+            rx,
+        )
     }
 
     #[test]

@@ -26,9 +26,9 @@ use std::time::Duration;
 use tern_core::auth::TokenAuthority;
 use tern_core::log::EventLog;
 use tern_core::routes::RouteDirectory;
+use tern_core::stage::stopped;
 use tern_core::store::MessageStore;
 use tokio::net::TcpListener;
-use tern_core::stage::stopped;
 use tokio::sync::watch;
 
 /// Everything a gateway can be told. `Default` is what `ternd` uses.
@@ -131,7 +131,10 @@ pub struct Gateway {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Log(#[from] tern_core::log::LogError),
 }
@@ -140,15 +143,31 @@ impl Gateway {
     pub async fn bind(config: GatewayConfig, deps: GatewayDeps) -> Result<Self, GatewayError> {
         let tcp = TcpListener::bind(config.tcp_listen)
             .await
-            .map_err(|source| GatewayError::Bind { addr: config.tcp_listen, source })?;
+            .map_err(|source| GatewayError::Bind {
+                addr: config.tcp_listen,
+                source,
+            })?;
         let ws = TcpListener::bind(config.ws_listen)
             .await
-            .map_err(|source| GatewayError::Bind { addr: config.ws_listen, source })?;
-        Ok(Gateway { shared: Arc::new(Shared { config, deps, hub: hub::Hub::new() }), tcp, ws })
+            .map_err(|source| GatewayError::Bind {
+                addr: config.ws_listen,
+                source,
+            })?;
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                config,
+                deps,
+                hub: hub::Hub::new(),
+            }),
+            tcp,
+            ws,
+        })
     }
 
     pub fn tcp_addr(&self) -> SocketAddr {
-        self.tcp.local_addr().expect("bound listener has an address")
+        self.tcp
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn ws_addr(&self) -> SocketAddr {
@@ -160,8 +179,18 @@ impl Gateway {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), GatewayError> {
         let Gateway { shared, tcp, ws } = self;
         let pusher = tokio::spawn(pusher::run(shared.clone(), shutdown.clone()));
-        let accept_tcp = tokio::spawn(accept_loop(shared.clone(), tcp, transport::Kind::Tcp, shutdown.clone()));
-        let accept_ws = tokio::spawn(accept_loop(shared.clone(), ws, transport::Kind::WebSocket, shutdown.clone()));
+        let accept_tcp = tokio::spawn(accept_loop(
+            shared.clone(),
+            tcp,
+            transport::Kind::Tcp,
+            shutdown.clone(),
+        ));
+        let accept_ws = tokio::spawn(accept_loop(
+            shared.clone(),
+            ws,
+            transport::Kind::WebSocket,
+            shutdown.clone(),
+        ));
         stopped(&mut shutdown).await;
         accept_tcp.abort();
         accept_ws.abort();
@@ -181,7 +210,12 @@ impl Gateway {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: transport::Kind, shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    kind: transport::Kind,
+    shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -197,7 +231,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: transport
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match transport::open(kind, stream, shared.config.max_frame_bytes).await {
-                Ok((reader, writer)) => session::serve(shared, reader, writer, peer, shutdown).await,
+                Ok((reader, writer)) => {
+                    session::serve(shared, reader, writer, peer, shutdown).await
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
             }
         });

@@ -10,20 +10,27 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use tern_core::log::StartFrom;
-use tern_core::proto::records::{push_record, PushRecord};
-use tern_core::topics;
+use tern_core::proto::records::{PushRecord, push_record};
 use tern_core::stage::stopped;
+use tern_core::topics;
 use tokio::sync::watch;
 
-use crate::hub::SessionEvent;
 use crate::Shared;
+use crate::hub::SessionEvent;
 
-pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> Result<(), tern_core::log::LogError> {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tern_core::log::LogError> {
     let node = &shared.config.node_id;
     let topic = topics::push_topic(node);
     // Pushes from before this gateway started address connections that no
     // longer exist; their devices catch up from the inbox at login.
-    let mut sub = shared.deps.log.subscribe(&topic, &format!("gateway.{node}"), StartFrom::Latest).await?;
+    let mut sub = shared
+        .deps
+        .log
+        .subscribe(&topic, &format!("gateway.{node}"), StartFrom::Latest)
+        .await?;
     loop {
         let batch = tokio::select! {
             b = sub.poll(1024) => b?,
@@ -33,7 +40,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             let record = match PushRecord::decode(d.value.clone()) {
                 Ok(PushRecord { kind: Some(k) }) => k,
                 Ok(_) | Err(_) => {
-                    tracing::error!(offset = d.position.offset, "skipping undecodable push record");
+                    tracing::error!(
+                        offset = d.position.offset,
+                        "skipping undecodable push record"
+                    );
                     continue;
                 }
             };
@@ -48,10 +58,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
                     }
                 }
                 push_record::Kind::Receipt(receipt) => {
-                    let conn = receipt.origin.as_ref().map(|o| o.connection_id).and_then(|id| shared.hub.get(id));
+                    let conn = receipt
+                        .origin
+                        .as_ref()
+                        .map(|o| o.connection_id)
+                        .and_then(|id| shared.hub.get(id));
                     match conn {
                         Some(c) => c.offer(SessionEvent::Receipt(receipt)),
-                        None => tracing::debug!(client_msg_id = %receipt.client_msg_id, "receipt for a connection that is gone"),
+                        None => {
+                            tracing::debug!(client_msg_id = %receipt.client_msg_id, "receipt for a connection that is gone")
+                        }
                     }
                 }
             }

@@ -2,15 +2,23 @@
 //! cursors, un-ACKed pushes, sends awaiting receipts), so none of it needs a
 //! lock. A second task writes the socket from a bounded queue.
 //!
-//! Push protocol: the session remembers the last inbox cursor it pushed.
-//! After login it reads the inbox from the device's cursor ("catching up"),
-//! ignoring live deliveries meanwhile (they are in the inbox too: the router
-//! appends before it pushes, and the route is registered before the first
-//! read). Once caught up, live deliveries are merged for `push_window` and
-//! sent as one frame. Each frame stays un-ACKed until the client ACKs its
-//! last cursor and is re-sent every `ack_timeout` until then. With too many
-//! frames un-ACKed, new deliveries are dropped and read back from the inbox
-//! when ACKs make room: memory stays bounded whatever the client does.
+//! Push protocol: the inbox is the only queue. The session remembers the
+//! last inbox cursor it pushed and whether the inbox may hold more
+//! (`behind`). Login sets `behind`; so does a live delivery from the push
+//! topic, which also opens a `push_window` so that everything arriving within
+//! it leaves as one frame. Pushing reads the inbox after `last_pushed` and
+//! packs the messages into frames of at most `push_max_bytes`. Because the
+//! router appends to the inbox before it pushes, and the route is registered
+//! before the first read, nothing falls between the reads. Each frame stays
+//! un-ACKed until the client ACKs its last cursor, and is re-sent every
+//! `ack_timeout` until then. With `max_unacked_pushes` frames un-ACKed,
+//! pushing pauses until an ACK makes room;
+//! when ACKs make room; the same when the outbound queue is nearly full
+//! (the client reads slowly). Memory per connection stays bounded whatever
+//! the client does: at most `max_unacked_pushes` frames, an outbound queue
+//! of `outbound_queue` frames, a mailbox of `mailbox` events. A client whose
+//! socket accepts nothing for `write_timeout`, or whose replies overflow the
+//! queue, is disconnected with SLOW_CONSUMER.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,27 +31,32 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
-use tern_core::ids::{check_device, Conversation, MessageId};
+use tern_core::ids::{Conversation, MessageId, check_device};
 use tern_core::log::Record;
 use tern_core::proto::client::{
-    client_frame, send, server_frame, Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Login, LoginResult, Message,
-    Push, Send, SendResult, SyncPage, SyncRequest,
+    Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Login, LoginResult, Message, Push, Send,
+    SendResult, SyncPage, SyncRequest, client_frame, send, server_frame,
 };
-use tern_core::proto::records::{InboundRecord, InboxRef, Origin, Receipt};
+use tern_core::proto::records::{InboundRecord, Origin, Receipt};
 use tern_core::routes::Route;
-use tern_core::store::{load_entries, InboxEntry};
-use tern_core::{now_ms, topics};
 use tern_core::stage::stopped;
+use tern_core::store::load_entries;
+use tern_core::{now_ms, topics};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::Shared;
 use crate::hub::{ConnHandle, Kick, SessionEvent};
 use crate::transport::{FrameReader, FrameWriter, TransportError};
-use crate::Shared;
 
 /// Longest client message id accepted.
 const MAX_CLIENT_MSG_ID: usize = 128;
+/// How long a blocked socket is kept open to deliver the reason it is
+/// being closed, for a client that resumes reading.
+const LAST_WORDS_GRACE: Duration = Duration::from_secs(5);
+/// Message bodies fetched from the store in one call.
+const BODY_BATCH: usize = 100;
 /// Most messages one sync page returns.
 const MAX_SYNC_LIMIT: u32 = 1000;
 
@@ -96,11 +109,10 @@ struct Session {
     kick: Option<watch::Receiver<Option<Kick>>>,
     /// Last inbox cursor put in a push frame.
     last_pushed: u64,
-    /// Live deliveries waiting for the push window to close.
-    queued: Vec<InboxRef>,
+    /// The inbox may hold entries after `last_pushed`.
+    behind: bool,
+    /// When to push what live deliveries announced (the merge window).
     flush_at: Option<Instant>,
-    /// Reading the inbox instead of taking live deliveries.
-    catching_up: bool,
     unacked: VecDeque<Unacked>,
     /// Sends being appended to the log.
     appends: FuturesUnordered<BoxFuture<'static, AppendResult>>,
@@ -124,7 +136,8 @@ pub(crate) async fn serve(
         let (out, queue) = mpsc::channel(shared.config.outbound_queue);
         let (last_words_tx, last_words) = oneshot::channel();
         let write_timeout = shared.config.write_timeout;
-        let writer_task = tokio::spawn(write_loop(writer, queue, last_words, write_timeout).in_current_span());
+        let writer_task =
+            tokio::spawn(write_loop(writer, queue, last_words, write_timeout).in_current_span());
         let now = Instant::now();
         let mut session = Session {
             shared,
@@ -136,9 +149,8 @@ pub(crate) async fn serve(
             mailbox: None,
             kick: None,
             last_pushed: 0,
-            queued: Vec::new(),
+            behind: false,
             flush_at: None,
-            catching_up: false,
             unacked: VecDeque::new(),
             appends: FuturesUnordered::new(),
             awaiting: HashMap::new(),
@@ -166,7 +178,12 @@ pub(crate) async fn serve(
 /// Writes queued frames, batching writes when several are waiting. A
 /// session's last words (a fatal error) jump the queue: a client that is
 /// too slow would otherwise never see why it was dropped.
-async fn write_loop(mut writer: FrameWriter, mut queue: mpsc::Receiver<Bytes>, mut last_words: oneshot::Receiver<Bytes>, write_timeout: Duration) {
+async fn write_loop(
+    mut writer: FrameWriter,
+    mut queue: mpsc::Receiver<Bytes>,
+    mut last_words: oneshot::Receiver<Bytes>,
+    write_timeout: Duration,
+) {
     let mut no_last_words = false;
     loop {
         tokio::select! {
@@ -194,7 +211,16 @@ async fn write_loop(mut writer: FrameWriter, mut queue: mpsc::Receiver<Bytes>, m
                         return;
                     }
                     Err(_) => {
-                        tracing::info!(timeout_ms = write_timeout.as_millis() as u64, "socket write timed out; dropping connection");
+                        tracing::info!(timeout_ms = write_timeout.as_millis() as u64, "socket write blocked; dropping slow client");
+                        // Queued after what is already buffered: a client that
+                        // reads again soon still learns why it was dropped.
+                        let why = tern_wire::encode_server(server_frame::Kind::Error(ErrorFrame {
+                            code: ErrorCode::SlowConsumer as i32,
+                            message: format!("socket write blocked for {} ms: the client is not reading", write_timeout.as_millis()),
+                            fatal: true,
+                            ..Default::default()
+                        }));
+                        let _ = tokio::time::timeout(LAST_WORDS_GRACE, writer.send(why)).await;
                         return;
                     }
                 }
@@ -206,8 +232,13 @@ async fn write_loop(mut writer: FrameWriter, mut queue: mpsc::Receiver<Bytes>, m
 
 /// Resolves with the next mailbox event, or never if there is no mailbox.
 async fn next_event(mailbox: &mut Option<mpsc::Receiver<SessionEvent>>) -> Option<SessionEvent> {
+    // A closed mailbox means the hub dropped this session (it was replaced):
+    // the kick that comes with it says why, so wait for that instead.
     match mailbox {
-        Some(m) => m.recv().await,
+        Some(m) => match m.recv().await {
+            Some(e) => Some(e),
+            None => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }
@@ -249,7 +280,7 @@ impl Session {
                 },
                 event = next_event(&mut self.mailbox) => match event {
                     Some(e) => self.on_event(e).await,
-                    None => Err(Close::Quiet),
+                    None => Ok(()),
                 },
                 kick = kicked(&mut self.kick) => Err(match kick {
                     Kick::SlowConsumer => fatal(ErrorCode::SlowConsumer, "too many pushes waiting: the client is not reading fast enough"),
@@ -261,12 +292,21 @@ impl Session {
                     None => Ok(()),
                 },
                 _ = tokio::time::sleep_until(wake) => self.on_timer().await,
+                // The writer gave up on a blocked socket (and said why, if it could).
+                _ = self.out.closed() => Err(Close::Quiet),
                 _ = stopped(&mut shutdown) => Err(fatal(ErrorCode::GoingAway, "gateway shutting down: reconnect")),
             };
             if let Err(close) = step {
                 return close;
             }
         }
+    }
+
+    /// Room for another push frame: under the un-ACKed window, and leaving
+    /// the outbound queue space for replies. Without room, pushes wait in
+    /// the inbox (durable) rather than in memory.
+    fn push_room(&self) -> bool {
+        self.unacked.len() < self.shared.config.max_unacked_pushes && self.out.capacity() >= 2
     }
 
     /// Queues a frame for the socket; a full queue means the client does
@@ -276,7 +316,10 @@ impl Session {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(fatal(
                 ErrorCode::SlowConsumer,
-                format!("{} frames waiting to be written: the client is not reading fast enough", self.shared.config.outbound_queue),
+                format!(
+                    "{} frames waiting to be written: the client is not reading fast enough",
+                    self.shared.config.outbound_queue
+                ),
             )),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Close::Quiet),
         }
@@ -287,7 +330,13 @@ impl Session {
     }
 
     /// Answers a request with a non-fatal error.
-    fn reject(&mut self, code: ErrorCode, message: impl Into<String>, client_msg_id: &str, request_id: u64) -> Result<(), Close> {
+    fn reject(
+        &mut self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        client_msg_id: &str,
+        request_id: u64,
+    ) -> Result<(), Close> {
         self.emit(server_frame::Kind::Error(ErrorFrame {
             code: code as i32,
             message: message.into(),
@@ -316,12 +365,15 @@ impl Session {
     }
 
     async fn on_frame(&mut self, bytes: Bytes) -> Result<(), Close> {
-        let kind = tern_wire::decode_client(&bytes).map_err(|e| fatal(ErrorCode::MalformedFrame, e.to_string()))?;
+        let kind = tern_wire::decode_client(&bytes)
+            .map_err(|e| fatal(ErrorCode::MalformedFrame, e.to_string()))?;
         match kind {
             client_frame::Kind::Login(login) => self.on_login(login).await,
             client_frame::Kind::Heartbeat(_) => {
                 self.renew_route().await;
-                self.emit(server_frame::Kind::HeartbeatAck(HeartbeatAck { server_time_ms: now_ms() }))
+                self.emit(server_frame::Kind::HeartbeatAck(HeartbeatAck {
+                    server_time_ms: now_ms(),
+                }))
             }
             client_frame::Kind::Logout(_) => Err(Close::Quiet),
             other if self.login.is_none() => {
@@ -340,33 +392,53 @@ impl Session {
 
     async fn on_login(&mut self, login: Login) -> Result<(), Close> {
         if self.login.is_some() {
-            return self.reject(ErrorCode::InvalidArgument, "already logged in on this connection", "", 0);
+            return self.reject(
+                ErrorCode::InvalidArgument,
+                "already logged in on this connection",
+                "",
+                0,
+            );
         }
         let deps = &self.shared.deps;
         let claims = deps
             .auth
             .verify(&login.token, tern_core::auth::now_secs())
             .map_err(|e| fatal(ErrorCode::Unauthenticated, format!("login refused: {e}")))?;
-        check_device(&login.device_id).map_err(|e| fatal(ErrorCode::InvalidArgument, e.to_string()))?;
+        check_device(&login.device_id)
+            .map_err(|e| fatal(ErrorCode::InvalidArgument, e.to_string()))?;
         let user = claims.sub;
         let device = login.device_id;
         let codec = tern_wire::negotiate(&login.accept_codecs);
 
         let (mailbox_tx, mailbox) = mpsc::channel(self.shared.config.mailbox);
         let (kick_tx, kick) = watch::channel(None);
-        let handle = ConnHandle { user: user.clone(), device: device.clone(), mailbox: mailbox_tx, kick: kick_tx };
+        let handle = ConnHandle {
+            user: user.clone(),
+            device: device.clone(),
+            mailbox: mailbox_tx,
+            kick: kick_tx,
+        };
         if let Some(old) = self.shared.hub.insert(self.id, handle) {
             old.kick.send_replace(Some(Kick::Replaced));
         }
         self.mailbox = Some(mailbox);
         self.kick = Some(kick);
-        self.login = Some(LoggedIn { user: user.clone(), device: device.clone(), codec, send_only: login.send_only });
+        self.login = Some(LoggedIn {
+            user: user.clone(),
+            device: device.clone(),
+            codec,
+            send_only: login.send_only,
+        });
         tracing::info!(%user, %device, send_only = login.send_only, "logged in");
 
         // The route first, then the cursor and inbox: whatever is appended
         // after our read is pushed to us live (see the module docs).
         if !login.send_only {
-            let route = Route { user: user.clone(), device: device.clone(), gateway: self.shared.config.node_id.clone() };
+            let route = Route {
+                user: user.clone(),
+                device: device.clone(),
+                gateway: self.shared.config.node_id.clone(),
+            };
             deps.routes
                 .register(&route, self.shared.config.route_ttl)
                 .await
@@ -390,16 +462,28 @@ impl Session {
         self.emit(server_frame::Kind::LoginResult(result))?;
         if !login.send_only {
             self.last_pushed = cursor;
-            self.catching_up = true;
+            self.behind = true;
             self.catch_up().await?;
         }
         Ok(())
     }
 
     async fn renew_route(&mut self) {
-        let Some(l) = self.login.as_ref().filter(|l| !l.send_only) else { return };
-        let route = Route { user: l.user.clone(), device: l.device.clone(), gateway: self.shared.config.node_id.clone() };
-        if let Err(e) = self.shared.deps.routes.register(&route, self.shared.config.route_ttl).await {
+        let Some(l) = self.login.as_ref().filter(|l| !l.send_only) else {
+            return;
+        };
+        let route = Route {
+            user: l.user.clone(),
+            device: l.device.clone(),
+            gateway: self.shared.config.node_id.clone(),
+        };
+        if let Err(e) = self
+            .shared
+            .deps
+            .routes
+            .register(&route, self.shared.config.route_ttl)
+            .await
+        {
             // The inbox still has everything; the next heartbeat tries again.
             tracing::warn!(error = %e, "route renewal failed");
         }
@@ -409,13 +493,21 @@ impl Session {
         let login = self.login.as_ref().expect("checked by caller");
         let cmid = send.client_msg_id.clone();
         if cmid.is_empty() || cmid.len() > MAX_CLIENT_MSG_ID {
-            return self.reject(ErrorCode::InvalidArgument, format!("client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} bytes"), &cmid, 0);
+            return self.reject(
+                ErrorCode::InvalidArgument,
+                format!("client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} bytes"),
+                &cmid,
+                0,
+            );
         }
         let max = self.shared.config.max_body_bytes;
         if send.body.len() > max {
             return self.reject(
                 ErrorCode::MessageTooLarge,
-                format!("message body of {} bytes is over the limit of {max} bytes; nothing was stored", send.body.len()),
+                format!(
+                    "message body of {} bytes is over the limit of {max} bytes; nothing was stored",
+                    send.body.len()
+                ),
                 &cmid,
                 0,
             );
@@ -427,12 +519,24 @@ impl Session {
             },
             Some(send::Target::Conversation(id)) => match Conversation::parse(id) {
                 Ok(c) => c,
-                Err(e) => return self.reject(ErrorCode::UnknownConversation, e.to_string(), &cmid, 0),
+                Err(e) => {
+                    return self.reject(ErrorCode::UnknownConversation, e.to_string(), &cmid, 0);
+                }
             },
-            None => return self.reject(ErrorCode::InvalidArgument, "send needs to_user or conversation", &cmid, 0),
+            None => {
+                return self.reject(
+                    ErrorCode::InvalidArgument,
+                    "send needs to_user or conversation",
+                    &cmid,
+                    0,
+                );
+            }
         };
         if !conversation.has_member(&login.user) {
-            let msg = format!("{} is not a member of conversation {conversation}", login.user);
+            let msg = format!(
+                "{} is not a member of conversation {conversation}",
+                login.user
+            );
             return self.reject(ErrorCode::Forbidden, msg, &cmid, 0);
         }
         if self.awaiting.contains_key(&cmid) {
@@ -440,7 +544,12 @@ impl Session {
             return Ok(());
         }
         if self.awaiting.len() >= self.shared.config.max_sends_in_flight {
-            return self.reject(ErrorCode::Unavailable, "too many sends waiting for confirmation; retry later", &cmid, 0);
+            return self.reject(
+                ErrorCode::Unavailable,
+                "too many sends waiting for confirmation; retry later",
+                &cmid,
+                0,
+            );
         }
         let conversation_id = conversation.to_string();
         let message_id = MessageId::new();
@@ -453,7 +562,10 @@ impl Session {
             content_type: send.content_type,
             body: send.body,
             sent_at_ms: now_ms(),
-            origin: Some(Origin { node_id: self.shared.config.node_id.clone(), connection_id: self.id }),
+            origin: Some(Origin {
+                node_id: self.shared.config.node_id.clone(),
+                connection_id: self.id,
+            }),
         };
         tracing::debug!(%message_id, conversation = %conversation_id, client_msg_id = %cmid, "message accepted");
         let deadline = Instant::now() + self.shared.config.receipt_timeout;
@@ -462,7 +574,12 @@ impl Session {
         let log = self.shared.deps.log.clone();
         self.appends.push(
             async move {
-                let r = log.append(topics::INBOUND, vec![Record::new(conversation_id, record.encode_to_vec())]).await;
+                let r = log
+                    .append(
+                        topics::INBOUND,
+                        vec![Record::new(conversation_id, record.encode_to_vec())],
+                    )
+                    .await;
                 (cmid, r.map(|_| ()))
             }
             .boxed(),
@@ -478,7 +595,12 @@ impl Session {
                     return Ok(());
                 }
                 tracing::warn!(client_msg_id = %cmid, error = %e, "send not written to the log");
-                self.reject(ErrorCode::Unavailable, format!("message not stored ({e}); retry with the same client_msg_id"), &cmid, 0)
+                self.reject(
+                    ErrorCode::Unavailable,
+                    format!("message not stored ({e}); retry with the same client_msg_id"),
+                    &cmid,
+                    0,
+                )
             }
         }
     }
@@ -503,131 +625,148 @@ impl Session {
         match event {
             SessionEvent::Receipt(r) => self.on_receipt(r),
             SessionEvent::Deliveries(refs) => {
-                if self.login.as_ref().is_none_or(|l| l.send_only) || self.catching_up {
+                if self.login.as_ref().is_none_or(|l| l.send_only) {
                     return Ok(());
                 }
-                let mut last = self.queued.last().map_or(self.last_pushed, |r| r.cursor);
-                for r in refs {
-                    if r.cursor > last {
-                        last = r.cursor;
-                        self.queued.push(r);
-                    }
-                }
-                if self.queued.len() >= self.shared.config.push_max_messages {
-                    self.flush().await
-                } else {
-                    if !self.queued.is_empty() && self.flush_at.is_none() {
+                if refs.iter().any(|r| r.cursor > self.last_pushed) {
+                    self.behind = true;
+                    if self.flush_at.is_none() {
                         self.flush_at = Some(Instant::now() + self.shared.config.push_window);
                     }
-                    Ok(())
                 }
+                Ok(())
             }
         }
     }
 
-    /// Pushes the queued live deliveries as one frame (or a few, if large).
-    async fn flush(&mut self) -> Result<(), Close> {
-        self.flush_at = None;
-        if self.queued.is_empty() {
-            return Ok(());
-        }
-        if self.unacked.len() >= self.shared.config.max_unacked_pushes {
-            // The client is behind on ACKs: stop holding entries in memory,
-            // read them back from the inbox when it catches up.
-            self.queued.clear();
-            self.catching_up = true;
-            return Ok(());
-        }
-        let refs = std::mem::take(&mut self.queued);
-        let user = self.login.as_ref().expect("pushes only after login").user.clone();
-        let entries: Vec<InboxEntry> = refs
-            .iter()
-            .filter_map(|r| {
-                Some(InboxEntry { user: user.clone(), cursor: r.cursor, message_id: MessageId::from_slice(&r.message_id)?, conversation: String::new() })
-            })
-            .collect();
-        let last = refs.last().map_or(self.last_pushed, |r| r.cursor);
-        let messages = load_entries(self.shared.deps.store.as_ref(), &entries)
-            .await
-            .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot read messages: {e}")))?;
-        self.push(messages, false)?;
-        self.last_pushed = self.last_pushed.max(last);
-        Ok(())
-    }
-
-    /// Pushes inbox pages after `last_pushed` while the un-ACKed window has room.
+    /// Pushes what the inbox holds after `last_pushed`, packed into as
+    /// few frames as fit `push_max_bytes`, while there is room (see
+    /// [`Self::push_room`]). What does not fit stays in the inbox, and
+    /// `behind` stays set until an ACK makes room.
     async fn catch_up(&mut self) -> Result<(), Close> {
-        let user = self.login.as_ref().expect("catch-up only after login").user.clone();
+        self.flush_at = None;
+        let user = self
+            .login
+            .as_ref()
+            .expect("pushes only after login")
+            .user
+            .clone();
         let c = &self.shared.config;
-        let (limit, window) = (c.push_max_messages, c.max_unacked_pushes);
-        while self.catching_up && self.unacked.len() < window {
-            let page = self
-                .shared
-                .deps
-                .store
-                .read_inbox(&user, self.last_pushed, limit)
+        let (limit, max_bytes, max_messages) =
+            (c.push_max_messages, c.push_max_bytes, c.push_max_messages);
+        let store = self.shared.deps.store.clone();
+        let unavailable = |e: tern_core::store::StoreError| {
+            fatal(ErrorCode::Unavailable, format!("cannot read inbox: {e}"))
+        };
+        // Messages of the frame being filled, and its encoded size.
+        let mut frame: Vec<Message> = Vec::new();
+        let mut frame_bytes = 0;
+        // Cursor of the last inbox entry looked at.
+        let mut read_to = self.last_pushed;
+        while self.behind {
+            if !self.push_room() {
+                return Ok(()); // `frame` is read again once there is room.
+            }
+            let page = store
+                .read_inbox(&user, read_to, limit)
                 .await
-                .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot read inbox: {e}")))?;
-            let Some(last) = page.entries.last().map(|e| e.cursor) else {
-                self.catching_up = false;
-                break;
-            };
-            let more = page.head > last;
-            let messages = load_entries(self.shared.deps.store.as_ref(), &page.entries)
-                .await
-                .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot read messages: {e}")))?;
-            self.push(messages, more)?;
-            self.last_pushed = last;
-            if !more {
-                self.catching_up = false;
+                .map_err(unavailable)?;
+            let caught_up = page.entries.last().is_none_or(|e| e.cursor >= page.head);
+            for chunk in page.entries.chunks(BODY_BATCH) {
+                for m in load_entries(store.as_ref(), chunk)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    let len = m.encoded_len() + 4;
+                    if !frame.is_empty()
+                        && (frame_bytes + len > max_bytes || frame.len() >= max_messages)
+                    {
+                        if !self.push_room() {
+                            return Ok(());
+                        }
+                        let through = frame.last().map_or(read_to, |m| m.cursor);
+                        self.push(std::mem::take(&mut frame), through, true)?;
+                        frame_bytes = 0;
+                    }
+                    frame_bytes += len;
+                    frame.push(m);
+                }
+                read_to = chunk.last().map_or(read_to, |e| e.cursor);
+            }
+            if caught_up {
+                if !frame.is_empty() {
+                    self.push(std::mem::take(&mut frame), read_to, false)?;
+                }
+                // Entries whose message is gone are skipped, not pushed.
+                self.last_pushed = self.last_pushed.max(read_to);
+                self.behind = false;
             }
         }
         Ok(())
     }
 
-    /// Splits messages into frames of at most `push_max_bytes`, compresses
-    /// and sends each, and remembers it until ACKed.
-    fn push(&mut self, messages: Vec<Message>, more_pending: bool) -> Result<(), Close> {
-        let c = &self.shared.config;
-        let (max_bytes, max_messages, min_compress) = (c.push_max_bytes, c.push_max_messages, c.compress_min_bytes);
+    /// Sends one push frame covering inbox entries up to `through`, and
+    /// remembers it until ACKed.
+    fn push(
+        &mut self,
+        messages: Vec<Message>,
+        through: u64,
+        more_pending: bool,
+    ) -> Result<(), Close> {
         let codec = self.login.as_ref().map_or(Codec::None, |l| l.codec);
-        let chunks = split_frames(messages, max_bytes, max_messages);
-        let n = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let first_cursor = chunk.first().map_or(0, |m| m.cursor);
-            let last_cursor = chunk.last().map_or(0, |m| m.cursor);
-            let count = chunk.len();
-            let (used, payload) = tern_wire::pack_batch(chunk, codec, min_compress);
-            let frame = tern_wire::encode_server(server_frame::Kind::Push(Push {
-                first_cursor,
-                last_cursor,
-                codec: used as i32,
-                payload,
-                more_pending: more_pending && i + 1 == n,
-            }));
-            tracing::debug!(first_cursor, last_cursor, count, bytes = frame.len(), "push sent");
-            self.emit_bytes(frame.clone())?;
-            self.unacked.push_back(Unacked { last_cursor, frame, sent_at: Instant::now() });
-        }
+        let first_cursor = messages.first().map_or(through, |m| m.cursor);
+        let count = messages.len();
+        let (used, payload) =
+            tern_wire::pack_batch(messages, codec, self.shared.config.compress_min_bytes);
+        let frame = tern_wire::encode_server(server_frame::Kind::Push(Push {
+            first_cursor,
+            last_cursor: through,
+            codec: used as i32,
+            payload,
+            more_pending,
+        }));
+        tracing::debug!(
+            first_cursor,
+            last_cursor = through,
+            count,
+            bytes = frame.len(),
+            "push sent"
+        );
+        self.emit_bytes(frame.clone())?;
+        self.unacked.push_back(Unacked {
+            last_cursor: through,
+            frame,
+            sent_at: Instant::now(),
+        });
+        self.last_pushed = through;
         Ok(())
     }
 
     async fn on_ack(&mut self, cursor: u64) -> Result<(), Close> {
         if cursor > self.last_pushed {
-            let msg = format!("ack for cursor {cursor}, but the last cursor pushed is {}", self.last_pushed);
+            let msg = format!(
+                "ack for cursor {cursor}, but the last cursor pushed is {}",
+                self.last_pushed
+            );
             return self.reject(ErrorCode::BadCursor, msg, "", 0);
         }
         let (user, device) = {
             let l = self.login.as_ref().expect("checked by caller");
             (l.user.clone(), l.device.clone())
         };
-        if let Err(e) = self.shared.deps.store.advance_cursor(&user, &device, cursor).await {
+        if let Err(e) = self
+            .shared
+            .deps
+            .store
+            .advance_cursor(&user, &device, cursor)
+            .await
+        {
             // Not fatal: the frames stay un-ACKed on the server's side of
             // things only in the cursor; the device re-gets them next login.
             tracing::warn!(error = %e, cursor, "cursor not saved");
         }
         self.unacked.retain(|u| u.last_cursor > cursor);
-        if self.catching_up {
+        if self.behind {
             self.catch_up().await?;
         }
         Ok(())
@@ -642,22 +781,44 @@ impl Session {
             0 => 100,
             n => n.min(MAX_SYNC_LIMIT),
         } as usize;
-        let page = match self.shared.deps.store.read_inbox(&user, req.after_cursor, limit).await {
+        let page = match self
+            .shared
+            .deps
+            .store
+            .read_inbox(&user, req.after_cursor, limit)
+            .await
+        {
             Ok(p) => p,
-            Err(e) => return self.reject(ErrorCode::Unavailable, format!("cannot read inbox: {e}"), "", req.request_id),
+            Err(e) => {
+                return self.reject(
+                    ErrorCode::Unavailable,
+                    format!("cannot read inbox: {e}"),
+                    "",
+                    req.request_id,
+                );
+            }
         };
         if req.after_cursor > page.head {
-            let msg = format!("cursor {} is past the end of the inbox ({})", req.after_cursor, page.head);
+            let msg = format!(
+                "cursor {} is past the end of the inbox ({})",
+                req.after_cursor, page.head
+            );
             return self.reject(ErrorCode::BadCursor, msg, "", req.request_id);
         }
         let messages = match load_entries(self.shared.deps.store.as_ref(), &page.entries).await {
             Ok(m) => m,
-            Err(e) => return self.reject(ErrorCode::Unavailable, format!("cannot read messages: {e}"), "", req.request_id),
+            Err(e) => {
+                return self.reject(
+                    ErrorCode::Unavailable,
+                    format!("cannot read messages: {e}"),
+                    "",
+                    req.request_id,
+                );
+            }
         };
         let c = &self.shared.config;
-        let mut page_messages = split_frames(messages, c.push_max_bytes, usize::MAX).into_iter().next().unwrap_or_default();
+        let page_messages = fitting_prefix(messages, c.push_max_bytes);
         let next_cursor = page_messages.last().map_or(req.after_cursor, |m| m.cursor);
-        page_messages.truncate(limit);
         let (used, payload) = tern_wire::pack_batch(page_messages, codec, c.compress_min_bytes);
         self.emit(server_frame::Kind::SyncPage(SyncPage {
             request_id: req.request_id,
@@ -672,22 +833,32 @@ impl Session {
         let now = Instant::now();
         let c = self.shared.config.clone();
         if self.login.is_none() && now >= self.opened + c.login_timeout {
-            return Err(fatal(ErrorCode::Unauthenticated, format!("no login within {} s", c.login_timeout.as_secs())));
+            return Err(fatal(
+                ErrorCode::Unauthenticated,
+                format!("no login within {} s", c.login_timeout.as_secs()),
+            ));
         }
         if now >= self.last_frame + c.idle_timeout {
-            return Err(fatal(ErrorCode::IdleTimeout, format!("no frame for {} s", c.idle_timeout.as_secs())));
+            return Err(fatal(
+                ErrorCode::IdleTimeout,
+                format!("no frame for {} s", c.idle_timeout.as_secs()),
+            ));
         }
         if self.flush_at.is_some_and(|at| now >= at) {
-            self.flush().await?;
+            self.catch_up().await?;
         }
         let ack_timeout = c.ack_timeout;
+        // Re-send only once everything queued is written: a push waiting in
+        // our queue or the socket's buffer is not lost, only slow.
+        let drained = self.out.capacity() == self.out.max_capacity();
+        // Otherwise the re-send is put off by another `ack_timeout`.
         let resend: Vec<Bytes> = self
             .unacked
             .iter_mut()
             .filter(|u| now >= u.sent_at + ack_timeout)
-            .map(|u| {
+            .filter_map(|u| {
                 u.sent_at = now;
-                u.frame.clone()
+                drained.then(|| u.frame.clone())
             })
             .collect();
         for frame in resend {
@@ -711,10 +882,16 @@ impl Session {
     /// Forgets the connection; removes the route unless the device already
     /// logged in again elsewhere on this gateway.
     async fn cleanup(&mut self) {
-        let Some(login) = self.login.take() else { return };
+        let Some(login) = self.login.take() else {
+            return;
+        };
         let current = self.shared.hub.remove(self.id);
         if current && !login.send_only {
-            let route = Route { user: login.user, device: login.device, gateway: self.shared.config.node_id.clone() };
+            let route = Route {
+                user: login.user,
+                device: login.device,
+                gateway: self.shared.config.node_id.clone(),
+            };
             if let Err(e) = self.shared.deps.routes.unregister(&route).await {
                 tracing::warn!(error = %e, "route not removed; it expires with its TTL");
             }
@@ -722,25 +899,20 @@ impl Session {
     }
 }
 
-/// Cuts messages into frames of at most `max_bytes` of encoded messages
-/// (always at least one message per frame) and `max_messages`.
-fn split_frames(messages: Vec<Message>, max_bytes: usize, max_messages: usize) -> Vec<Vec<Message>> {
-    let mut frames = Vec::new();
-    let mut current = Vec::new();
+/// The longest prefix of `messages` whose encoding fits `max_bytes`
+/// (always at least one message, so an oversized one still goes out).
+fn fitting_prefix(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Message> {
     let mut size = 0;
-    for m in messages {
-        let len = m.encoded_len() + 4;
-        if !current.is_empty() && (size + len > max_bytes || current.len() >= max_messages) {
-            frames.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += len;
-        current.push(m);
-    }
-    if !current.is_empty() {
-        frames.push(current);
-    }
-    frames
+    let keep = messages
+        .iter()
+        .position(|m| {
+            size += m.encoded_len() + 4;
+            size > max_bytes
+        })
+        .unwrap_or(messages.len())
+        .max(1);
+    messages.truncate(keep);
+    messages
 }
 
 #[cfg(test)]
@@ -748,22 +920,30 @@ mod tests {
     use super::*;
 
     fn msg(cursor: u64, body_len: usize) -> Message {
-        Message { cursor, body: vec![b'x'; body_len].into(), ..Default::default() }
+        Message {
+            cursor,
+            body: vec![b'x'; body_len].into(),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn frames_respect_byte_and_count_limits() {
-        let frames = split_frames((1..=10).map(|c| msg(c, 100)).collect(), 350, 100);
-        assert!(frames.iter().all(|f| f.len() == 3 || f.len() == 1));
-        assert_eq!(frames.iter().map(Vec::len).sum::<usize>(), 10);
-        let frames = split_frames((1..=10).map(|c| msg(c, 1)).collect(), 1 << 20, 4);
-        assert_eq!(frames.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+    fn a_sync_page_stops_at_the_byte_limit() {
+        let page = fitting_prefix((1..=10).map(|c| msg(c, 100)).collect(), 350);
+        assert_eq!(
+            page.iter().map(|m| m.cursor).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            fitting_prefix((1..=3).map(|c| msg(c, 1)).collect(), 1 << 20).len(),
+            3
+        );
     }
 
     #[test]
-    fn an_oversized_message_still_gets_a_frame() {
-        let frames = split_frames(vec![msg(1, 1000)], 10, 10);
-        assert_eq!(frames.len(), 1);
+    fn an_oversized_message_still_gets_a_page() {
+        assert_eq!(fitting_prefix(vec![msg(1, 1000)], 10).len(), 1);
+        assert!(fitting_prefix(vec![], 10).is_empty());
     }
 
     #[test]

@@ -37,7 +37,9 @@ impl Decoder for LengthCodec {
     type Error = TransportError;
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, TransportError> {
         self.0.decode(src).map_err(|e| match e {
-            tern_wire::WireError::FrameTooLarge { len, max } => TransportError::FrameTooLarge { len, max },
+            tern_wire::WireError::FrameTooLarge { len, max } => {
+                TransportError::FrameTooLarge { len, max }
+            }
             other => TransportError::Protocol(other.to_string()),
         })
     }
@@ -46,7 +48,9 @@ impl Decoder for LengthCodec {
 impl Encoder<Bytes> for LengthCodec {
     type Error = TransportError;
     fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), TransportError> {
-        self.0.encode(&item, dst).map_err(|e| TransportError::Protocol(e.to_string()))
+        self.0
+            .encode(&item, dst)
+            .map_err(|e| TransportError::Protocol(e.to_string()))
     }
 }
 
@@ -57,12 +61,19 @@ impl From<std::io::Error> for TransportError {
 }
 
 /// Completes the handshake (for WebSocket) and splits the connection.
-pub async fn open(kind: Kind, stream: TcpStream, max_frame: usize) -> Result<(FrameReader, FrameWriter), TransportError> {
+pub async fn open(
+    kind: Kind,
+    stream: TcpStream,
+    max_frame: usize,
+) -> Result<(FrameReader, FrameWriter), TransportError> {
     match kind {
         Kind::Tcp => {
             let (r, w) = stream.into_split();
             let codec = || LengthCodec(tern_wire::LengthPrefixed::new(max_frame));
-            Ok((Box::pin(FramedRead::new(r, codec())), Box::pin(FramedWrite::new(w, codec()))))
+            Ok((
+                Box::pin(FramedRead::new(r, codec())),
+                Box::pin(FramedWrite::new(w, codec())),
+            ))
         }
         Kind::WebSocket => {
             let config = WebSocketConfig::default()
@@ -70,7 +81,9 @@ pub async fn open(kind: Kind, stream: TcpStream, max_frame: usize) -> Result<(Fr
                 .max_frame_size(Some(max_frame));
             let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config))
                 .await
-                .map_err(|e| TransportError::Protocol(format!("WebSocket handshake failed: {e}")))?;
+                .map_err(|e| {
+                    TransportError::Protocol(format!("WebSocket handshake failed: {e}"))
+                })?;
             let (sink, stream) = ws.split();
             let reader = stream.filter_map(move |m| async move {
                 match m {
@@ -94,7 +107,12 @@ pub async fn open(kind: Kind, stream: TcpStream, max_frame: usize) -> Result<(Fr
 
 fn capacity(e: tungstenite::error::CapacityError, max: usize) -> TransportError {
     match e {
-        tungstenite::error::CapacityError::MessageTooLong { size, max_size } => TransportError::FrameTooLarge { len: size, max: max_size },
+        tungstenite::error::CapacityError::MessageTooLong { size, max_size } => {
+            TransportError::FrameTooLarge {
+                len: size,
+                max: max_size,
+            }
+        }
         other => TransportError::Protocol(format!("frame over the limit of {max} bytes: {other}")),
     }
 }

@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tern_core::auth::TokenAuthority;
-use tern_core::ids::{check_user, Conversation, IdError, MessageId};
+use tern_core::ids::{Conversation, IdError, MessageId, check_user};
 use tern_core::log::{EventLog, LogError, Record, StartFrom};
 use tern_core::proto::api::tern_server::{Tern, TernServer};
 use tern_core::proto::api::*;
-use tern_core::proto::records::{push_record, InboundRecord, Origin, PushRecord, Receipt};
+use tern_core::proto::records::{InboundRecord, Origin, PushRecord, Receipt, push_record};
 use tern_core::stage::stopped;
-use tern_core::store::{client_message, load_entries, MessageStore, StoreError};
+use tern_core::store::{MessageStore, StoreError, client_message, load_entries};
 use tern_core::{now_ms, topics};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -74,7 +74,9 @@ pub enum IngestError {
     Log(#[from] LogError),
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
-    #[error("send not confirmed within {0:?}; retry with the same client_msg_id (it is stored once)")]
+    #[error(
+        "send not confirmed within {0:?}; retry with the same client_msg_id (it is stored once)"
+    )]
     NotConfirmed(Duration),
     #[error("send refused: {0}")]
     Rejected(String),
@@ -87,9 +89,13 @@ impl From<IngestError> for Status {
         let msg = e.to_string();
         match e {
             IngestError::BadId(IdError::UnknownConversation(_)) => Status::not_found(msg),
-            IngestError::BadId(_) | IngestError::BadCursor { .. } | IngestError::Rejected(_) => Status::invalid_argument(msg),
+            IngestError::BadId(_) | IngestError::BadCursor { .. } | IngestError::Rejected(_) => {
+                Status::invalid_argument(msg)
+            }
             IngestError::TooLarge { .. } => Status::invalid_argument(msg),
-            IngestError::Log(_) | IngestError::Store(_) | IngestError::NotConfirmed(_) => Status::unavailable(msg),
+            IngestError::Log(_) | IngestError::Store(_) | IngestError::NotConfirmed(_) => {
+                Status::unavailable(msg)
+            }
             IngestError::DevModeOff => Status::permission_denied(msg),
         }
     }
@@ -112,23 +118,36 @@ pub struct Ingest {
 impl Ingest {
     pub async fn bind(config: IngestConfig, deps: IngestDeps) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(Ingest { api: Api { config: Arc::new(config), deps, waiters: Default::default() }, listener })
+        Ok(Ingest {
+            api: Api {
+                config: Arc::new(config),
+                deps,
+                waiters: Default::default(),
+            },
+            listener,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` turns true.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn run(
+        self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let Ingest { api, listener } = self;
         let receipts = tokio::spawn(receive_receipts(api.clone(), shutdown.clone()));
         let mut signal = shutdown.clone();
         tonic::transport::Server::builder()
             .add_service(TernServer::new(api))
-            .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
-                stopped(&mut signal).await
-            })
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move { stopped(&mut signal).await },
+            )
             .await?;
         receipts.await??;
         Ok(())
@@ -138,15 +157,30 @@ impl Ingest {
 /// Hands receipts from this node's push topic to the calls waiting for them.
 async fn receive_receipts(api: Api, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
     let node = &api.config.node_id;
-    let mut sub = api.deps.log.subscribe(&topics::push_topic(node), &format!("ingest.{node}"), StartFrom::Latest).await?;
+    let mut sub = api
+        .deps
+        .log
+        .subscribe(
+            &topics::push_topic(node),
+            &format!("ingest.{node}"),
+            StartFrom::Latest,
+        )
+        .await?;
     loop {
         let batch = tokio::select! {
             b = sub.poll(1024) => b?,
             _ = stopped(&mut shutdown) => return Ok(()),
         };
         for d in &batch {
-            if let Ok(PushRecord { kind: Some(push_record::Kind::Receipt(r)) }) = PushRecord::decode(d.value.clone()) {
-                let waiting = api.waiters.lock().expect("waiters poisoned").remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
+            if let Ok(PushRecord {
+                kind: Some(push_record::Kind::Receipt(r)),
+            }) = PushRecord::decode(d.value.clone())
+            {
+                let waiting = api
+                    .waiters
+                    .lock()
+                    .expect("waiters poisoned")
+                    .remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
                 for w in waiting.into_iter().flatten() {
                     let _ = w.send(r.clone());
                 }
@@ -164,29 +198,61 @@ fn page_limit(limit: u32) -> usize {
 }
 
 impl Api {
-    async fn send_as_system(&self, req: SendAsSystemRequest) -> Result<SendAsSystemResponse, IngestError> {
+    async fn send_as_system(
+        &self,
+        req: SendAsSystemRequest,
+    ) -> Result<SendAsSystemResponse, IngestError> {
         check_user(&req.from_user)?;
         let conversation = Conversation::direct(&req.from_user, &req.to_user)?;
         let max = self.config.max_body_bytes;
         if req.body.len() > max {
-            return Err(IngestError::TooLarge { len: req.body.len(), max });
+            return Err(IngestError::TooLarge {
+                len: req.body.len(),
+                max,
+            });
         }
-        let cmid = if req.client_msg_id.is_empty() { uuid::Uuid::now_v7().to_string() } else { req.client_msg_id };
+        let cmid = if req.client_msg_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            req.client_msg_id
+        };
         let key = (req.from_user.clone(), cmid.clone());
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().expect("waiters poisoned").entry(key.clone()).or_default().push(tx);
+        self.waiters
+            .lock()
+            .expect("waiters poisoned")
+            .entry(key.clone())
+            .or_default()
+            .push(tx);
         let record = InboundRecord {
             message_id: MessageId::new().to_vec(),
             conversation: conversation.to_string(),
             sender_user: req.from_user,
             sender_device: "api".into(),
             client_msg_id: cmid,
-            content_type: if req.content_type.is_empty() { "text/plain".into() } else { req.content_type },
+            content_type: if req.content_type.is_empty() {
+                "text/plain".into()
+            } else {
+                req.content_type
+            },
             body: req.body,
             sent_at_ms: now_ms(),
-            origin: Some(Origin { node_id: self.config.node_id.clone(), connection_id: 0 }),
+            origin: Some(Origin {
+                node_id: self.config.node_id.clone(),
+                connection_id: 0,
+            }),
         };
-        let appended = self.deps.log.append(topics::INBOUND, vec![Record::new(conversation.to_string(), record.encode_to_vec())]).await;
+        let appended = self
+            .deps
+            .log
+            .append(
+                topics::INBOUND,
+                vec![Record::new(
+                    conversation.to_string(),
+                    record.encode_to_vec(),
+                )],
+            )
+            .await;
         let waited = match appended {
             Ok(_) => tokio::time::timeout(self.config.receipt_timeout, rx).await,
             Err(e) => {
@@ -214,42 +280,80 @@ impl Api {
 
     async fn fetch_inbox(&self, req: FetchInboxRequest) -> Result<InboxPage, IngestError> {
         check_user(&req.user)?;
-        let page = self.deps.store.read_inbox(&req.user, req.after_cursor, page_limit(req.limit)).await?;
+        let page = self
+            .deps
+            .store
+            .read_inbox(&req.user, req.after_cursor, page_limit(req.limit))
+            .await?;
         if req.after_cursor > page.head {
-            return Err(IngestError::BadCursor { cursor: req.after_cursor, head: page.head });
+            return Err(IngestError::BadCursor {
+                cursor: req.after_cursor,
+                head: page.head,
+            });
         }
         let next_cursor = page.entries.last().map_or(req.after_cursor, |e| e.cursor);
         let messages = load_entries(self.deps.store.as_ref(), &page.entries).await?;
-        Ok(InboxPage { messages, next_cursor, has_more: page.head > next_cursor })
+        Ok(InboxPage {
+            messages,
+            next_cursor,
+            has_more: page.head > next_cursor,
+        })
     }
 
     async fn history(&self, req: HistoryRequest) -> Result<HistoryPage, IngestError> {
         let conversation = Conversation::parse(&req.conversation)?;
         let limit = page_limit(req.limit);
         // One extra tells whether there is more.
-        let mut stored = self.deps.store.history(&conversation.to_string(), req.before_seq, limit + 1).await?;
+        let mut stored = self
+            .deps
+            .store
+            .history(&conversation.to_string(), req.before_seq, limit + 1)
+            .await?;
         let has_more = stored.len() > limit;
         stored.truncate(limit);
-        Ok(HistoryPage { messages: stored.into_iter().map(|m| client_message(m, 0)).collect(), has_more })
+        Ok(HistoryPage {
+            messages: stored.into_iter().map(|m| client_message(m, 0)).collect(),
+            has_more,
+        })
     }
 
-    fn issue_dev_token(&self, req: IssueDevTokenRequest) -> Result<IssueDevTokenResponse, IngestError> {
+    fn issue_dev_token(
+        &self,
+        req: IssueDevTokenRequest,
+    ) -> Result<IssueDevTokenResponse, IngestError> {
         if !self.config.dev_mode {
             return Err(IngestError::DevModeOff);
         }
         check_user(&req.user)?;
-        let ttl = if req.ttl_seconds == 0 { self.config.dev_token_ttl.as_secs() } else { req.ttl_seconds };
-        Ok(IssueDevTokenResponse { token: self.deps.auth.issue(&req.user, tern_core::auth::now_secs(), ttl) })
+        let ttl = if req.ttl_seconds == 0 {
+            self.config.dev_token_ttl.as_secs()
+        } else {
+            req.ttl_seconds
+        };
+        Ok(IssueDevTokenResponse {
+            token: self
+                .deps
+                .auth
+                .issue(&req.user, tern_core::auth::now_secs(), ttl),
+        })
     }
 }
 
 #[tonic::async_trait]
 impl Tern for Api {
-    async fn send_as_system(&self, r: Request<SendAsSystemRequest>) -> Result<Response<SendAsSystemResponse>, Status> {
-        Ok(Response::new(Api::send_as_system(self, r.into_inner()).await?))
+    async fn send_as_system(
+        &self,
+        r: Request<SendAsSystemRequest>,
+    ) -> Result<Response<SendAsSystemResponse>, Status> {
+        Ok(Response::new(
+            Api::send_as_system(self, r.into_inner()).await?,
+        ))
     }
 
-    async fn fetch_inbox(&self, r: Request<FetchInboxRequest>) -> Result<Response<InboxPage>, Status> {
+    async fn fetch_inbox(
+        &self,
+        r: Request<FetchInboxRequest>,
+    ) -> Result<Response<InboxPage>, Status> {
         Ok(Response::new(Api::fetch_inbox(self, r.into_inner()).await?))
     }
 
@@ -257,7 +361,10 @@ impl Tern for Api {
         Ok(Response::new(Api::history(self, r.into_inner()).await?))
     }
 
-    async fn issue_dev_token(&self, r: Request<IssueDevTokenRequest>) -> Result<Response<IssueDevTokenResponse>, Status> {
+    async fn issue_dev_token(
+        &self,
+        r: Request<IssueDevTokenRequest>,
+    ) -> Result<Response<IssueDevTokenResponse>, Status> {
         Ok(Response::new(Api::issue_dev_token(self, r.into_inner())?))
     }
 }

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::Conversation;
 use tern_core::log::{Delivery, EventLog, Record, StartFrom};
-use tern_core::proto::records::{push_record, DeliverRecord, InboundRecord, PushRecord, Receipt};
-use tern_core::stage::{run_stage, BatchHandler, StageConfig};
+use tern_core::proto::records::{DeliverRecord, InboundRecord, PushRecord, Receipt, push_record};
+use tern_core::stage::{BatchHandler, StageConfig, run_stage};
 use tern_core::store::{MessageStore, StoredMessage};
 use tern_core::topics;
 use tokio::sync::watch;
@@ -37,8 +37,14 @@ impl Persister {
     }
 
     /// Consumes `inbound` until `shutdown` turns true.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), tern_core::log::LogError> {
-        let sub = self.log.subscribe(topics::INBOUND, GROUP, StartFrom::Earliest).await?;
+    pub async fn run(
+        self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), tern_core::log::LogError> {
+        let sub = self
+            .log
+            .subscribe(topics::INBOUND, GROUP, StartFrom::Earliest)
+            .await?;
         run_stage(StageConfig::new("persister"), sub, self, shutdown).await
     }
 }
@@ -48,7 +54,10 @@ impl Persister {
 fn check(record: &InboundRecord) -> Result<Conversation, String> {
     let conversation = Conversation::parse(&record.conversation).map_err(|e| e.to_string())?;
     if !conversation.has_member(&record.sender_user) {
-        return Err(format!("{} is not a member of conversation {}", record.sender_user, record.conversation));
+        return Err(format!(
+            "{} is not a member of conversation {}",
+            record.sender_user, record.conversation
+        ));
     }
     if record.message_id.len() != 16 {
         return Err("message id is not 16 bytes".into());
@@ -98,7 +107,11 @@ impl BatchHandler for Persister {
                 sent_at_ms: r.sent_at_ms,
             })
             .collect();
-        let outcomes = self.store.put_messages(to_store).await.map_err(|e| e.to_string())?;
+        let outcomes = self
+            .store
+            .put_messages(to_store)
+            .await
+            .map_err(|e| e.to_string())?;
 
         let mut deliveries = Vec::new();
         for ((record, conversation), outcome) in accepted.iter().zip(&outcomes) {
@@ -124,21 +137,38 @@ impl BatchHandler for Persister {
                 rejected: String::new(),
             });
         }
-        self.log.append(topics::DELIVER, deliveries).await.map_err(|e| e.to_string())?;
+        self.log
+            .append(topics::DELIVER, deliveries)
+            .await
+            .map_err(|e| e.to_string())?;
 
         // Receipts go to the node that accepted each send, keyed by sender
         // so one sender's receipts stay in order.
         let mut by_node: HashMap<String, Vec<Record>> = HashMap::new();
         for r in receipts {
-            let Some(node) = r.origin.as_ref().map(|o| o.node_id.clone()).filter(|n| !n.is_empty()) else {
+            let Some(node) = r
+                .origin
+                .as_ref()
+                .map(|o| o.node_id.clone())
+                .filter(|n| !n.is_empty())
+            else {
                 continue;
             };
             let key = r.sender_user.as_bytes().to_vec();
-            let value = PushRecord { kind: Some(push_record::Kind::Receipt(r)) }.encode_to_vec();
-            by_node.entry(node).or_default().push(Record::new(key, value));
+            let value = PushRecord {
+                kind: Some(push_record::Kind::Receipt(r)),
+            }
+            .encode_to_vec();
+            by_node
+                .entry(node)
+                .or_default()
+                .push(Record::new(key, value));
         }
         for (node, records) in by_node {
-            self.log.append(&topics::push_topic(&node), records).await.map_err(|e| e.to_string())?;
+            self.log
+                .append(&topics::push_topic(&node), records)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::MessageId;
 use tern_core::log::{Delivery, EventLog, Record, StartFrom};
-use tern_core::proto::records::{push_record, DeliverRecord, Deliveries, InboxRef, PushRecord};
+use tern_core::proto::records::{DeliverRecord, Deliveries, InboxRef, PushRecord, push_record};
 use tern_core::routes::RouteDirectory;
-use tern_core::stage::{run_stage, BatchHandler, StageConfig};
+use tern_core::stage::{BatchHandler, StageConfig, run_stage};
 use tern_core::store::{InboxEntry, MessageStore};
 use tern_core::topics;
 use tokio::sync::watch;
@@ -35,13 +35,23 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(log: Arc<dyn EventLog>, store: Arc<dyn MessageStore>, routes: Arc<dyn RouteDirectory>) -> Self {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn MessageStore>,
+        routes: Arc<dyn RouteDirectory>,
+    ) -> Self {
         Router { log, store, routes }
     }
 
     /// Consumes `deliver` until `shutdown` turns true.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), tern_core::log::LogError> {
-        let sub = self.log.subscribe(topics::DELIVER, GROUP, StartFrom::Earliest).await?;
+    pub async fn run(
+        self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), tern_core::log::LogError> {
+        let sub = self
+            .log
+            .subscribe(topics::DELIVER, GROUP, StartFrom::Earliest)
+            .await?;
         run_stage(StageConfig::new("router"), sub, self, shutdown).await
     }
 }
@@ -64,27 +74,45 @@ impl BatchHandler for Router {
                 }
             };
             let Some(message_id) = MessageId::from_slice(&record.message_id) else {
-                tracing::error!(offset = d.position.offset, "skipping deliver record with a bad message id");
+                tracing::error!(
+                    offset = d.position.offset,
+                    "skipping deliver record with a bad message id"
+                );
                 continue;
             };
-            entries.push(InboxEntry { user: record.user, cursor: cursor_of(d), message_id, conversation: record.conversation });
+            entries.push(InboxEntry {
+                user: record.user,
+                cursor: cursor_of(d),
+                message_id,
+                conversation: record.conversation,
+            });
         }
         if entries.is_empty() {
             return Ok(());
         }
-        let cursors = self.store.append_inbox(entries.clone()).await.map_err(|e| e.to_string())?;
+        let cursors = self
+            .store
+            .append_inbox(entries.clone())
+            .await
+            .map_err(|e| e.to_string())?;
 
         let mut users: Vec<String> = entries.iter().map(|e| e.user.clone()).collect();
         users.sort_unstable();
         users.dedup();
         // A failed lookup retries the batch: the inbox appends above are
         // idempotent, and skipping the push would leave online devices waiting.
-        let routes = self.routes.lookup(&users).await.map_err(|e| e.to_string())?;
+        let routes = self
+            .routes
+            .lookup(&users)
+            .await
+            .map_err(|e| e.to_string())?;
 
         // gateway → user → refs, in inbox order.
         let mut per_gateway: HashMap<&str, HashMap<&str, Vec<InboxRef>>> = HashMap::new();
         for (entry, cursor) in entries.iter().zip(cursors) {
-            let Some(user_routes) = routes.get(&entry.user) else { continue };
+            let Some(user_routes) = routes.get(&entry.user) else {
+                continue;
+            };
             let mut gateways: Vec<&str> = user_routes.iter().map(|r| r.gateway.as_str()).collect();
             gateways.sort_unstable();
             gateways.dedup();
@@ -94,7 +122,10 @@ impl BatchHandler for Router {
                     .or_default()
                     .entry(entry.user.as_str())
                     .or_default()
-                    .push(InboxRef { cursor, message_id: entry.message_id.to_vec() });
+                    .push(InboxRef {
+                        cursor,
+                        message_id: entry.message_id.to_vec(),
+                    });
             }
         }
         for (gateway, users) in per_gateway {
@@ -102,12 +133,18 @@ impl BatchHandler for Router {
                 .into_iter()
                 .map(|(user, refs)| {
                     let value = PushRecord {
-                        kind: Some(push_record::Kind::Deliveries(Deliveries { user: user.to_owned(), refs })),
+                        kind: Some(push_record::Kind::Deliveries(Deliveries {
+                            user: user.to_owned(),
+                            refs,
+                        })),
                     };
                     Record::new(user.as_bytes().to_vec(), value.encode_to_vec())
                 })
                 .collect();
-            self.log.append(&topics::push_topic(gateway), records).await.map_err(|e| e.to_string())?;
+            self.log
+                .append(&topics::push_topic(gateway), records)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -116,15 +116,23 @@ macro_rules! overlay {
 impl Settings {
     /// `self` (flags and env) over the TOML file it names, if any.
     pub fn with_file(self) -> Result<Settings, ConfigError> {
-        let Some(path) = self.config.clone() else { return Ok(self) };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError(vec![format!("cannot read config file {}: {e}", path.display())]))?;
-        let file: Settings =
-            toml::from_str(&text).map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?;
-        Ok(overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError(vec![format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )])
+        })?;
+        let file: Settings = toml::from_str(&text)
+            .map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?;
+        Ok(
+            overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
-            log_partitions, log))
+            log_partitions, log),
+        )
     }
 
     /// Applies defaults and checks every value, reporting all problems.
@@ -180,7 +188,10 @@ impl Settings {
             gateway.receipt_timeout = ms(positive("receipt_timeout_ms", v));
             ingest.receipt_timeout = gateway.receipt_timeout;
         }
-        let log_partitions = positive("log_partitions", u64::from(self.log_partitions.unwrap_or(4))) as u32;
+        let log_partitions = positive(
+            "log_partitions",
+            u64::from(self.log_partitions.unwrap_or(4)),
+        ) as u32;
         if gateway.max_body_bytes + 1024 > gateway.max_frame_bytes {
             problems.push(format!(
                 "max_body_bytes ({}) must leave room for the frame around it: raise max_frame_bytes ({}) above it by 1 KiB",
@@ -226,7 +237,12 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let s = Settings { dev_mode: Some(false), push_max_messages: Some(0), idle_timeout_ms: Some(1), ..Default::default() };
+        let s = Settings {
+            dev_mode: Some(false),
+            push_max_messages: Some(0),
+            idle_timeout_ms: Some(1),
+            ..Default::default()
+        };
         let e = s.resolve().unwrap_err();
         assert_eq!(e.0.len(), 3, "{e}");
         assert!(e.to_string().contains("jwt_secret is required"));
@@ -236,8 +252,16 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tern.toml");
-        std::fs::write(&path, "tcp_listen = \"127.0.0.1:9000\"\nws_listen = \"127.0.0.1:9001\"\n").unwrap();
-        let s = Settings { config: Some(path), tcp_listen: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
+        std::fs::write(
+            &path,
+            "tcp_listen = \"127.0.0.1:9000\"\nws_listen = \"127.0.0.1:9001\"\n",
+        )
+        .unwrap();
+        let s = Settings {
+            config: Some(path),
+            tcp_listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
         let c = s.with_file().unwrap().resolve().unwrap();
         assert_eq!(c.gateway.tcp_listen.port(), 9100);
         assert_eq!(c.gateway.ws_listen.port(), 9001);
@@ -248,7 +272,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tern.toml");
         std::fs::write(&path, "tcp_lisen = \"127.0.0.1:9000\"\n").unwrap();
-        let e = Settings { config: Some(path), ..Default::default() }.with_file().unwrap_err();
+        let e = Settings {
+            config: Some(path),
+            ..Default::default()
+        }
+        .with_file()
+        .unwrap_err();
         assert!(e.to_string().contains("tcp_lisen"), "{e}");
     }
 }

@@ -37,7 +37,9 @@ impl TerndConfig {
     /// Defaults with every listener on a free loopback port: for tests.
     pub fn for_tests(data_dir: &Path) -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-        let mut c = config::Settings::default().resolve().expect("defaults are valid");
+        let mut c = config::Settings::default()
+            .resolve()
+            .expect("defaults are valid");
         c.data_dir = data_dir.to_owned();
         c.gateway.tcp_listen = any;
         c.gateway.ws_listen = any;
@@ -65,8 +67,11 @@ fn token_secret(config: &TerndConfig) -> anyhow::Result<Vec<u8>> {
     match std::fs::read(&path) {
         Ok(s) if !s.is_empty() => Ok(s),
         _ => {
-            let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-            std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+            let secret: String = (0..32)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect();
+            std::fs::write(&path, &secret)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(secret.into_bytes())
         }
     }
@@ -78,8 +83,11 @@ pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let in_use = || format!("is another ternd using {}?", config.data_dir.display());
     let log: Arc<dyn EventLog> = Arc::new(
-        EmbeddedLog::open(&EmbeddedLogConfig { path: EmbeddedLog::path_in(&config.data_dir), partitions: config.log_partitions })
-            .with_context(in_use)?,
+        EmbeddedLog::open(&EmbeddedLogConfig {
+            path: EmbeddedLog::path_in(&config.data_dir),
+            partitions: config.log_partitions,
+        })
+        .with_context(in_use)?,
     );
     let store: Arc<dyn MessageStore> =
         Arc::new(EmbeddedStore::open(&config.data_dir.join("store.redb")).with_context(in_use)?);
@@ -88,14 +96,26 @@ pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
 
     let gateway = Gateway::bind(
         config.gateway.clone(),
-        GatewayDeps { log: log.clone(), store: store.clone(), routes: routes.clone(), auth: auth.clone() },
+        GatewayDeps {
+            log: log.clone(),
+            store: store.clone(),
+            routes: routes.clone(),
+            auth: auth.clone(),
+        },
     )
     .await?;
     let mut ingest_config = config.ingest.clone();
     ingest_config.dev_mode = config.dev_mode;
-    let ingest = Ingest::bind(ingest_config.clone(), IngestDeps { log: log.clone(), store: store.clone(), auth })
-        .await
-        .with_context(|| format!("cannot listen on {}", ingest_config.listen))?;
+    let ingest = Ingest::bind(
+        ingest_config.clone(),
+        IngestDeps {
+            log: log.clone(),
+            store: store.clone(),
+            auth,
+        },
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", ingest_config.listen))?;
 
     let (shutdown, rx) = watch::channel(false);
     let running_addrs = (gateway.tcp_addr(), gateway.ws_addr(), ingest.local_addr());
@@ -113,7 +133,13 @@ pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
 
     let (tcp_addr, ws_addr, api_addr) = running_addrs;
     tracing::info!(%tcp_addr, %ws_addr, %api_addr, data_dir = %config.data_dir.display(), dev_mode = config.dev_mode, "ternd started");
-    Ok(Running { tcp_addr, ws_addr, api_addr, shutdown, tasks })
+    Ok(Running {
+        tcp_addr,
+        ws_addr,
+        api_addr,
+        shutdown,
+        tasks,
+    })
 }
 
 impl Running {
@@ -133,7 +159,9 @@ impl Running {
         while let Some(done) = self.tasks.join_next().await {
             match done {
                 Ok((_, Ok(()))) => {}
-                Ok((name, Err(e))) => tracing::warn!(service = name, error = %e, "service ended with an error"),
+                Ok((name, Err(e))) => {
+                    tracing::warn!(service = name, error = %e, "service ended with an error")
+                }
                 Err(e) => tracing::warn!(error = %e, "service task panicked"),
             }
         }

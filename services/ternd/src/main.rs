@@ -11,7 +11,9 @@ async fn main() {
     let settings = Settings::parse();
     let filter = settings.log.clone().unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let config = match settings.with_file().and_then(|s| s.resolve()) {

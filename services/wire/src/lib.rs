@@ -15,7 +15,9 @@ use std::io::Read;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message as _;
-use tern_proto::client::{client_frame, server_frame, ClientFrame, Codec, Message, MessageBatch, ServerFrame};
+use tern_proto::client::{
+    ClientFrame, Codec, Message, MessageBatch, ServerFrame, client_frame, server_frame,
+};
 
 /// Default largest frame, in bytes, either way.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
@@ -48,7 +50,9 @@ pub struct LengthPrefixed {
 
 impl Default for LengthPrefixed {
     fn default() -> Self {
-        LengthPrefixed { max_frame: DEFAULT_MAX_FRAME }
+        LengthPrefixed {
+            max_frame: DEFAULT_MAX_FRAME,
+        }
     }
 }
 
@@ -66,7 +70,10 @@ impl LengthPrefixed {
         }
         let len = u32::from_be_bytes(src[..PREFIX_LEN].try_into().expect("4 bytes")) as usize;
         if len > self.max_frame {
-            return Err(WireError::FrameTooLarge { len, max: self.max_frame });
+            return Err(WireError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
         }
         if src.len() < PREFIX_LEN + len {
             src.reserve(PREFIX_LEN + len - src.len());
@@ -79,7 +86,10 @@ impl LengthPrefixed {
     /// Appends `frame` with its prefix to `dst`.
     pub fn encode(&self, frame: &[u8], dst: &mut BytesMut) -> Result<(), WireError> {
         if frame.len() > self.max_frame {
-            return Err(WireError::FrameTooLarge { len: frame.len(), max: self.max_frame });
+            return Err(WireError::FrameTooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
         }
         dst.reserve(PREFIX_LEN + frame.len());
         dst.put_u32(frame.len() as u32);
@@ -127,8 +137,13 @@ pub fn compress(codec: Codec, data: &[u8], min_size: usize) -> (Codec, Bytes) {
     let packed = match codec {
         Codec::Zstd => zstd::bulk::compress(data, 3).ok(),
         Codec::Deflate => {
-            let mut enc = flate2::write::DeflateEncoder::new(Vec::with_capacity(data.len() / 2), flate2::Compression::fast());
-            std::io::Write::write_all(&mut enc, data).ok().and_then(|_| enc.finish().ok())
+            let mut enc = flate2::write::DeflateEncoder::new(
+                Vec::with_capacity(data.len() / 2),
+                flate2::Compression::fast(),
+            );
+            std::io::Write::write_all(&mut enc, data)
+                .ok()
+                .and_then(|_| enc.finish().ok())
         }
         Codec::None => None,
     };
@@ -147,25 +162,41 @@ pub fn decompress(codec: i32, data: &[u8], max: usize) -> Result<Bytes, WireErro
         Codec::None => Ok(Bytes::copy_from_slice(data)),
         Codec::Zstd => {
             let mut out = Vec::new();
-            let dec = zstd::stream::read::Decoder::new(data)
-                .map_err(|e| WireError::BadPayload { codec: "zstd", reason: e.to_string() })?;
+            let dec =
+                zstd::stream::read::Decoder::new(data).map_err(|e| WireError::BadPayload {
+                    codec: "zstd",
+                    reason: e.to_string(),
+                })?;
             read_bounded(dec, &mut out, max, "zstd")?;
             Ok(out.into())
         }
         Codec::Deflate => {
             let mut out = Vec::new();
-            read_bounded(flate2::read::DeflateDecoder::new(data), &mut out, max, "deflate")?;
+            read_bounded(
+                flate2::read::DeflateDecoder::new(data),
+                &mut out,
+                max,
+                "deflate",
+            )?;
             Ok(out.into())
         }
     }
 }
 
-fn read_bounded(r: impl Read, out: &mut Vec<u8>, max: usize, codec: &'static str) -> Result<(), WireError> {
+fn read_bounded(
+    r: impl Read,
+    out: &mut Vec<u8>,
+    max: usize,
+    codec: &'static str,
+) -> Result<(), WireError> {
     // Read one byte past `max` to tell "exactly max" from "over max"; saturate
     // so that `max == usize::MAX` (no limit) does not overflow into `take(0)`.
     r.take((max as u64).saturating_add(1))
         .read_to_end(out)
-        .map_err(|e| WireError::BadPayload { codec, reason: e.to_string() })?;
+        .map_err(|e| WireError::BadPayload {
+            codec,
+            reason: e.to_string(),
+        })?;
     if out.len() > max {
         return Err(WireError::PayloadTooLarge { max });
     }
@@ -192,7 +223,10 @@ mod tests {
 
     #[test]
     fn negotiation_follows_client_preference() {
-        assert_eq!(negotiate(&[Codec::Deflate as i32, Codec::Zstd as i32]), Codec::Deflate);
+        assert_eq!(
+            negotiate(&[Codec::Deflate as i32, Codec::Zstd as i32]),
+            Codec::Deflate
+        );
         assert_eq!(negotiate(&[99, Codec::Zstd as i32]), Codec::Zstd);
         assert_eq!(negotiate(&[]), Codec::None);
     }

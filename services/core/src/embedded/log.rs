@@ -19,8 +19,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
 use crate::log::{
-    last_offsets, partition_for, Delivery, EventLog, LogError, Position, Record, StartFrom,
-    Subscription,
+    Delivery, EventLog, LogError, Position, Record, StartFrom, Subscription, last_offsets,
+    partition_for,
 };
 
 /// (topic, partition, offset) → (key, value).
@@ -79,8 +79,12 @@ fn io(e: impl std::fmt::Display) -> LogError {
 
 impl EmbeddedLog {
     pub fn open(config: &EmbeddedLogConfig) -> Result<Self, LogError> {
-        let db = Database::create(&config.path)
-            .map_err(|e| LogError::Io(format!("cannot open event log {}: {e}", config.path.display())))?;
+        let db = Database::create(&config.path).map_err(|e| {
+            LogError::Io(format!(
+                "cannot open event log {}: {e}",
+                config.path.display()
+            ))
+        })?;
         let partitions = init_tables(&db, config.partitions)?;
         if partitions != config.partitions {
             tracing::warn!(
@@ -130,7 +134,8 @@ fn init_tables(db: &Database, partitions: u32) -> Result<u32, LogError> {
         match existing {
             Some(p) => p as u32,
             None => {
-                meta.insert("partitions", u64::from(partitions.max(1))).map_err(io)?;
+                meta.insert("partitions", u64::from(partitions.max(1)))
+                    .map_err(io)?;
                 partitions.max(1)
             }
         }
@@ -221,11 +226,18 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Position
         let mut committed = tx.open_table(COMMITTED).map_err(io)?;
         let partitions = {
             let meta = tx.open_table(META).map_err(io)?;
-            meta.get("partitions").map_err(io)?.map(|v| v.value() as u32).unwrap_or(1)
+            meta.get("partitions")
+                .map_err(io)?
+                .map(|v| v.value() as u32)
+                .unwrap_or(1)
         };
         for op in ops {
             match op {
-                Op::Append { topic, records: batch, .. } => {
+                Op::Append {
+                    topic,
+                    records: batch,
+                    ..
+                } => {
                     let mut assigned = Vec::with_capacity(batch.len());
                     for r in batch {
                         let partition = partition_for(&r.key, partitions);
@@ -235,17 +247,31 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Position
                             .map(|v| v.value())
                             .unwrap_or(0);
                         records
-                            .insert((topic.as_str(), partition, offset), (&r.key[..], &r.value[..]))
+                            .insert(
+                                (topic.as_str(), partition, offset),
+                                (&r.key[..], &r.value[..]),
+                            )
                             .map_err(io)?;
-                        heads.insert((topic.as_str(), partition), offset + 1).map_err(io)?;
+                        heads
+                            .insert((topic.as_str(), partition), offset + 1)
+                            .map_err(io)?;
                         assigned.push(Position { partition, offset });
                     }
                     out.push(assigned);
                 }
-                Op::Commit { group, topic, positions, .. } => {
+                Op::Commit {
+                    group,
+                    topic,
+                    positions,
+                    ..
+                } => {
                     for p in positions {
                         let key = (group.as_str(), topic.as_str(), p.partition);
-                        let old = committed.get(key).map_err(io)?.map(|v| v.value()).unwrap_or(0);
+                        let old = committed
+                            .get(key)
+                            .map_err(io)?
+                            .map(|v| v.value())
+                            .unwrap_or(0);
                         if p.offset + 1 > old {
                             committed.insert(key, p.offset + 1).map_err(io)?;
                         }
@@ -260,12 +286,17 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Position
             for row in committed.iter().map_err(io)? {
                 let (k, v) = row.map_err(io)?;
                 let (_, topic, partition) = k.value();
-                let e = floor.entry((topic.to_owned(), partition)).or_insert(u64::MAX);
+                let e = floor
+                    .entry((topic.to_owned(), partition))
+                    .or_insert(u64::MAX);
                 *e = (*e).min(v.value());
             }
             for ((topic, partition), below) in floor {
                 records
-                    .retain_in((topic.as_str(), partition, 0)..(topic.as_str(), partition, below), |_, _| false)
+                    .retain_in(
+                        (topic.as_str(), partition, 0)..(topic.as_str(), partition, below),
+                        |_, _| false,
+                    )
                     .map_err(io)?;
             }
         }
@@ -281,7 +312,11 @@ impl EventLog for EmbeddedLog {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Append { topic: topic.to_owned(), records, reply })?;
+        self.send(Op::Append {
+            topic: topic.to_owned(),
+            records,
+            reply,
+        })?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 
@@ -298,11 +333,18 @@ impl EventLog for EmbeddedLog {
         let heads = tx.open_table(HEADS).map_err(io)?;
         let mut next = Vec::with_capacity(self.inner.partitions as usize);
         for partition in 0..self.inner.partitions {
-            let stored = committed.get((group, topic, partition)).map_err(io)?.map(|v| v.value());
+            let stored = committed
+                .get((group, topic, partition))
+                .map_err(io)?
+                .map(|v| v.value());
             let at = match (stored, start) {
                 (Some(at), _) => at,
                 (None, StartFrom::Earliest) => 0,
-                (None, StartFrom::Latest) => heads.get((topic, partition)).map_err(io)?.map(|v| v.value()).unwrap_or(0),
+                (None, StartFrom::Latest) => heads
+                    .get((topic, partition))
+                    .map_err(io)?
+                    .map(|v| v.value())
+                    .unwrap_or(0),
             };
             next.push(at);
         }
@@ -347,7 +389,10 @@ impl EmbeddedSubscription {
                 let (_, _, offset) = k.value();
                 let (key, value) = v.value();
                 out.push(Delivery {
-                    position: Position { partition: partition as u32, offset },
+                    position: Position {
+                        partition: partition as u32,
+                        offset,
+                    },
                     key: Bytes::copy_from_slice(key),
                     value: Bytes::copy_from_slice(value),
                 });

@@ -25,17 +25,20 @@ impl MemoryRoutes {
 impl RouteDirectory for MemoryRoutes {
     async fn register(&self, route: &Route, ttl: Duration) -> Result<(), RouteError> {
         let mut routes = self.routes.lock().expect("route map poisoned");
-        routes
-            .entry(route.user.clone())
-            .or_default()
-            .insert(route.device.clone(), (route.gateway.clone(), Instant::now() + ttl));
+        routes.entry(route.user.clone()).or_default().insert(
+            route.device.clone(),
+            (route.gateway.clone(), Instant::now() + ttl),
+        );
         Ok(())
     }
 
     async fn unregister(&self, route: &Route) -> Result<(), RouteError> {
         let mut routes = self.routes.lock().expect("route map poisoned");
         if let Some(devices) = routes.get_mut(&route.user) {
-            if devices.get(&route.device).is_some_and(|(gw, _)| *gw == route.gateway) {
+            if devices
+                .get(&route.device)
+                .is_some_and(|(gw, _)| *gw == route.gateway)
+            {
                 devices.remove(&route.device);
             }
             if devices.is_empty() {
@@ -50,7 +53,9 @@ impl RouteDirectory for MemoryRoutes {
         let routes = self.routes.lock().expect("route map poisoned");
         let mut out = HashMap::new();
         for user in users {
-            let Some(devices) = routes.get(user) else { continue };
+            let Some(devices) = routes.get(user) else {
+                continue;
+            };
             let live: Vec<Route> = devices
                 .iter()
                 .filter(|(_, (_, expires))| *expires > now)

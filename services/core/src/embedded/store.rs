@@ -35,9 +35,8 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| {
-            StoreError::Io(format!("cannot open store {}: {e}", path.display()))
-        })?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Io(format!("cannot open store {}: {e}", path.display())))?;
         // Create every table up front so read transactions never miss one.
         let tx = db.begin_write().map_err(io)?;
         {
@@ -80,7 +79,10 @@ fn message_id(m: &StoredMessage) -> Result<MessageId, StoreError> {
 
 #[async_trait]
 impl MessageStore for EmbeddedStore {
-    async fn put_messages(&self, messages: Vec<StoredMessage>) -> Result<Vec<PutOutcome>, StoreError> {
+    async fn put_messages(
+        &self,
+        messages: Vec<StoredMessage>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(io)?;
             let mut out = Vec::with_capacity(messages.len());
@@ -95,10 +97,12 @@ impl MessageStore for EmbeddedStore {
                         .map_err(io)?
                         .map(|v| v.value());
                     if let Some(id) = existing {
-                        let stored = bodies
-                            .get(id)
-                            .map_err(io)?
-                            .ok_or_else(|| StoreError::Corrupt(format!("idempotency key points at missing message {}", MessageId(id))))?;
+                        let stored = bodies.get(id).map_err(io)?.ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "idempotency key points at missing message {}",
+                                MessageId(id)
+                            ))
+                        })?;
                         out.push(PutOutcome {
                             message: decode(stored.value())?,
                             duplicate: true,
@@ -114,10 +118,14 @@ impl MessageStore for EmbeddedStore {
                         + 1;
                     m.seq = seq;
                     heads.insert(m.conversation.as_str(), seq).map_err(io)?;
-                    history.insert((m.conversation.as_str(), seq), id).map_err(io)?;
+                    history
+                        .insert((m.conversation.as_str(), seq), id)
+                        .map_err(io)?;
                     idem.insert((m.sender_user.as_str(), m.client_msg_id.as_str()), id)
                         .map_err(io)?;
-                    bodies.insert(id, m.encode_to_vec().as_slice()).map_err(io)?;
+                    bodies
+                        .insert(id, m.encode_to_vec().as_slice())
+                        .map_err(io)?;
                     out.push(PutOutcome {
                         message: m,
                         duplicate: false,
@@ -161,7 +169,10 @@ impl MessageStore for EmbeddedStore {
                     }
                     index.insert(key, e.cursor).map_err(io)?;
                     inbox
-                        .insert((e.user.as_str(), e.cursor), (e.message_id.0, e.conversation.as_str()))
+                        .insert(
+                            (e.user.as_str(), e.cursor),
+                            (e.message_id.0, e.conversation.as_str()),
+                        )
                         .map_err(io)?;
                     cursors.push(e.cursor);
                 }
@@ -172,7 +183,12 @@ impl MessageStore for EmbeddedStore {
         .await
     }
 
-    async fn read_inbox(&self, user: &str, after: u64, limit: usize) -> Result<InboxPage, StoreError> {
+    async fn read_inbox(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError> {
         let user = user.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(io)?;
@@ -218,7 +234,11 @@ impl MessageStore for EmbeddedStore {
             let tx = db.begin_read().map_err(io)?;
             let history = tx.open_table(HISTORY).map_err(io)?;
             let bodies = tx.open_table(MESSAGES).map_err(io)?;
-            let end = if before_seq == 0 { u64::MAX } else { before_seq };
+            let end = if before_seq == 0 {
+                u64::MAX
+            } else {
+                before_seq
+            };
             let mut out = Vec::new();
             for row in history
                 .range((conversation.as_str(), 0)..(conversation.as_str(), end))
@@ -241,12 +261,20 @@ impl MessageStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(io)?;
             let t = tx.open_table(CURSORS).map_err(io)?;
-            Ok(t.get((user.as_str(), device.as_str())).map_err(io)?.map(|v| v.value()).unwrap_or(0))
+            Ok(t.get((user.as_str(), device.as_str()))
+                .map_err(io)?
+                .map(|v| v.value())
+                .unwrap_or(0))
         })
         .await
     }
 
-    async fn advance_cursor(&self, user: &str, device: &str, cursor: u64) -> Result<u64, StoreError> {
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        cursor: u64,
+    ) -> Result<u64, StoreError> {
         let (user, device) = (user.to_owned(), device.to_owned());
         self.blocking(move |db| {
             let mut tx = db.begin_write().map_err(io)?;
@@ -256,10 +284,15 @@ impl MessageStore for EmbeddedStore {
             tx.set_durability(Durability::None).map_err(io)?;
             let now = {
                 let mut t = tx.open_table(CURSORS).map_err(io)?;
-                let old = t.get((user.as_str(), device.as_str())).map_err(io)?.map(|v| v.value()).unwrap_or(0);
+                let old = t
+                    .get((user.as_str(), device.as_str()))
+                    .map_err(io)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
                 let now = old.max(cursor);
                 if now != old {
-                    t.insert((user.as_str(), device.as_str()), now).map_err(io)?;
+                    t.insert((user.as_str(), device.as_str()), now)
+                        .map_err(io)?;
                 }
                 now
             };

@@ -1,0 +1,333 @@
+//! 1:1 chat through a real ternd: real sockets, real frames.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, bodies, eventually, receive};
+use tern_client::{Client, Event, LoginOptions, SendOptions};
+use tern_proto::client::ErrorCode;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn chat_both_ways(server: &Server, addr: &str) {
+    let alice = server.login_at(addr, "alice", "phone").await;
+    let bob = server.login_at(addr, "bob", "phone").await;
+    for i in 0..20 {
+        alice.send_to("bob", format!("a{i}")).await.expect("send");
+    }
+    let got = receive(&bob, 20, WAIT).await;
+    assert_eq!(
+        bodies(&got),
+        (0..20).map(|i| format!("a{i}")).collect::<Vec<_>>(),
+        "in order, each once"
+    );
+    assert!(
+        got.iter()
+            .all(|m| m.sender_user == "alice" && m.conversation == "d:alice:bob")
+    );
+    let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+
+    for i in 0..5 {
+        bob.send_to("alice", format!("b{i}")).await.expect("send");
+    }
+    // alice's own sends come back to her (multi-device sync): she sees all 25 once, in order.
+    let got = receive(&alice, 25, WAIT).await;
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!("a{i}"))
+        .chain((0..5).map(|i| format!("b{i}")))
+        .collect();
+    assert_eq!(bodies(&got), expected);
+}
+
+#[tokio::test]
+async fn alice_and_bob_chat_over_tcp() {
+    let server = Server::start().await;
+    chat_both_ways(&server, &server.tcp()).await;
+}
+
+#[tokio::test]
+async fn alice_and_bob_chat_over_websocket() {
+    let server = Server::start().await;
+    chat_both_ways(&server, &server.ws()).await;
+}
+
+#[tokio::test]
+async fn tcp_and_websocket_clients_talk_to_each_other() {
+    let server = Server::start().await;
+    let alice = server.login_at(&server.ws(), "alice", "browser").await;
+    let bob = server.login_at(&server.tcp(), "bob", "phone").await;
+    alice.send_to("bob", "from the browser").await.unwrap();
+    assert_eq!(
+        bodies(&receive(&bob, 1, WAIT).await),
+        vec!["from the browser"]
+    );
+}
+
+#[tokio::test]
+async fn offline_user_gets_all_50_in_order_then_nothing_more_after_ack() {
+    let server = Server::start().await;
+    let alice = server.login("alice", "phone").await;
+    for i in 0..50 {
+        alice.send_to("bob", format!("m{i}")).await.expect("send");
+    }
+    let bob = server.login("bob", "phone").await;
+    let got = receive(&bob, 50, WAIT).await;
+    assert_eq!(
+        bodies(&got),
+        (0..50).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    drop(bob);
+
+    // After the ACKs, a new login gets nothing old: the first message is the next one sent.
+    let bob = server.login("bob", "phone").await;
+    alice.send_to("bob", "after").await.unwrap();
+    assert_eq!(bodies(&receive(&bob, 1, WAIT).await), vec!["after"]);
+}
+
+#[tokio::test]
+async fn unacked_messages_come_again_on_reconnect() {
+    let server = Server::start().await;
+    let alice = server.login("alice", "phone").await;
+    let bob = server.login("bob", "phone").await;
+    alice.send_to("bob", "one").await.unwrap();
+    // bob reads the push but never ACKs it, then goes away.
+    match tokio::time::timeout(WAIT, bob.next_event()).await.unwrap() {
+        Some(Event::Messages { messages, .. }) => assert_eq!(bodies(&messages), vec!["one"]),
+        other => panic!("expected the push, got {other:?}"),
+    }
+    drop(bob);
+    let bob = server.login("bob", "phone").await;
+    assert_eq!(
+        bodies(&receive(&bob, 1, WAIT).await),
+        vec!["one"],
+        "cursor did not move without an ACK"
+    );
+}
+
+#[tokio::test]
+async fn each_device_has_its_own_cursor() {
+    let server = Server::start().await;
+    let alice = server.login("alice", "phone").await;
+    let phone = server.login("bob", "phone").await;
+    alice.send_to("bob", "one").await.unwrap();
+    assert_eq!(bodies(&receive(&phone, 1, WAIT).await), vec!["one"]);
+    // The laptop was never online: it gets the message although the phone ACKed it.
+    let laptop = server.login("bob", "laptop").await;
+    assert_eq!(bodies(&receive(&laptop, 1, WAIT).await), vec!["one"]);
+    // A message bob sends from the laptop reaches his phone too.
+    laptop.send_to("alice", "from laptop").await.unwrap();
+    assert_eq!(bodies(&receive(&phone, 1, WAIT).await), vec!["from laptop"]);
+}
+
+#[tokio::test]
+async fn the_same_client_message_id_twice_is_one_message() {
+    let server = Server::start().await;
+    let alice = server.login("alice", "phone").await;
+    let first = alice
+        .send(SendOptions::to_user("bob", "hello").with_client_msg_id("cm-1"))
+        .await
+        .unwrap();
+    let again = alice
+        .send(SendOptions::to_user("bob", "hello").with_client_msg_id("cm-1"))
+        .await
+        .unwrap();
+    assert_eq!(first.message_id, again.message_id);
+    assert_eq!(first.seq, again.seq);
+    alice.send_to("bob", "marker").await.unwrap();
+    let bob = server.login("bob", "phone").await;
+    assert_eq!(
+        bodies(&receive(&bob, 2, WAIT).await),
+        vec!["hello", "marker"],
+        "stored and delivered once"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_nothing_is_stored() {
+    let server = Server::start_with(|c| c.gateway.max_body_bytes = 1000).await;
+    let alice = server.login("alice", "phone").await;
+    let err = alice.send_to("bob", vec![b'x'; 1001]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+    assert!(
+        err.to_string().contains("over the limit of 1000 bytes"),
+        "{err}"
+    );
+    // The connection stays usable, and bob gets only what was stored.
+    alice.send_to("bob", "small").await.unwrap();
+    let bob = server.login("bob", "phone").await;
+    assert_eq!(bodies(&receive(&bob, 1, WAIT).await), vec!["small"]);
+}
+
+#[tokio::test]
+async fn posting_into_someone_elses_conversation_is_forbidden() {
+    let server = Server::start().await;
+    let mallory = server.login("mallory", "phone").await;
+    let err = mallory
+        .send(SendOptions::to_conversation("d:alice:bob", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
+    let err = mallory
+        .send(SendOptions::to_conversation("g:nope", "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownConversation), "{err}");
+    let err = mallory.send_to("not a user!", "hi").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+}
+
+#[tokio::test]
+async fn bad_and_expired_tokens_are_refused_at_login() {
+    let server = Server::start_with(|c| c.jwt_secret = Some("0123456789abcdef-test".into())).await;
+    let authority = tern_core::auth::TokenAuthority::new("0123456789abcdef-test");
+    let now = tern_core::auth::now_secs();
+    let cases = [
+        ("garbage", "not-a-jwt".to_owned()),
+        ("expired", authority.issue("alice", now - 3600, 60)),
+        (
+            "other secret",
+            tern_core::auth::TokenAuthority::new("another-secret-xx").issue("alice", now, 60),
+        ),
+    ];
+    for (what, token) in cases {
+        let err = Client::connect(&server.tcp(), LoginOptions::new(token, "phone"))
+            .await
+            .err()
+            .expect(what);
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::Unauthenticated),
+            "{what}: {err}"
+        );
+    }
+    let good = authority.issue("alice", now, 60);
+    Client::connect(&server.tcp(), LoginOptions::new(good, "phone"))
+        .await
+        .expect("a valid token logs in");
+}
+
+#[tokio::test]
+async fn the_api_sends_as_a_system_user_and_pages_inbox_and_history() {
+    use tern_proto::api::tern_client::TernClient;
+    use tern_proto::api::{FetchInboxRequest, HistoryRequest, SendAsSystemRequest};
+    let server = Server::start().await;
+    let mut api = TernClient::connect(server.api()).await.unwrap();
+    for i in 0..3 {
+        let req = SendAsSystemRequest {
+            from_user: "system".into(),
+            to_user: "bob".into(),
+            client_msg_id: format!("s{i}"),
+            body: format!("notice {i}").into(),
+            ..Default::default()
+        };
+        let r = api.send_as_system(req).await.unwrap().into_inner();
+        assert_eq!(r.seq, i + 1);
+    }
+    // A send returns once stored; the inbox entry follows a moment later.
+    eventually("three inbox entries", || {
+        let mut api = api.clone();
+        async move {
+            let page = api
+                .fetch_inbox(FetchInboxRequest {
+                    user: "bob".into(),
+                    after_cursor: 0,
+                    limit: 10,
+                })
+                .await
+                .ok()?;
+            (page.into_inner().messages.len() == 3).then_some(())
+        }
+    })
+    .await;
+    let page = api
+        .fetch_inbox(FetchInboxRequest {
+            user: "bob".into(),
+            after_cursor: 0,
+            limit: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bodies(&page.messages), vec!["notice 0", "notice 1"]);
+    assert!(page.has_more);
+    let rest = api
+        .fetch_inbox(FetchInboxRequest {
+            user: "bob".into(),
+            after_cursor: page.next_cursor,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bodies(&rest.messages), vec!["notice 2"]);
+    assert!(!rest.has_more);
+    let history = api
+        .history(HistoryRequest {
+            conversation: "d:bob:system".into(),
+            before_seq: 0,
+            limit: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bodies(&history.messages),
+        vec!["notice 2", "notice 1"],
+        "newest first"
+    );
+    assert!(history.has_more);
+    let bad = api
+        .fetch_inbox(FetchInboxRequest {
+            user: "bob".into(),
+            after_cursor: 1 << 40,
+            limit: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad}");
+    let unknown = api
+        .history(HistoryRequest {
+            conversation: "x:1".into(),
+            before_seq: 0,
+            limit: 2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    // And bob, connected, gets them as pushes.
+    let bob = server.login("bob", "phone").await;
+    assert_eq!(
+        bodies(&receive(&bob, 3, WAIT).await),
+        vec!["notice 0", "notice 1", "notice 2"]
+    );
+}
+
+#[tokio::test]
+async fn sync_pulls_pages_and_rejects_a_cursor_past_the_end() {
+    let server = Server::start().await;
+    let alice = server.login("alice", "phone").await;
+    for i in 0..5 {
+        alice.send_to("bob", format!("m{i}")).await.unwrap();
+    }
+    let token = server.token("bob").await;
+    let (bob, _) = Client::connect(
+        &server.tcp(),
+        LoginOptions::new(token, "tablet").send_only(),
+    )
+    .await
+    .unwrap();
+    eventually("five inbox entries", || async {
+        (bob.sync(0, 100).await.ok()?.0.len() == 5).then_some(())
+    })
+    .await;
+    let (page, next, more) = bob.sync(0, 3).await.unwrap();
+    assert_eq!(bodies(&page), vec!["m0", "m1", "m2"]);
+    assert!(more);
+    let (page, _, more) = bob.sync(next, 100).await.unwrap();
+    assert_eq!(bodies(&page), vec!["m3", "m4"]);
+    assert!(!more);
+    let err = bob.sync(1 << 40, 10).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadCursor), "{err}");
+}
