@@ -1,1 +1,324 @@
-fn main() {}
+//! `tern`: a command-line client for tern, for people and for scripts.
+//!
+//! `tern token` prints a dev token, `tern send` sends one message and prints
+//! its server id, `tern listen` prints received messages as JSON lines, and
+//! `tern chat` is a small interactive chat. Output meant for scripts (the
+//! token, the message id, JSON lines) goes to stdout; everything else to
+//! stderr. Errors exit with 1, usage errors with 2.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
+use tern_client::proto::{ErrorCode, Message};
+use tern_client::{Client, Event, LoginOptions, SendOptions, Target, message_id_string};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tern",
+    version,
+    about = "Command-line client for tern: dev tokens, send, listen, chat"
+)]
+struct Cli {
+    /// Gateway address: tcp://host:port, ws://host:port/, or host:port (TCP).
+    #[arg(long, global = true, env = "TERN_SERVER", default_value = tern_client::DEFAULT_SERVER_ADDR)]
+    server: String,
+
+    /// gRPC API address, used to fetch dev tokens.
+    #[arg(long, global = true, env = "TERN_API", default_value = tern_client::DEFAULT_API_ADDR)]
+    api: String,
+
+    /// User to act as. Without --token, a dev token for this user is fetched from --api.
+    #[arg(long, global = true, env = "TERN_USER")]
+    user: Option<String>,
+
+    /// Login token; takes precedence over --user.
+    #[arg(long, global = true, env = "TERN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Device id to log in as [default: "cli" for listen and chat, "cli-send" for send].
+    #[arg(long, global = true, env = "TERN_DEVICE")]
+    device: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a dev token for --user (only a server in dev mode issues them).
+    Token {
+        /// Token lifetime in seconds; 0 means the server's default.
+        #[arg(long, default_value_t = 0)]
+        ttl: u64,
+    },
+    /// Send one message and print its server message id.
+    Send(SendArgs),
+    /// Print received messages as JSON lines, ACKing each push once printed.
+    Listen {
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Chat with a user: each line of stdin is sent, incoming messages are printed.
+    Chat {
+        /// The user to chat with.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["to", "conversation"])))]
+struct SendArgs {
+    /// Recipient user, for a 1:1 message.
+    #[arg(long)]
+    to: Option<String>,
+
+    /// Existing conversation id to send to instead.
+    #[arg(long)]
+    conversation: Option<String>,
+
+    /// Client message id; sending again with the same id stores the message once [default: a new UUIDv7].
+    #[arg(long = "client-id")]
+    client_id: Option<String>,
+
+    /// MIME type of the body.
+    #[arg(long, default_value = "text/plain")]
+    content_type: String,
+
+    /// The message text.
+    text: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Token { ttl } => {
+            let Some(user) = non_empty(&cli.user) else {
+                usage_error("`tern token` needs --user (or TERN_USER)");
+            };
+            let token = tern_client::dev_token_with_ttl(&cli.api, user, *ttl)
+                .await
+                .with_context(|| {
+                    format!("could not get a dev token for {user} from {}", cli.api)
+                })?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Send(args) => send(&cli, args).await,
+        Command::Listen { count } => listen(&cli, *count).await,
+        Command::Chat { to } => chat(&cli, to).await,
+    }
+}
+
+async fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
+    let (client, _) = connect(cli, "cli-send", true).await?;
+    let target = match (&args.to, &args.conversation) {
+        (Some(user), _) => Target::ToUser(user.clone()),
+        (None, Some(conversation)) => Target::Conversation(conversation.clone()),
+        (None, None) => usage_error("give --to USER or --conversation ID"),
+    };
+    let mut options = SendOptions::new(target, args.text.clone().into_bytes())
+        .with_content_type(&args.content_type);
+    options.client_msg_id = args.client_id.clone();
+    let result = client
+        .send(options)
+        .await
+        .context("could not send the message")?;
+    println!("{}", message_id_string(&result.message_id));
+    // The message is stored whatever happens to the goodbye.
+    let _ = client.logout().await;
+    Ok(())
+}
+
+async fn listen(cli: &Cli, count: Option<u64>) -> anyhow::Result<()> {
+    let (client, _) = connect(cli, "cli", false).await?;
+    let mut remaining = count;
+    if remaining == Some(0) {
+        let _ = client.logout().await;
+        return Ok(());
+    }
+    loop {
+        match client.next_event().await {
+            Some(Event::Messages {
+                messages,
+                last_cursor,
+                ..
+            }) => {
+                let mut ack_to = last_cursor;
+                let mut finished = false;
+                {
+                    let mut out = std::io::stdout().lock();
+                    for message in &messages {
+                        writeln!(out, "{}", message_json(message))
+                            .context("could not write to stdout")?;
+                        if let Some(left) = remaining.as_mut() {
+                            *left -= 1;
+                            if *left == 0 {
+                                // ACK only what was printed: the rest stays pending for the next listener.
+                                ack_to = message.cursor;
+                                finished = true;
+                                break;
+                            }
+                        }
+                    }
+                    out.flush().context("could not write to stdout")?;
+                }
+                if let Err(e) = client.ack(ack_to).await {
+                    eprintln!(
+                        "warning: could not ACK cursor {ack_to}, the messages will be pushed again: {e}"
+                    );
+                }
+                if finished {
+                    let _ = client.logout().await;
+                    return Ok(());
+                }
+            }
+            Some(Event::ServerError(err)) => eprintln!("server error: {}", describe_error(&err)),
+            Some(Event::Closed { reason }) => bail!("connection closed: {reason}"),
+            None => bail!("connection closed"),
+        }
+    }
+}
+
+async fn chat(cli: &Cli, to: &str) -> anyhow::Result<()> {
+    let (client, login) = connect(cli, "cli", false).await?;
+    let client = Arc::new(client);
+    eprintln!(
+        "logged in as {} (device {}); chatting with {to}; end with EOF (Ctrl-D)",
+        login.user_id, login.device_id
+    );
+
+    // stdin is read on a plain thread: a blocked read must not keep the runtime from exiting.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // One send at a time, so messages arrive in the order they were typed.
+    let mut sender = tokio::spawn({
+        let client = client.clone();
+        let to = to.to_string();
+        async move {
+            while let Some(line) = lines.recv().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if let Err(e) = client.send_to(to.as_str(), line.into_bytes()).await {
+                    eprintln!("error: could not send the message: {e}");
+                }
+            }
+        }
+    });
+
+    loop {
+        tokio::select! {
+            _ = &mut sender => break,
+            event = client.next_event() => match event {
+                Some(Event::Messages { messages, last_cursor, .. }) => {
+                    {
+                        let mut out = std::io::stdout().lock();
+                        for m in &messages {
+                            // Our own messages come back to our other devices, not to this one; skip them anyway.
+                            if m.sender_user == login.user_id && m.sender_device == login.device_id {
+                                continue;
+                            }
+                            writeln!(out, "{}: {}", m.sender_user, String::from_utf8_lossy(&m.body))
+                                .context("could not write to stdout")?;
+                        }
+                        out.flush().context("could not write to stdout")?;
+                    }
+                    client.ack(last_cursor).await.context("could not ACK received messages")?;
+                }
+                Some(Event::ServerError(err)) => eprintln!("server error: {}", describe_error(&err)),
+                Some(Event::Closed { reason }) => bail!("connection closed: {reason}"),
+                None => bail!("connection closed"),
+            },
+        }
+    }
+    let _ = client.logout().await;
+    Ok(())
+}
+
+/// Connects and logs in with the token from --token, or a dev token for --user.
+async fn connect(
+    cli: &Cli,
+    default_device: &str,
+    send_only: bool,
+) -> anyhow::Result<(Client, tern_client::proto::LoginResult)> {
+    let token = match (non_empty(&cli.token), non_empty(&cli.user)) {
+        (Some(token), _) => token.to_string(),
+        (None, Some(user)) => tern_client::dev_token(&cli.api, user)
+            .await
+            .with_context(|| format!("could not get a dev token for {user} from {}", cli.api))?,
+        (None, None) => usage_error(
+            "give --token (or TERN_TOKEN), or --user (or TERN_USER) to fetch a dev token",
+        ),
+    };
+    let device = non_empty(&cli.device).unwrap_or(default_device);
+    let mut options = LoginOptions::new(token, device);
+    options.send_only = send_only;
+    Client::connect(&cli.server, options)
+        .await
+        .with_context(|| format!("could not log in to {}", cli.server))
+}
+
+fn message_json(m: &Message) -> serde_json::Value {
+    serde_json::json!({
+        "id": message_id_string(&m.message_id),
+        "conversation": m.conversation,
+        "seq": m.seq,
+        "cursor": m.cursor,
+        "from": m.sender_user,
+        "device": m.sender_device,
+        "sent_at_ms": m.sent_at_ms,
+        "content_type": m.content_type,
+        "client_msg_id": m.client_msg_id,
+        "body": String::from_utf8_lossy(&m.body),
+    })
+}
+
+fn describe_error(err: &tern_client::proto::Error) -> String {
+    let code = ErrorCode::try_from(err.code).map_or("UNKNOWN_CODE", |c| c.as_str_name());
+    format!(
+        "{} ({code}){}",
+        err.message,
+        if err.fatal { ", closing" } else { "" }
+    )
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+/// Reports a usage error the way clap does (exit code 2).
+fn usage_error(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::MissingRequiredArgument, message)
+        .exit()
+}

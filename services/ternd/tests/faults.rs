@@ -144,10 +144,10 @@ async fn a_websocket_text_message_is_refused() {
     ws.send(Message::Text("hello".into())).await.unwrap();
     let mut error = None;
     while let Some(Ok(m)) = ws.next().await {
-        if let Message::Binary(b) = m {
-            if let Ok(server_frame::Kind::Error(e)) = tern_wire::decode_server(&b) {
-                error = Some(e);
-            }
+        if let Message::Binary(b) = m
+            && let Ok(server_frame::Kind::Error(e)) = tern_wire::decode_server(&b)
+        {
+            error = Some(e);
         }
     }
     let e = error.expect("an error frame");
@@ -246,13 +246,10 @@ async fn a_client_that_stops_reading_is_disconnected_with_a_reason() {
     let mut reason = None;
     loop {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        match bob.drain_available().await {
-            (errors, closed) => {
-                reason = errors.into_iter().last().or(reason);
-                if closed {
-                    break;
-                }
-            }
+        let (errors, closed) = bob.drain_available().await;
+        reason = errors.into_iter().last().or(reason);
+        if closed {
+            break;
         }
     }
     let reason = reason.expect("told why before the close");

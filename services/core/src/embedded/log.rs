@@ -23,8 +23,11 @@ use crate::log::{
     partition_for,
 };
 
-/// (topic, partition, offset) → (key, value).
-const RECORDS: TableDefinition<(&str, u32, u64), (&[u8], &[u8])> = TableDefinition::new("records");
+/// (topic, partition, offset): where a record sits.
+type RecordKey<'a> = (&'a str, u32, u64);
+/// (key, value) of a record.
+type RecordValue<'a> = (&'a [u8], &'a [u8]);
+const RECORDS: TableDefinition<RecordKey, RecordValue> = TableDefinition::new("records");
 /// (topic, partition) → next offset to assign. Kept apart from RECORDS so
 /// offsets never go back once old records are deleted.
 const HEADS: TableDefinition<(&str, u32), u64> = TableDefinition::new("heads");

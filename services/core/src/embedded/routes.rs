@@ -9,10 +9,13 @@ use async_trait::async_trait;
 
 use crate::routes::{Route, RouteDirectory, RouteError};
 
+/// device → (gateway, expiry) of one user.
+type Devices = HashMap<String, (String, Instant)>;
+
 #[derive(Default)]
 pub struct MemoryRoutes {
-    /// user → device → (gateway, expiry).
-    routes: Mutex<HashMap<String, HashMap<String, (String, Instant)>>>,
+    /// user → their devices' routes.
+    routes: Mutex<HashMap<String, Devices>>,
 }
 
 impl MemoryRoutes {
