@@ -12,7 +12,10 @@ async fn start(tweak: impl FnOnce(&mut ternd::TerndConfig)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ternd::TerndConfig::for_tests(dir.path());
     tweak(&mut config);
-    Server { running: ternd::start(config).await.unwrap(), _dir: dir }
+    Server {
+        running: ternd::start(config).await.unwrap(),
+        _dir: dir,
+    }
 }
 
 /// Runs `tern` with the server's addresses and `args`, off the async threads.
@@ -22,7 +25,9 @@ async fn tern(server: &Server, args: &[&str]) -> Output {
         .env("TERN_SERVER", format!("tcp://{}", server.running.tcp_addr))
         .env("TERN_API", format!("http://{}", server.running.api_addr))
         .args(args);
-    tokio::task::spawn_blocking(move || cmd.output().expect("tern runs")).await.unwrap()
+    tokio::task::spawn_blocking(move || cmd.output().expect("tern runs"))
+        .await
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -43,27 +48,51 @@ async fn token_send_and_listen() {
 
     let token = tern(&server, &["token", "--user", "alice"]).await;
     assert!(token.status.success(), "{}", stderr(&token));
-    assert_eq!(last_line(&token).split('.').count(), 3, "a JWT: {}", last_line(&token));
+    assert_eq!(
+        last_line(&token).split('.').count(),
+        3,
+        "a JWT: {}",
+        last_line(&token)
+    );
 
     let mut ids = Vec::new();
     for text in ["hello bob", "second"] {
         let sent = tern(&server, &["--user", "alice", "send", "--to", "bob", text]).await;
         assert!(sent.status.success(), "{}", stderr(&sent));
         let id = last_line(&sent);
-        assert!(uuid::Uuid::parse_str(&id).is_ok(), "message id is a UUID: {id}");
+        assert!(
+            uuid::Uuid::parse_str(&id).is_ok(),
+            "message id is a UUID: {id}"
+        );
         ids.push(id);
     }
     // The token printed above works as --token too.
-    let sent = tern(&server, &["--token", &last_line(&token), "send", "--to", "bob", "third"]).await;
+    let sent = tern(
+        &server,
+        &[
+            "--token",
+            &last_line(&token),
+            "send",
+            "--to",
+            "bob",
+            "third",
+        ],
+    )
+    .await;
     assert!(sent.status.success(), "{}", stderr(&sent));
     ids.push(last_line(&sent));
 
     let listened = tern(&server, &["--user", "bob", "listen", "--count", "3"]).await;
     assert!(listened.status.success(), "{}", stderr(&listened));
-    let lines: Vec<serde_json::Value> =
-        stdout(&listened).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let lines: Vec<serde_json::Value> = stdout(&listened)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
     assert_eq!(lines.len(), 3);
-    for (line, (id, body)) in lines.iter().zip(ids.iter().zip(["hello bob", "second", "third"])) {
+    for (line, (id, body)) in lines
+        .iter()
+        .zip(ids.iter().zip(["hello bob", "second", "third"]))
+    {
         assert_eq!(line["id"], id.as_str());
         assert_eq!(line["body"], body);
         assert_eq!(line["from"], "alice");
@@ -71,18 +100,49 @@ async fn token_send_and_listen() {
     }
 
     // listen ACKed what it printed: the next listen gets only what is new.
-    let sent = tern(&server, &["--user", "alice", "send", "--to", "bob", "fourth"]).await;
+    let sent = tern(
+        &server,
+        &["--user", "alice", "send", "--to", "bob", "fourth"],
+    )
+    .await;
     assert!(sent.status.success());
     let listened = tern(&server, &["--user", "bob", "listen", "--count", "1"]).await;
-    let line: serde_json::Value = serde_json::from_str(stdout(&listened).lines().next().unwrap()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(stdout(&listened).lines().next().unwrap()).unwrap();
     assert_eq!(line["body"], "fourth");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retry_with_the_same_client_id_prints_the_same_message_id() {
     let server = start(|_| {}).await;
-    let a = tern(&server, &["--user", "alice", "send", "--to", "bob", "--client-id", "retry-1", "hi"]).await;
-    let b = tern(&server, &["--user", "alice", "send", "--to", "bob", "--client-id", "retry-1", "hi"]).await;
+    let a = tern(
+        &server,
+        &[
+            "--user",
+            "alice",
+            "send",
+            "--to",
+            "bob",
+            "--client-id",
+            "retry-1",
+            "hi",
+        ],
+    )
+    .await;
+    let b = tern(
+        &server,
+        &[
+            "--user",
+            "alice",
+            "send",
+            "--to",
+            "bob",
+            "--client-id",
+            "retry-1",
+            "hi",
+        ],
+    )
+    .await;
     assert!(a.status.success() && b.status.success());
     assert_eq!(last_line(&a), last_line(&b));
 }
@@ -91,20 +151,57 @@ async fn a_retry_with_the_same_client_id_prints_the_same_message_id() {
 async fn errors_are_clear_and_exit_non_zero() {
     let server = start(|c| c.gateway.max_body_bytes = 10).await;
 
-    let too_big = tern(&server, &["--user", "alice", "send", "--to", "bob", "this is more than ten bytes"]).await;
+    let too_big = tern(
+        &server,
+        &[
+            "--user",
+            "alice",
+            "send",
+            "--to",
+            "bob",
+            "this is more than ten bytes",
+        ],
+    )
+    .await;
     assert_eq!(too_big.status.code(), Some(1));
-    assert!(stderr(&too_big).contains("MESSAGE_TOO_LARGE"), "{}", stderr(&too_big));
+    assert!(
+        stderr(&too_big).contains("MESSAGE_TOO_LARGE"),
+        "{}",
+        stderr(&too_big)
+    );
 
     let no_user = tern(&server, &["send", "--to", "bob", "hi"]).await;
-    assert_eq!(no_user.status.code(), Some(2), "usage error: {}", stderr(&no_user));
+    assert_eq!(
+        no_user.status.code(),
+        Some(2),
+        "usage error: {}",
+        stderr(&no_user)
+    );
 
-    let bad_token = tern(&server, &["--token", "nonsense", "send", "--to", "bob", "hi"]).await;
+    let bad_token = tern(
+        &server,
+        &["--token", "nonsense", "send", "--to", "bob", "hi"],
+    )
+    .await;
     assert_eq!(bad_token.status.code(), Some(1));
-    assert!(stderr(&bad_token).contains("UNAUTHENTICATED"), "{}", stderr(&bad_token));
+    assert!(
+        stderr(&bad_token).contains("UNAUTHENTICATED"),
+        "{}",
+        stderr(&bad_token)
+    );
 
     let unreachable = Command::new(env!("CARGO_BIN_EXE_tern"))
         .env_clear()
-        .args(["--server", "tcp://127.0.0.1:1", "--token", "x", "send", "--to", "bob", "hi"])
+        .args([
+            "--server",
+            "tcp://127.0.0.1:1",
+            "--token",
+            "x",
+            "send",
+            "--to",
+            "bob",
+            "hi",
+        ])
         .output()
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(1));

@@ -8,10 +8,7 @@
 
 use std::sync::Arc;
 
-use prost::Message as _;
-use tern_core::log::StartFrom;
-use tern_core::proto::records::{PushRecord, push_record};
-use tern_core::stage::stopped;
+use tern_core::proto::records::push_record;
 use tern_core::topics;
 use tokio::sync::watch;
 
@@ -20,60 +17,27 @@ use crate::hub::SessionEvent;
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), tern_core::log::LogError> {
-    let node = &shared.config.node_id;
-    let topic = topics::push_topic(node);
-    // Pushes from before this gateway started address connections that no
-    // longer exist; their devices catch up from the inbox at login.
-    let mut sub = shared
-        .deps
-        .log
-        .subscribe(&topic, &format!("gateway.{node}"), StartFrom::Latest)
-        .await?;
-    loop {
-        let batch = tokio::select! {
-            b = sub.poll(1024) => b?,
-            _ = stopped(&mut shutdown) => return Ok(()),
-        };
-        for d in &batch {
-            let record = match PushRecord::decode(d.value.clone()) {
-                Ok(PushRecord { kind: Some(k) }) => k,
-                Ok(_) | Err(_) => {
-                    tracing::error!(
-                        offset = d.position.offset,
-                        "skipping undecodable push record"
-                    );
-                    continue;
+    let node = shared.config.node_id.clone();
+    let hub = &shared.hub;
+    topics::consume_push_topic(shared.deps.log.as_ref(), &node, &format!("gateway.{node}"), shutdown, |record| match record {
+        push_record::Kind::Deliveries(deliveries) => {
+            let conns = hub.user_conns(&deliveries.user);
+            if let Some((last, rest)) = conns.split_last() {
+                for c in rest {
+                    c.offer(SessionEvent::Deliveries(deliveries.refs.clone()));
                 }
-            };
-            match record {
-                push_record::Kind::Deliveries(deliveries) => {
-                    let conns = shared.hub.user_conns(&deliveries.user);
-                    if let Some((last, rest)) = conns.split_last() {
-                        for c in rest {
-                            c.offer(SessionEvent::Deliveries(deliveries.refs.clone()));
-                        }
-                        last.offer(SessionEvent::Deliveries(deliveries.refs));
-                    }
-                }
-                push_record::Kind::Receipt(receipt) => {
-                    let conn = receipt
-                        .origin
-                        .as_ref()
-                        .map(|o| o.connection_id)
-                        .and_then(|id| shared.hub.get(id));
-                    match conn {
-                        Some(c) => c.offer(SessionEvent::Receipt(receipt)),
-                        None => {
-                            tracing::debug!(client_msg_id = %receipt.client_msg_id, "receipt for a connection that is gone")
-                        }
-                    }
-                }
+                last.offer(SessionEvent::Deliveries(deliveries.refs));
             }
         }
-        if let Err(e) = sub.commit(&batch).await {
-            tracing::warn!(error = %e, "push topic commit failed");
+        push_record::Kind::Receipt(receipt) => {
+            let conn = receipt.origin.as_ref().map(|o| o.connection_id).and_then(|id| hub.get(id));
+            match conn {
+                Some(c) => c.offer(SessionEvent::Receipt(receipt)),
+                None => tracing::debug!(client_msg_id = %receipt.client_msg_id, "receipt for a connection that is gone"),
+            }
         }
-    }
+    })
+    .await
 }

@@ -14,10 +14,10 @@ use std::time::Duration;
 use prost::Message as _;
 use tern_core::auth::TokenAuthority;
 use tern_core::ids::{Conversation, IdError, MessageId, check_user};
-use tern_core::log::{EventLog, LogError, Record, StartFrom};
+use tern_core::log::{EventLog, LogError, Record};
 use tern_core::proto::api::tern_server::{Tern, TernServer};
 use tern_core::proto::api::*;
-use tern_core::proto::records::{InboundRecord, Origin, PushRecord, Receipt, push_record};
+use tern_core::proto::records::{InboundRecord, Origin, Receipt, push_record};
 use tern_core::stage::stopped;
 use tern_core::store::{MessageStore, StoreError, client_message, load_entries};
 use tern_core::{now_ms, topics};
@@ -155,29 +155,17 @@ impl Ingest {
 }
 
 /// Hands receipts from this node's push topic to the calls waiting for them.
-async fn receive_receipts(api: Api, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
-    let node = &api.config.node_id;
-    let mut sub = api
-        .deps
-        .log
-        .subscribe(
-            &topics::push_topic(node),
-            &format!("ingest.{node}"),
-            StartFrom::Latest,
-        )
-        .await?;
-    loop {
-        let batch = tokio::select! {
-            b = sub.poll(1024) => b?,
-            _ = stopped(&mut shutdown) => return Ok(()),
-        };
-        for d in &batch {
-            if let Ok(PushRecord {
-                kind: Some(push_record::Kind::Receipt(r)),
-            }) = PushRecord::decode(d.value.clone())
-            {
-                let waiting = api
-                    .waiters
+async fn receive_receipts(api: Api, shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
+    let node = api.config.node_id.clone();
+    let waiters = api.waiters.clone();
+    topics::consume_push_topic(
+        api.deps.log.as_ref(),
+        &node,
+        &format!("ingest.{node}"),
+        shutdown,
+        move |record| {
+            if let push_record::Kind::Receipt(r) = record {
+                let waiting = waiters
                     .lock()
                     .expect("waiters poisoned")
                     .remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
@@ -185,9 +173,9 @@ async fn receive_receipts(api: Api, mut shutdown: watch::Receiver<bool>) -> Resu
                     let _ = w.send(r.clone());
                 }
             }
-        }
-        sub.commit(&batch).await?;
-    }
+        },
+    )
+    .await
 }
 
 fn page_limit(limit: u32) -> usize {

@@ -1,0 +1,104 @@
+//! `tern-bench <scenario> [options]`: drives a running tern (embedded or
+//! distributed) with real client connections on loopback and reports what
+//! it measured, for people (a summary) or scripts (`--json`).
+//!
+//! Scenarios: `direct` (1:1 messages at a target or maximum rate) and
+//! `idle` (hold many connections; server memory per connection).
+//! Runs are bounded in count and time and stop by themselves.
+
+mod direct;
+mod idle;
+mod procstat;
+mod report;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tern-bench",
+    version,
+    about = "Load tool for tern: real connections, real frames, measured figures"
+)]
+struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Where the server is, and what to watch.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Gateway address: tcp://host:port or ws://host:port/ (loopback only).
+    #[arg(long, global = true, env = "TERN_SERVER", default_value = tern_client::DEFAULT_SERVER_ADDR)]
+    pub server: String,
+    /// gRPC API address, for dev tokens.
+    #[arg(long, global = true, env = "TERN_API", default_value = tern_client::DEFAULT_API_ADDR)]
+    pub api: String,
+    /// Server process to report CPU and memory of (repeat for several).
+    #[arg(long = "pid", global = true)]
+    pub pids: Vec<u32>,
+    /// Print one JSON object with the figures instead of the summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// 1:1 messages between pairs of users: throughput and send → push latency.
+    Direct(direct::DirectArgs),
+    /// Many idle logged-in connections: how many, and memory per connection.
+    Idle(idle::IdleArgs),
+}
+
+fn check_loopback(addr: &str) -> anyhow::Result<()> {
+    let host = addr
+        .split("://")
+        .nth(1)
+        .unwrap_or(addr)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    if !(host == "localhost" || host.starts_with("127.") || host == "[") {
+        anyhow::bail!(
+            "tern-bench only targets loopback addresses (127.0.0.0/8, localhost); got {addr}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Thousands of connections need thousands of file descriptors.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let result = async {
+        check_loopback(&cli.target.server)?;
+        check_loopback(&cli.target.api)?;
+        match &cli.scenario {
+            Scenario::Direct(args) => direct::run(&cli.target, args).await,
+            Scenario::Idle(args) => idle::run(&cli.target, args).await,
+        }
+    }
+    .await;
+    match result {
+        Ok(report) => {
+            if cli.target.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("report serializes")
+                );
+            } else {
+                print!("{}", report.summary());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tern-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! tern-bench against a real ternd: its counts are exact, and bad input is
+//! refused clearly.
+
+use std::process::{Command, Output};
+
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tern-bench"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(running: &ternd::Running, rest: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "--server".to_owned(),
+        format!("tcp://{}", running.tcp_addr),
+        "--api".to_owned(),
+        format!("http://{}", running.api_addr),
+        "--pid".to_owned(),
+        std::process::id().to_string(),
+        "--json".to_owned(),
+    ];
+    a.extend(rest.iter().map(|s| s.to_string()));
+    a
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_direct_run_counts_exactly_what_it_sent_and_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()))
+        .await
+        .unwrap();
+    let out = run(args(
+        &running,
+        &["direct", "--pairs", "3", "--messages", "301"],
+    ))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let counts = &report["counts"];
+    assert_eq!(counts["sent"], 301);
+    assert_eq!(counts["confirmed"], 301);
+    assert_eq!(counts["delivered"], 301);
+    assert_eq!(counts["duplicates"], 0);
+    assert_eq!(counts["out_of_order"], 0);
+    assert_eq!(report["latency"]["send_to_push"]["count"], 301);
+    assert!(
+        report["errors"].as_object().unwrap().is_empty(),
+        "{}",
+        report["errors"]
+    );
+    assert_eq!(
+        report["servers"].as_array().unwrap().len(),
+        1,
+        "the watched process is reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_idle_run_holds_its_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()))
+        .await
+        .unwrap();
+    let out = run(args(
+        &running,
+        &["idle", "--connections", "50", "--hold", "0"],
+    ))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["connections_opened"], 50);
+    assert_eq!(report["counts"]["connections_open_after_hold"], 50);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_and_unreachable_servers_fail_clearly() {
+    let zero = run(vec!["direct".into(), "--pairs".into(), "0".into()]).await;
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--pairs must be at least 1"));
+
+    let unreachable = run(vec![
+        "--api".into(),
+        "http://127.0.0.1:1".into(),
+        "idle".into(),
+        "--connections".into(),
+        "1".into(),
+    ])
+    .await;
+    assert!(!unreachable.status.success());
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(err.contains("127.0.0.1:1"), "names the address: {err}");
+
+    let remote = run(vec![
+        "--server".into(),
+        "tcp://10.1.2.3:7400".into(),
+        "idle".into(),
+    ])
+    .await;
+    assert!(!remote.status.success());
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("loopback"));
+}
