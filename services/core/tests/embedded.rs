@@ -12,6 +12,7 @@ fn log_at(dir: &std::path::Path) -> EmbeddedLog {
     EmbeddedLog::open(&EmbeddedLogConfig {
         path: dir.join("log.redb"),
         partitions: 4,
+        cache_bytes: 16 << 20,
     })
     .unwrap()
 }
@@ -19,7 +20,7 @@ fn log_at(dir: &std::path::Path) -> EmbeddedLog {
 #[tokio::test]
 async fn embedded_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store.redb"), 16 << 20).unwrap();
     conformance::store_scenarios(Arc::new(store)).await;
 }
 
@@ -72,7 +73,7 @@ async fn store_survives_reopen() {
     let path = dir.path().join("store.redb");
     {
         let store: Arc<dyn tern_core::store::MessageStore> =
-            Arc::new(EmbeddedStore::open(&path).unwrap());
+            Arc::new(EmbeddedStore::open(&path, 16 << 20).unwrap());
         store.advance_cursor("bob", "phone", 7).await.unwrap();
         // A durable write after the cursor makes the cursor durable too.
         let m = tern_core::store::StoredMessage {
@@ -84,7 +85,7 @@ async fn store_survives_reopen() {
         };
         store.put_messages(vec![m]).await.unwrap();
     }
-    let store = EmbeddedStore::open(&path).unwrap();
+    let store = EmbeddedStore::open(&path, 16 << 20).unwrap();
     use tern_core::store::MessageStore;
     assert_eq!(store.cursor("bob", "phone").await.unwrap(), 7);
     assert_eq!(store.history("d:alice:bob", 0, 10).await.unwrap().len(), 1);

@@ -31,6 +31,8 @@ pub struct TerndConfig {
     pub jwt_secret: Option<String>,
     pub dev_mode: bool,
     pub log_partitions: u32,
+    /// Page cache of the embedded store, MiB (the log gets a quarter of it).
+    pub cache_mib: usize,
 }
 
 impl TerndConfig {
@@ -86,11 +88,14 @@ pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
         EmbeddedLog::open(&EmbeddedLogConfig {
             path: EmbeddedLog::path_in(&config.data_dir),
             partitions: config.log_partitions,
+            cache_bytes: config.cache_mib << 20 >> 2,
         })
         .with_context(in_use)?,
     );
-    let store: Arc<dyn MessageStore> =
-        Arc::new(EmbeddedStore::open(&config.data_dir.join("store.redb")).with_context(in_use)?);
+    let store: Arc<dyn MessageStore> = Arc::new(
+        EmbeddedStore::open(&config.data_dir.join("store.redb"), config.cache_mib << 20)
+            .with_context(in_use)?,
+    );
     let routes: Arc<dyn RouteDirectory> = Arc::new(MemoryRoutes::new());
     let auth = TokenAuthority::new(token_secret(&config)?);
 

@@ -47,6 +47,9 @@ pub struct EmbeddedLogConfig {
     /// Partitions per topic. Fixed when the file is created: changing it
     /// later would move keys to other partitions and break their order.
     pub partitions: u32,
+    /// Page cache of the log file, bytes. Consumers read what was just
+    /// appended, so a small cache suffices.
+    pub cache_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -82,12 +85,15 @@ fn io(e: impl std::fmt::Display) -> LogError {
 
 impl EmbeddedLog {
     pub fn open(config: &EmbeddedLogConfig) -> Result<Self, LogError> {
-        let db = Database::create(&config.path).map_err(|e| {
-            LogError::Io(format!(
-                "cannot open event log {}: {e}",
-                config.path.display()
-            ))
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(config.cache_bytes)
+            .create(&config.path)
+            .map_err(|e| {
+                LogError::Io(format!(
+                    "cannot open event log {}: {e}",
+                    config.path.display()
+                ))
+            })?;
         let partitions = init_tables(&db, config.partitions)?;
         if partitions != config.partitions {
             tracing::warn!(

@@ -33,9 +33,12 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)
+    /// Opens (or creates) the store at `path`, with a page cache of
+    /// `cache_bytes` (redb's default of 1 GiB is too much for small installs).
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
             .map_err(|e| StoreError::Io(format!("cannot open store {}: {e}", path.display())))?;
         // Create every table up front so read transactions never miss one.
         let tx = db.begin_write().map_err(io)?;
