@@ -64,6 +64,20 @@ pub trait EventLog: Send + Sync + 'static {
     /// their positions in the order given.
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>, LogError>;
 
+    /// Appends to several topics; returns once all are durable, with the
+    /// positions of each batch. Backends that can write them together (one
+    /// transaction, one flush) should: stages emit to several topics per batch.
+    async fn append_many(
+        &self,
+        batches: Vec<(String, Vec<Record>)>,
+    ) -> Result<Vec<Vec<Position>>, LogError> {
+        let mut out = Vec::with_capacity(batches.len());
+        for (topic, records) in batches {
+            out.push(self.append(&topic, records).await?);
+        }
+        Ok(out)
+    }
+
     /// Joins consumer group `group` on `topic`. Each group sees every record;
     /// a restarted group resumes after its last commit.
     async fn subscribe(

@@ -137,11 +137,6 @@ impl BatchHandler for Persister {
                 rejected: String::new(),
             });
         }
-        self.log
-            .append(topics::DELIVER, deliveries)
-            .await
-            .map_err(|e| e.to_string())?;
-
         // Receipts go to the node that accepted each send, keyed by sender
         // so one sender's receipts stay in order.
         let mut by_node: HashMap<String, Vec<Record>> = HashMap::new();
@@ -164,12 +159,15 @@ impl BatchHandler for Persister {
                 .or_default()
                 .push(Record::new(key, value));
         }
-        for (node, records) in by_node {
-            self.log
-                .append(&topics::push_topic(&node), records)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        // Deliver records and receipts become durable together: a receipt
+        // (a "stored" answer to the sender) never precedes its delivery.
+        let mut out = vec![(topics::DELIVER.to_owned(), deliveries)];
+        out.extend(
+            by_node
+                .into_iter()
+                .map(|(node, records)| (topics::push_topic(&node), records)),
+        );
+        self.log.append_many(out).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 }

@@ -128,6 +128,7 @@ impl BatchHandler for Router {
                     });
             }
         }
+        let mut out = Vec::with_capacity(per_gateway.len());
         for (gateway, users) in per_gateway {
             let records = users
                 .into_iter()
@@ -141,11 +142,9 @@ impl BatchHandler for Router {
                     Record::new(user.as_bytes().to_vec(), value.encode_to_vec())
                 })
                 .collect();
-            self.log
-                .append(&topics::push_topic(gateway), records)
-                .await
-                .map_err(|e| e.to_string())?;
+            out.push((topics::push_topic(gateway), records));
         }
+        self.log.append_many(out).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 }

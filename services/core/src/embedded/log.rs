@@ -66,10 +66,10 @@ struct Inner {
 }
 
 enum Op {
+    /// Records for one or more topics, written in one transaction.
     Append {
-        topic: String,
-        records: Vec<Record>,
-        reply: oneshot::Sender<Result<Vec<Position>, LogError>>,
+        batches: Vec<(String, Vec<Record>)>,
+        reply: oneshot::Sender<Result<Vec<Vec<Position>>, LogError>>,
     },
     Commit {
         group: String,
@@ -190,9 +190,11 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Op>, inner: std::sync::Weak<Inn
                 for op in ops.into_iter().rev() {
                     let assigned = positions.pop().unwrap_or_default();
                     match op {
-                        Op::Append { topic, reply, .. } => {
-                            if !touched.contains(&topic) {
-                                touched.push(topic);
+                        Op::Append { batches, reply } => {
+                            for (topic, _) in batches {
+                                if !touched.contains(&topic) {
+                                    touched.push(topic);
+                                }
                             }
                             let _ = reply.send(Ok(assigned));
                         }
@@ -225,8 +227,8 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Op>, inner: std::sync::Weak<Inn
 }
 
 /// Applies a group of operations in one transaction. Returns, per
-/// operation, the positions assigned (empty for commits).
-fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Position>>, LogError> {
+/// operation, the positions assigned per batch (none for commits).
+fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Vec<Position>>>, LogError> {
     let tx = db.begin_write().map_err(io)?;
     let mut out = Vec::with_capacity(ops.len());
     {
@@ -242,31 +244,27 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Position
         };
         for op in ops {
             match op {
-                Op::Append {
-                    topic,
-                    records: batch,
-                    ..
-                } => {
-                    let mut assigned = Vec::with_capacity(batch.len());
-                    for r in batch {
-                        let partition = partition_for(&r.key, partitions);
-                        let offset = heads
-                            .get((topic.as_str(), partition))
-                            .map_err(io)?
-                            .map(|v| v.value())
-                            .unwrap_or(0);
-                        records
-                            .insert(
-                                (topic.as_str(), partition, offset),
-                                (&r.key[..], &r.value[..]),
-                            )
-                            .map_err(io)?;
-                        heads
-                            .insert((topic.as_str(), partition), offset + 1)
-                            .map_err(io)?;
-                        assigned.push(Position { partition, offset });
+                Op::Append { batches, .. } => {
+                    let mut per_batch = Vec::with_capacity(batches.len());
+                    for (topic, batch) in batches {
+                        let mut assigned = Vec::with_capacity(batch.len());
+                        for r in batch {
+                            let partition = partition_for(&r.key, partitions);
+                            let head = (topic.as_str(), partition);
+                            let offset =
+                                heads.get(head).map_err(io)?.map(|v| v.value()).unwrap_or(0);
+                            records
+                                .insert(
+                                    (topic.as_str(), partition, offset),
+                                    (&r.key[..], &r.value[..]),
+                                )
+                                .map_err(io)?;
+                            heads.insert(head, offset + 1).map_err(io)?;
+                            assigned.push(Position { partition, offset });
+                        }
+                        per_batch.push(assigned);
                     }
-                    out.push(assigned);
+                    out.push(per_batch);
                 }
                 Op::Commit {
                     group,
@@ -317,15 +315,19 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Position
 #[async_trait]
 impl EventLog for EmbeddedLog {
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
-        if records.is_empty() {
-            return Ok(Vec::new());
+        let mut positions = self.append_many(vec![(topic.to_owned(), records)]).await?;
+        Ok(positions.pop().unwrap_or_default())
+    }
+
+    async fn append_many(
+        &self,
+        batches: Vec<(String, Vec<Record>)>,
+    ) -> Result<Vec<Vec<Position>>, LogError> {
+        if batches.iter().all(|(_, r)| r.is_empty()) {
+            return Ok(batches.iter().map(|_| Vec::new()).collect());
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Append {
-            topic: topic.to_owned(),
-            records,
-            reply,
-        })?;
+        self.send(Op::Append { batches, reply })?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 

@@ -1,7 +1,9 @@
 //! [`MessageStore`] on a redb file.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use prost::Message as _;
@@ -26,10 +28,43 @@ const INBOX_INDEX: TableDefinition<(&str, u128), u64> = TableDefinition::new("in
 /// (user, device) → cursor acknowledged by the device.
 const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 
+/// How often ACKed cursors are written, coalesced, in one transaction.
+const CURSOR_FLUSH_EVERY: Duration = Duration::from_millis(20);
+
+/// Cursors ACKed since the last flush: (user, device) → cursor.
+type PendingCursors = Mutex<HashMap<(String, String), u64>>;
+
 /// The embedded message store: one redb file.
+///
+/// Writes that must be durable (messages, inbox entries) run on the
+/// blocking pool, one fsync'd transaction per call (callers batch). Reads
+/// run inline: they are served from redb's page cache in microseconds, and
+/// a hop to another thread per read cost more than the read (profiled).
+/// Device cursors, one per ACK, are coalesced in memory and written every
+/// `CURSOR_FLUSH_EVERY` by a background thread without an fsync of their
+/// own: a lost cursor only means a re-push the device drops as a duplicate.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    cursors: Arc<PendingCursors>,
+    /// Dropped with the last clone of the store: stops the flusher, which
+    /// first writes what is pending, durably.
+    _flusher: Arc<Flusher>,
+}
+
+struct Flusher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            // Joined so that the file is closed when the store is dropped.
+            let _ = t.join();
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -52,7 +87,32 @@ impl EmbeddedStore {
             tx.open_table(CURSORS).map_err(io)?;
         }
         tx.commit().map_err(io)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let cursors: Arc<PendingCursors> = Arc::default();
+        let (stop, stopped) = mpsc::channel();
+        let (flush_db, flush_cursors) = (db.clone(), cursors.clone());
+        let thread = std::thread::Builder::new()
+            .name("tern-cursor-flush".into())
+            .spawn(move || flush_cursors_loop(&flush_db, &flush_cursors, &stopped))
+            .map_err(io)?;
+        let flusher = Flusher {
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        Ok(EmbeddedStore {
+            db,
+            cursors,
+            _flusher: Arc::new(flusher),
+        })
+    }
+
+    fn stored_cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let t = tx.open_table(CURSORS).map_err(io)?;
+        Ok(t.get((user, device))
+            .map_err(io)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Runs blocking redb work off the async threads.
@@ -65,6 +125,49 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Io(format!("store task failed: {e}")))?
     }
+}
+
+fn flush_cursors_loop(db: &Database, pending: &PendingCursors, stop: &mpsc::Receiver<()>) {
+    loop {
+        let last = matches!(
+            stop.recv_timeout(CURSOR_FLUSH_EVERY),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        let batch = std::mem::take(&mut *pending.lock().expect("cursor map poisoned"));
+        if !batch.is_empty() {
+            let durability = if last {
+                Durability::Immediate
+            } else {
+                Durability::None
+            };
+            if let Err(e) = write_cursors(db, &batch, durability) {
+                tracing::warn!(error = %e, cursors = batch.len(), "cursors not saved; devices will get re-pushes");
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+fn write_cursors(
+    db: &Database,
+    batch: &HashMap<(String, String), u64>,
+    durability: Durability,
+) -> Result<(), StoreError> {
+    let mut tx = db.begin_write().map_err(io)?;
+    tx.set_durability(durability).map_err(io)?;
+    {
+        let mut t = tx.open_table(CURSORS).map_err(io)?;
+        for ((user, device), cursor) in batch {
+            let key = (user.as_str(), device.as_str());
+            let old = t.get(key).map_err(io)?.map(|v| v.value()).unwrap_or(0);
+            if *cursor > old {
+                t.insert(key, *cursor).map_err(io)?;
+            }
+        }
+    }
+    tx.commit().map_err(io)
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -142,19 +245,16 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn get_messages(&self, ids: &[MessageId]) -> Result<Vec<StoredMessage>, StoreError> {
-        let ids = ids.to_vec();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(io)?;
-            let bodies = tx.open_table(MESSAGES).map_err(io)?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(v) = bodies.get(id.0).map_err(io)? {
-                    out.push(decode(v.value())?);
-                }
+        let db = &*self.db;
+        let tx = db.begin_read().map_err(io)?;
+        let bodies = tx.open_table(MESSAGES).map_err(io)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = bodies.get(id.0).map_err(io)? {
+                out.push(decode(v.value())?);
             }
-            Ok(out)
-        })
-        .await
+        }
+        Ok(out)
     }
 
     async fn append_inbox(&self, entries: Vec<InboxEntry>) -> Result<Vec<u64>, StoreError> {
@@ -193,37 +293,35 @@ impl MessageStore for EmbeddedStore {
         limit: usize,
     ) -> Result<InboxPage, StoreError> {
         let user = user.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(io)?;
-            let inbox = tx.open_table(INBOX).map_err(io)?;
-            let head = inbox
-                .range((user.as_str(), 0)..=(user.as_str(), u64::MAX))
+        let db = &*self.db;
+        let tx = db.begin_read().map_err(io)?;
+        let inbox = tx.open_table(INBOX).map_err(io)?;
+        let head = inbox
+            .range((user.as_str(), 0)..=(user.as_str(), u64::MAX))
+            .map_err(io)?
+            .next_back()
+            .transpose()
+            .map_err(io)?
+            .map(|(k, _)| k.value().1)
+            .unwrap_or(0);
+        let mut entries = Vec::new();
+        if after < u64::MAX {
+            for row in inbox
+                .range((user.as_str(), after + 1)..=(user.as_str(), u64::MAX))
                 .map_err(io)?
-                .next_back()
-                .transpose()
-                .map_err(io)?
-                .map(|(k, _)| k.value().1)
-                .unwrap_or(0);
-            let mut entries = Vec::new();
-            if after < u64::MAX {
-                for row in inbox
-                    .range((user.as_str(), after + 1)..=(user.as_str(), u64::MAX))
-                    .map_err(io)?
-                    .take(limit)
-                {
-                    let (k, v) = row.map_err(io)?;
-                    let (id, conversation) = v.value();
-                    entries.push(InboxEntry {
-                        user: user.clone(),
-                        cursor: k.value().1,
-                        message_id: MessageId(id),
-                        conversation: conversation.to_owned(),
-                    });
-                }
+                .take(limit)
+            {
+                let (k, v) = row.map_err(io)?;
+                let (id, conversation) = v.value();
+                entries.push(InboxEntry {
+                    user: user.clone(),
+                    cursor: k.value().1,
+                    message_id: MessageId(id),
+                    conversation: conversation.to_owned(),
+                });
             }
-            Ok(InboxPage { entries, head })
-        })
-        .await
+        }
+        Ok(InboxPage { entries, head })
     }
 
     async fn history(
@@ -233,43 +331,38 @@ impl MessageStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let conversation = conversation.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(io)?;
-            let history = tx.open_table(HISTORY).map_err(io)?;
-            let bodies = tx.open_table(MESSAGES).map_err(io)?;
-            let end = if before_seq == 0 {
-                u64::MAX
-            } else {
-                before_seq
-            };
-            let mut out = Vec::new();
-            for row in history
-                .range((conversation.as_str(), 0)..(conversation.as_str(), end))
-                .map_err(io)?
-                .rev()
-                .take(limit)
-            {
-                let (_, id) = row.map_err(io)?;
-                if let Some(v) = bodies.get(id.value()).map_err(io)? {
-                    out.push(decode(v.value())?);
-                }
+        let db = &*self.db;
+        let tx = db.begin_read().map_err(io)?;
+        let history = tx.open_table(HISTORY).map_err(io)?;
+        let bodies = tx.open_table(MESSAGES).map_err(io)?;
+        let end = if before_seq == 0 {
+            u64::MAX
+        } else {
+            before_seq
+        };
+        let mut out = Vec::new();
+        for row in history
+            .range((conversation.as_str(), 0)..(conversation.as_str(), end))
+            .map_err(io)?
+            .rev()
+            .take(limit)
+        {
+            let (_, id) = row.map_err(io)?;
+            if let Some(v) = bodies.get(id.value()).map_err(io)? {
+                out.push(decode(v.value())?);
             }
-            Ok(out)
-        })
-        .await
+        }
+        Ok(out)
     }
 
     async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
-        let (user, device) = (user.to_owned(), device.to_owned());
-        self.blocking(move |db| {
-            let tx = db.begin_read().map_err(io)?;
-            let t = tx.open_table(CURSORS).map_err(io)?;
-            Ok(t.get((user.as_str(), device.as_str()))
-                .map_err(io)?
-                .map(|v| v.value())
-                .unwrap_or(0))
-        })
-        .await
+        let pending = self
+            .cursors
+            .lock()
+            .expect("cursor map poisoned")
+            .get(&(user.to_owned(), device.to_owned()))
+            .copied();
+        Ok(pending.unwrap_or(0).max(self.stored_cursor(user, device)?))
     }
 
     async fn advance_cursor(
@@ -278,30 +371,12 @@ impl MessageStore for EmbeddedStore {
         device: &str,
         cursor: u64,
     ) -> Result<u64, StoreError> {
-        let (user, device) = (user.to_owned(), device.to_owned());
-        self.blocking(move |db| {
-            let mut tx = db.begin_write().map_err(io)?;
-            // A lost cursor update only means a re-push the device drops as a
-            // duplicate, so cursors do not pay an fsync each: they become
-            // durable with the next durable commit (the next stored message).
-            tx.set_durability(Durability::None).map_err(io)?;
-            let now = {
-                let mut t = tx.open_table(CURSORS).map_err(io)?;
-                let old = t
-                    .get((user.as_str(), device.as_str()))
-                    .map_err(io)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                let now = old.max(cursor);
-                if now != old {
-                    t.insert((user.as_str(), device.as_str()), now)
-                        .map_err(io)?;
-                }
-                now
-            };
-            tx.commit().map_err(io)?;
-            Ok(now)
-        })
-        .await
+        let stored = self.stored_cursor(user, device)?;
+        let mut pending = self.cursors.lock().expect("cursor map poisoned");
+        let entry = pending
+            .entry((user.to_owned(), device.to_owned()))
+            .or_insert(stored);
+        *entry = (*entry).max(cursor).max(stored);
+        Ok(*entry)
     }
 }
