@@ -59,10 +59,12 @@ pub async fn run(target: &Target, args: &IdleArgs) -> anyhow::Result<Report> {
     let server = target.server.clone();
     let mut errors = Errors::default();
     let mut clients = vec![probe];
-    let opened = futures_util::stream::iter(toks.into_iter().skip(1))
-        .then(|tok| async move {
-            // Ramp: one connection starts every 1/ramp seconds.
-            tokio::time::sleep(pace).await;
+    let ramp_start = tokio::time::Instant::now();
+    let opened = futures_util::stream::iter(toks.into_iter().skip(1).enumerate())
+        .then(|(i, tok)| async move {
+            // Ramp: connection i starts i/ramp seconds in (sleeps shorter
+            // than the timer's 1 ms resolution just let several go at once).
+            tokio::time::sleep_until(ramp_start + pace.mul_f64(i as f64)).await;
             tok
         })
         .map(|tok| {

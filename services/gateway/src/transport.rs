@@ -10,6 +10,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
+/// Initial read and write buffer of a TCP connection, bytes.
+const IDLE_BUFFER: usize = 512;
+/// Frames written in one go before the writer flushes, bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Tcp,
@@ -70,10 +75,12 @@ pub async fn open(
         Kind::Tcp => {
             let (r, w) = stream.into_split();
             let codec = || LengthCodec(tern_wire::LengthPrefixed::new(max_frame));
-            Ok((
-                Box::pin(FramedRead::new(r, codec())),
-                Box::pin(FramedWrite::new(w, codec())),
-            ))
+            // Small initial buffers: most connections are idle most of the
+            // time, and buffers grow to fit what actually arrives.
+            let reader = FramedRead::with_capacity(r, codec(), IDLE_BUFFER);
+            let mut writer = FramedWrite::with_capacity(w, codec(), IDLE_BUFFER);
+            writer.set_backpressure_boundary(WRITE_BATCH);
+            Ok((Box::pin(reader), Box::pin(writer)))
         }
         Kind::WebSocket => {
             let config = WebSocketConfig::default()
