@@ -57,6 +57,12 @@ pub struct LoginOptions {
     pub request_timeout: Duration,
     /// Largest frame read or written.
     pub max_frame: usize,
+    /// The highest inbox cursor this device already stored, if the app
+    /// keeps one: pushes at or below it (or below the server's cursor for
+    /// the device, whichever is higher) are dropped as repeats. A server
+    /// whose cursor update was lost in a crash re-pushes; this is what
+    /// keeps the app from seeing those messages twice.
+    pub known_cursor: u64,
 }
 
 impl LoginOptions {
@@ -69,6 +75,7 @@ impl LoginOptions {
             heartbeats: true,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_frame: DEFAULT_CLIENT_MAX_FRAME,
+            known_cursor: 0,
         }
     }
 
@@ -222,7 +229,7 @@ impl Client {
             stream,
             shared.clone(),
             events_tx,
-            CursorDedup::new(login.cursor),
+            CursorDedup::new(login.cursor.max(options.known_cursor)),
         ));
 
         let client = Client {

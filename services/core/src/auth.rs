@@ -60,7 +60,7 @@ impl TokenAuthority {
         let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = Claims {
             sub: user.to_owned(),
-            exp: now_secs + ttl_secs,
+            exp: now_secs.saturating_add(ttl_secs),
             iat: now_secs,
         };
         let payload = B64.encode(serde_json::to_vec(&claims).expect("claims serialize"));

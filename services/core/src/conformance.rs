@@ -271,6 +271,47 @@ pub async fn route_scenarios(routes: Arc<dyn RouteDirectory>) {
             .is_empty()
     );
 
+    // A gateway that stops renewing its liveness is dead; sweeping removes
+    // its routes and only its routes.
+    let (gw_dead, gw_live) = (fresh("gwdead"), fresh("gwlive"));
+    let carol = fresh("carol");
+    routes
+        .gateway_alive(&gw_dead, Duration::from_millis(1100))
+        .await
+        .unwrap();
+    routes.gateway_alive(&gw_live, ttl).await.unwrap();
+    routes
+        .register(&r(&carol, "phone", &gw_dead), ttl)
+        .await
+        .unwrap();
+    routes
+        .register(&r(&carol, "laptop", &gw_live), ttl)
+        .await
+        .unwrap();
+    assert!(!routes.dead_gateways().await.unwrap().contains(&gw_dead));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let dead = routes.dead_gateways().await.unwrap();
+    assert!(dead.contains(&gw_dead), "{dead:?}");
+    assert!(!dead.contains(&gw_live));
+    let swept = crate::routes::sweep_dead_gateways(routes.as_ref())
+        .await
+        .unwrap();
+    assert!(swept.contains(&gw_dead));
+    let found = routes.lookup(std::slice::from_ref(&carol)).await.unwrap();
+    assert_eq!(found[&carol], vec![r(&carol, "laptop", &gw_live)]);
+    assert!(
+        !routes.dead_gateways().await.unwrap().contains(&gw_dead),
+        "a swept gateway is forgotten"
+    );
+    assert_eq!(routes.remove_gateway(&gw_live).await.unwrap(), 1);
+    assert!(
+        routes
+            .lookup(std::slice::from_ref(&carol))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // Routes expire when not renewed.
     routes
         .register(&r(&bob, "tablet", "gw1"), Duration::from_millis(1100))

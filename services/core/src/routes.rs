@@ -35,4 +35,27 @@ pub trait RouteDirectory: Send + Sync + 'static {
     /// The live routes of many users at once (one round trip on real
     /// backends). Users with no route are absent from the map.
     async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<Route>>, RouteError>;
+
+    /// Says `gateway` is alive for `ttl`; a gateway renews this well within
+    /// the TTL. One that stops (crash, lost host) becomes "dead" when it lapses.
+    async fn gateway_alive(&self, gateway: &str, ttl: Duration) -> Result<(), RouteError>;
+
+    /// Gateways that registered routes but whose liveness lapsed.
+    async fn dead_gateways(&self) -> Result<Vec<String>, RouteError>;
+
+    /// Removes every route still pointing at `gateway` (on its shutdown, or
+    /// by a sweeper once it is dead) and forgets the gateway. Returns how
+    /// many routes were removed.
+    async fn remove_gateway(&self, gateway: &str) -> Result<usize, RouteError>;
+}
+
+/// Removes the routes of every dead gateway; returns the gateways swept.
+/// Any process may run this periodically: it is idempotent.
+pub async fn sweep_dead_gateways(routes: &dyn RouteDirectory) -> Result<Vec<String>, RouteError> {
+    let dead = routes.dead_gateways().await?;
+    for gw in &dead {
+        let removed = routes.remove_gateway(gw).await?;
+        tracing::info!(gateway = %gw, routes = removed, "swept the routes of a dead gateway");
+    }
+    Ok(dead)
 }

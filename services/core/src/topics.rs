@@ -10,28 +10,52 @@ pub fn push_topic(node_id: &str) -> String {
     format!("push.{node_id}")
 }
 
-/// Consumes the push topic of `node_id` as group `group` until `shutdown`,
-/// handing each decodable record to `on_record` and committing each batch
-/// once handed over. Pushes from before the subscription are skipped
-/// ([`StartFrom::Latest`]): they address connections or calls of an earlier
-/// run of the node, and what they carried is in the inboxes.
-pub async fn consume_push_topic(
+/// Subscribes to the push topic of `node_id` as group `group`. Done before
+/// the node accepts work, so nothing pushed to it after that is skipped.
+///
+/// A group with nothing committed starts at the end ([`StartFrom::Latest`]):
+/// older pushes address connections or calls of an earlier run of the node.
+/// A restarted node resumes from its last commit; the pushes it replays
+/// find no connection, or one that drops them as already delivered.
+pub async fn subscribe_push_topic(
     log: &dyn crate::log::EventLog,
     node_id: &str,
     group: &str,
+) -> Result<Box<dyn crate::log::Subscription>, crate::log::LogError> {
+    log.subscribe(&push_topic(node_id), group, crate::log::StartFrom::Latest)
+        .await
+}
+
+/// Hands each decodable record of `sub` to `on_record` and commits each
+/// batch once handed over, until `shutdown` (or the log closes). Poll and
+/// commit errors are retried with backoff: a push consumer that stopped
+/// would silently stop live delivery and send receipts.
+pub async fn consume_push_topic(
+    mut sub: Box<dyn crate::log::Subscription>,
+    node_id: &str,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     mut on_record: impl FnMut(crate::proto::records::push_record::Kind) + Send,
 ) -> Result<(), crate::log::LogError> {
+    use crate::log::LogError;
     use prost::Message as _;
     let topic = push_topic(node_id);
-    let mut sub = log
-        .subscribe(&topic, group, crate::log::StartFrom::Latest)
-        .await?;
+    let mut backoff = std::time::Duration::from_millis(50);
     loop {
-        let batch = tokio::select! {
-            b = sub.poll(1024) => b?,
+        let polled = tokio::select! {
+            b = sub.poll(1024) => b,
             _ = crate::stage::stopped(&mut shutdown) => return Ok(()),
         };
+        let batch = match polled {
+            Ok(b) => b,
+            Err(LogError::Closed) => return Err(LogError::Closed),
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "push topic poll failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_millis(50);
         for d in &batch {
             match crate::proto::records::PushRecord::decode(d.value.clone()) {
                 Ok(crate::proto::records::PushRecord { kind: Some(k) }) => on_record(k),
@@ -40,6 +64,12 @@ pub async fn consume_push_topic(
                 }
             }
         }
-        sub.commit(&batch).await?;
+        match sub.commit(&batch).await {
+            Ok(()) => {}
+            Err(LogError::Closed) => return Err(LogError::Closed),
+            // Not fatal: uncommitted pushes are handed out again after a
+            // restart and dropped as already delivered.
+            Err(e) => tracing::warn!(%topic, error = %e, "push topic commit failed"),
+        }
     }
 }

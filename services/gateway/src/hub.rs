@@ -63,15 +63,22 @@ impl Hub {
         Self::default()
     }
 
-    /// Adds a logged-in connection; returns the connection the same device
-    /// had, which the caller must end.
-    pub fn insert(&self, id: u64, handle: ConnHandle) -> Option<ConnHandle> {
+    /// Adds a logged-in connection. A receiving connection (`receives`)
+    /// becomes its device's current one and the connection the device had
+    /// before is returned, for the caller to end. A send-only connection
+    /// (bots, `tern send`) is only reachable by id, for its receipts: it
+    /// neither replaces nor is replaced.
+    pub fn insert(&self, id: u64, handle: ConnHandle, receives: bool) -> Option<ConnHandle> {
         let mut inner = self.inner.write().expect("hub poisoned");
-        let previous = inner
-            .by_user
-            .entry(handle.user.clone())
-            .or_default()
-            .insert(handle.device.clone(), id);
+        let previous = receives
+            .then(|| {
+                inner
+                    .by_user
+                    .entry(handle.user.clone())
+                    .or_default()
+                    .insert(handle.device.clone(), id)
+            })
+            .flatten();
         inner.conns.insert(id, handle);
         previous
             .filter(|p| *p != id)
@@ -159,14 +166,27 @@ mod tests {
         let hub = Hub::new();
         let (a, _ra) = handle("bob", "phone");
         let (b, _rb) = handle("bob", "phone");
-        assert!(hub.insert(1, a).is_none());
-        let old = hub.insert(2, b).expect("old connection returned");
+        assert!(hub.insert(1, a, true).is_none());
+        let old = hub.insert(2, b, true).expect("old connection returned");
         assert_eq!(old.device, "phone");
         assert_eq!(hub.user_conns("bob").len(), 1);
         // The replaced connection's removal does not remove the new one's route.
         assert!(!hub.remove(1));
         assert!(hub.remove(2));
         assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn a_send_only_connection_neither_replaces_nor_gets_pushes() {
+        let hub = Hub::new();
+        let (listener, _rl) = handle("bob", "cli");
+        let (sender, _rs) = handle("bob", "cli");
+        assert!(hub.insert(1, listener, true).is_none());
+        assert!(hub.insert(2, sender, false).is_none(), "the listener stays");
+        assert_eq!(hub.user_conns("bob").len(), 1);
+        assert!(hub.get(2).is_some(), "reachable for its receipts");
+        assert!(!hub.remove(2), "not the device's current connection");
+        assert!(hub.remove(1));
     }
 
     #[test]

@@ -56,7 +56,8 @@ pub struct GatewayConfig {
     pub push_window: Duration,
     /// Most messages in one push frame.
     pub push_max_messages: usize,
-    /// A push frame is closed once its encoded messages pass this size.
+    /// Most bytes of messages in one push frame (the frame limit, less room
+    /// for the frame around them, caps it too).
     pub push_max_bytes: usize,
     /// An un-ACKed push is re-sent after this long.
     pub ack_timeout: Duration,
@@ -178,7 +179,9 @@ impl Gateway {
     /// reconnect (GOING_AWAY) and removes its routes.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), GatewayError> {
         let Gateway { shared, tcp, ws } = self;
-        let pusher = tokio::spawn(pusher::run(shared.clone(), shutdown.clone()));
+        let sub = pusher::subscribe(&shared).await?;
+        let pusher = tokio::spawn(pusher::run(shared.clone(), sub, shutdown.clone()));
+        let alive = tokio::spawn(keep_alive(shared.clone(), shutdown.clone()));
         let accept_tcp = tokio::spawn(accept_loop(
             shared.clone(),
             tcp,
@@ -202,11 +205,40 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = alive.await;
+        // Whatever a session could not remove goes now, and the gateway is forgotten.
+        let node = &shared.config.node_id;
+        match shared.deps.routes.remove_gateway(node).await {
+            Ok(n) => tracing::info!(gateway = %node, leftover_routes = n, "gateway unregistered"),
+            Err(e) => {
+                tracing::warn!(gateway = %node, error = %e, "routes not removed; the sweeper will remove them")
+            }
+        }
         match pusher.await {
             Ok(result) => result?,
             Err(e) => tracing::error!(error = %e, "push consumer task failed"),
         }
         Ok(())
+    }
+}
+
+/// Renews this gateway's liveness in the route directory three times per
+/// route TTL; if the gateway dies, routers sweep its routes once it lapses.
+async fn keep_alive(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let ttl = shared.config.route_ttl;
+    loop {
+        if let Err(e) = shared
+            .deps
+            .routes
+            .gateway_alive(&shared.config.node_id, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "gateway liveness not renewed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
     }
 }
 
@@ -230,11 +262,15 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            match transport::open(kind, stream, shared.config.max_frame_bytes).await {
-                Ok((reader, writer)) => {
+            // The WebSocket handshake counts against the login timeout: a
+            // peer that connects and says nothing must not hold a task.
+            let handshake = transport::open(kind, stream, shared.config.max_frame_bytes);
+            match tokio::time::timeout(shared.config.login_timeout, handshake).await {
+                Ok(Ok((reader, writer))) => {
                     session::serve(shared, reader, writer, peer, shutdown).await
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
+                Err(_) => tracing::debug!(%peer, "no handshake within the login timeout"),
             }
         });
     }

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use tern_core::log::{LogError, Subscription};
 use tern_core::proto::records::push_record;
 use tern_core::topics;
 use tokio::sync::watch;
@@ -15,13 +16,21 @@ use tokio::sync::watch;
 use crate::Shared;
 use crate::hub::SessionEvent;
 
+/// Subscribes before the gateway accepts connections (see
+/// [`topics::subscribe_push_topic`]).
+pub(crate) async fn subscribe(shared: &Shared) -> Result<Box<dyn Subscription>, LogError> {
+    let node = &shared.config.node_id;
+    topics::subscribe_push_topic(shared.deps.log.as_ref(), node, &format!("gateway.{node}")).await
+}
+
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    sub: Box<dyn Subscription>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), tern_core::log::LogError> {
+) -> Result<(), LogError> {
     let node = shared.config.node_id.clone();
     let hub = &shared.hub;
-    topics::consume_push_topic(shared.deps.log.as_ref(), &node, &format!("gateway.{node}"), shutdown, |record| match record {
+    topics::consume_push_topic(sub, &node, shutdown, |record| match record {
         push_record::Kind::Deliveries(deliveries) => {
             let conns = hub.user_conns(&deliveries.user);
             if let Some((last, rest)) = conns.split_last() {

@@ -11,12 +11,14 @@
 //! router appends to the inbox before it pushes, and the route is registered
 //! before the first read, nothing falls between the reads. Each frame stays
 //! un-ACKed until the client ACKs its last cursor, and is re-sent every
-//! `ack_timeout` until then. With `max_unacked_pushes` frames un-ACKed,
-//! pushing pauses until an ACK makes room;
-//! when ACKs make room; the same when the outbound queue is nearly full
-//! (the client reads slowly). Memory per connection stays bounded whatever
-//! the client does: at most `max_unacked_pushes` frames, an outbound queue
-//! of `outbound_queue` frames, a mailbox of `mailbox` events. A client whose
+//! `ack_timeout` until then. With `max_unacked_pushes` frames un-ACKed, or
+//! the outbound queue nearly full (the client reads slowly), pushing pauses
+//! until an ACK or a short retry timer makes room.
+//!
+//! Memory per connection stays bounded whatever the client does: at most
+//! `max_unacked_pushes` frames of at most the frame limit, an outbound queue
+//! of `outbound_queue` frames, a mailbox of `mailbox` events, and at most
+//! `max_sends_in_flight` sends waiting for their receipt. A client whose
 //! socket accepts nothing for `write_timeout`, or whose replies overflow the
 //! queue, is disconnected with SLOW_CONSUMER.
 
@@ -52,6 +54,13 @@ use crate::transport::{FrameReader, FrameWriter, TransportError};
 
 /// Longest client message id accepted.
 const MAX_CLIENT_MSG_ID: usize = 128;
+/// Longest content type accepted.
+pub const MAX_CONTENT_TYPE: usize = 128;
+/// Room left in every frame for what surrounds the messages.
+const FRAME_OVERHEAD: usize = 1024;
+/// When pushing stopped for lack of queue room and no ACK is due to restart
+/// it, pushing is tried again this soon.
+const ROOM_RETRY: Duration = Duration::from_millis(10);
 /// How long a blocked socket is kept open to deliver the reason it is
 /// being closed, for a client that resumes reading.
 const LAST_WORDS_GRACE: Duration = Duration::from_secs(5);
@@ -116,8 +125,9 @@ struct Session {
     unacked: VecDeque<Unacked>,
     /// Sends being appended to the log.
     appends: FuturesUnordered<BoxFuture<'static, AppendResult>>,
-    /// Sends waiting for their receipt: client_msg_id → deadline.
-    awaiting: HashMap<String, Instant>,
+    /// Sends waiting for their receipt: client_msg_id → (deadline, how many
+    /// Send frames asked for it: a retry while in flight is answered too).
+    awaiting: HashMap<String, (Instant, u32)>,
     /// The same, in deadline order (entries already answered are skipped).
     deadlines: VecDeque<(Instant, String)>,
 }
@@ -207,7 +217,7 @@ async fn write_loop(
                 match tokio::time::timeout(write_timeout, write).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "write failed");
+                        tracing::info!(error = %e, "write failed; closing the connection");
                         return;
                     }
                     Err(_) => {
@@ -418,7 +428,7 @@ impl Session {
             mailbox: mailbox_tx,
             kick: kick_tx,
         };
-        if let Some(old) = self.shared.hub.insert(self.id, handle) {
+        if let Some(old) = self.shared.hub.insert(self.id, handle, !login.send_only) {
             old.kick.send_replace(Some(Kick::Replaced));
         }
         self.mailbox = Some(mailbox);
@@ -500,6 +510,10 @@ impl Session {
                 0,
             );
         }
+        if send.content_type.len() > MAX_CONTENT_TYPE {
+            let msg = format!("content_type is over the limit of {MAX_CONTENT_TYPE} bytes");
+            return self.reject(ErrorCode::InvalidArgument, msg, &cmid, 0);
+        }
         let max = self.shared.config.max_body_bytes;
         if send.body.len() > max {
             return self.reject(
@@ -539,11 +553,14 @@ impl Session {
             );
             return self.reject(ErrorCode::Forbidden, msg, &cmid, 0);
         }
-        if self.awaiting.contains_key(&cmid) {
-            // A retry while the first attempt is in flight: its receipt answers both.
+        if let Some((_, asked)) = self.awaiting.get_mut(&cmid) {
+            // A retry while the first attempt is in flight: not appended
+            // again; the receipt answers every request.
+            *asked += 1;
             return Ok(());
         }
-        if self.awaiting.len() >= self.shared.config.max_sends_in_flight {
+        let max_in_flight = self.shared.config.max_sends_in_flight;
+        if self.awaiting.len() >= max_in_flight || self.appends.len() >= max_in_flight {
             return self.reject(
                 ErrorCode::Unavailable,
                 "too many sends waiting for confirmation; retry later",
@@ -569,7 +586,7 @@ impl Session {
         };
         tracing::debug!(%message_id, conversation = %conversation_id, client_msg_id = %cmid, "message accepted");
         let deadline = Instant::now() + self.shared.config.receipt_timeout;
-        self.awaiting.insert(cmid.clone(), deadline);
+        self.awaiting.insert(cmid.clone(), (deadline, 1));
         self.deadlines.push_back((deadline, cmid.clone()));
         let log = self.shared.deps.log.clone();
         self.appends.push(
@@ -591,34 +608,57 @@ impl Session {
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
-                if self.awaiting.remove(&cmid).is_none() {
+                let Some(asked) = self.answered(&cmid) else {
                     return Ok(());
-                }
+                };
                 tracing::warn!(client_msg_id = %cmid, error = %e, "send not written to the log");
-                self.reject(
-                    ErrorCode::Unavailable,
-                    format!("message not stored ({e}); retry with the same client_msg_id"),
-                    &cmid,
-                    0,
-                )
+                let msg = format!("message not stored ({e}); retry with the same client_msg_id");
+                for _ in 0..asked {
+                    self.reject(ErrorCode::Unavailable, msg.clone(), &cmid, 0)?;
+                }
+                Ok(())
             }
         }
     }
 
+    /// Forgets a send that is being answered; returns how many requests
+    /// asked for it, or None if it was already answered.
+    fn answered(&mut self, cmid: &str) -> Option<u32> {
+        let (_, asked) = self.awaiting.remove(cmid)?;
+        // Answered sends leave their deadline behind; drop those once they
+        // outnumber the live ones, so the queue stays small.
+        if self.deadlines.len() > 2 * self.awaiting.len() + 64 {
+            let awaiting = &self.awaiting;
+            self.deadlines
+                .retain(|(at, id)| awaiting.get(id).is_some_and(|(d, _)| d == at));
+        }
+        Some(asked)
+    }
+
     fn on_receipt(&mut self, r: Receipt) -> Result<(), Close> {
-        if self.awaiting.remove(&r.client_msg_id).is_none() {
-            return Ok(()); // Already answered (timeout), or a replayed receipt.
+        // None: already answered (timed out), or a replayed receipt.
+        let Some(asked) = self.answered(&r.client_msg_id) else {
+            return Ok(());
+        };
+        for _ in 0..asked {
+            if !r.rejected.is_empty() {
+                self.reject(
+                    ErrorCode::InvalidArgument,
+                    r.rejected.clone(),
+                    &r.client_msg_id,
+                    0,
+                )?;
+            } else {
+                self.emit(server_frame::Kind::SendResult(SendResult {
+                    client_msg_id: r.client_msg_id.clone(),
+                    message_id: r.message_id.clone(),
+                    conversation: r.conversation.clone(),
+                    seq: r.seq,
+                    sent_at_ms: r.sent_at_ms,
+                }))?;
+            }
         }
-        if !r.rejected.is_empty() {
-            return self.reject(ErrorCode::InvalidArgument, r.rejected, &r.client_msg_id, 0);
-        }
-        self.emit(server_frame::Kind::SendResult(SendResult {
-            client_msg_id: r.client_msg_id,
-            message_id: r.message_id,
-            conversation: r.conversation,
-            seq: r.seq,
-            sent_at_ms: r.sent_at_ms,
-        }))
+        Ok(())
     }
 
     async fn on_event(&mut self, event: SessionEvent) -> Result<(), Close> {
@@ -653,7 +693,7 @@ impl Session {
             .clone();
         let c = &self.shared.config;
         let (limit, max_bytes, max_messages) =
-            (c.push_max_messages, c.push_max_bytes, c.push_max_messages);
+            (c.push_max_messages, frame_budget(c), c.push_max_messages);
         let store = self.shared.deps.store.clone();
         let unavailable = |e: tern_core::store::StoreError| {
             fatal(ErrorCode::Unavailable, format!("cannot read inbox: {e}"))
@@ -665,7 +705,8 @@ impl Session {
         let mut read_to = self.last_pushed;
         while self.behind {
             if !self.push_room() {
-                return Ok(()); // `frame` is read again once there is room.
+                self.wait_for_room(); // `frame` is read again once there is room.
+                return Ok(());
             }
             let page = store
                 .read_inbox(&user, read_to, limit)
@@ -682,6 +723,7 @@ impl Session {
                         && (frame_bytes + len > max_bytes || frame.len() >= max_messages)
                     {
                         if !self.push_room() {
+                            self.wait_for_room();
                             return Ok(());
                         }
                         let through = frame.last().map_or(read_to, |m| m.cursor);
@@ -695,6 +737,10 @@ impl Session {
             }
             if caught_up {
                 if !frame.is_empty() {
+                    if !self.push_room() {
+                        self.wait_for_room();
+                        return Ok(());
+                    }
                     self.push(std::mem::take(&mut frame), read_to, false)?;
                 }
                 // Entries whose message is gone are skipped, not pushed.
@@ -703,6 +749,14 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Pushing stopped for lack of room: an ACK restarts it, or, if no push
+    /// is waiting for one (the queue is full of replies), a short timer.
+    fn wait_for_room(&mut self) {
+        if self.unacked.is_empty() {
+            self.flush_at = Some(Instant::now() + ROOM_RETRY);
+        }
     }
 
     /// Sends one push frame covering inbox entries up to `through`, and
@@ -817,8 +871,15 @@ impl Session {
             }
         };
         let c = &self.shared.config;
-        let page_messages = fitting_prefix(messages, c.push_max_bytes);
-        let next_cursor = page_messages.last().map_or(req.after_cursor, |m| m.cursor);
+        let total = messages.len();
+        let page_messages = fitting_prefix(messages, frame_budget(c));
+        // All fitted: the page covers every entry read, bodies or not (an
+        // entry whose message expired must not be asked for forever).
+        let next_cursor = if page_messages.len() == total {
+            page.entries.last().map_or(req.after_cursor, |e| e.cursor)
+        } else {
+            page_messages.last().map_or(req.after_cursor, |m| m.cursor)
+        };
         let (used, payload) = tern_wire::pack_batch(page_messages, codec, c.compress_min_bytes);
         self.emit(server_frame::Kind::SyncPage(SyncPage {
             request_id: req.request_id,
@@ -870,10 +931,12 @@ impl Session {
                 break;
             }
             let (_, cmid) = self.deadlines.pop_front().expect("front exists");
-            if self.awaiting.get(&cmid).is_some_and(|d| *d <= now) {
-                self.awaiting.remove(&cmid);
+            if self.awaiting.get(&cmid).is_some_and(|(d, _)| *d <= now) {
+                let asked = self.answered(&cmid).unwrap_or(0);
                 let msg = "send not confirmed in time; retry with the same client_msg_id (it will be stored once)";
-                self.reject(ErrorCode::Unavailable, msg, &cmid, 0)?;
+                for _ in 0..asked {
+                    self.reject(ErrorCode::Unavailable, msg, &cmid, 0)?;
+                }
             }
         }
         Ok(())
@@ -897,6 +960,13 @@ impl Session {
             }
         }
     }
+}
+
+/// Bytes of messages one frame may carry: what fits the frame limit.
+fn frame_budget(c: &crate::GatewayConfig) -> usize {
+    c.push_max_bytes
+        .min(c.max_frame_bytes.saturating_sub(FRAME_OVERHEAD))
+        .max(1)
 }
 
 /// The longest prefix of `messages` whose encoding fits `max_bytes`

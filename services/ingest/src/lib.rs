@@ -27,6 +27,8 @@ use tonic::{Request, Response, Status};
 
 /// Most messages one page returns.
 const MAX_PAGE: u32 = 1000;
+/// Longest content type accepted (the same limit as the gateway's).
+pub const MAX_CONTENT_TYPE: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -80,6 +82,8 @@ pub enum IngestError {
     NotConfirmed(Duration),
     #[error("send refused: {0}")]
     Rejected(String),
+    #[error("content_type is over the limit of {0} bytes")]
+    BadContentType(usize),
     #[error("dev tokens are disabled: the server is not in dev mode")]
     DevModeOff,
 }
@@ -92,7 +96,9 @@ impl From<IngestError> for Status {
             IngestError::BadId(_) | IngestError::BadCursor { .. } | IngestError::Rejected(_) => {
                 Status::invalid_argument(msg)
             }
-            IngestError::TooLarge { .. } => Status::invalid_argument(msg),
+            IngestError::TooLarge { .. } | IngestError::BadContentType(_) => {
+                Status::invalid_argument(msg)
+            }
             IngestError::Log(_) | IngestError::Store(_) | IngestError::NotConfirmed(_) => {
                 Status::unavailable(msg)
             }
@@ -101,13 +107,11 @@ impl From<IngestError> for Status {
     }
 }
 
-type Waiters = Arc<Mutex<HashMap<(String, String), Vec<oneshot::Sender<Receipt>>>>>;
-
 #[derive(Clone)]
 struct Api {
     config: Arc<IngestConfig>,
     deps: IngestDeps,
-    waiters: Waiters,
+    waiters: Arc<Waiters>,
 }
 
 pub struct Ingest {
@@ -140,7 +144,11 @@ impl Ingest {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let Ingest { api, listener } = self;
-        let receipts = tokio::spawn(receive_receipts(api.clone(), shutdown.clone()));
+        let node = api.config.node_id.clone();
+        let sub =
+            topics::subscribe_push_topic(api.deps.log.as_ref(), &node, &format!("ingest.{node}"))
+                .await?;
+        let receipts = tokio::spawn(receive_receipts(api.clone(), sub, shutdown.clone()));
         let mut signal = shutdown.clone();
         tonic::transport::Server::builder()
             .add_service(TernServer::new(api))
@@ -155,27 +163,86 @@ impl Ingest {
 }
 
 /// Hands receipts from this node's push topic to the calls waiting for them.
-async fn receive_receipts(api: Api, shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
+async fn receive_receipts(
+    api: Api,
+    sub: Box<dyn tern_core::log::Subscription>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), LogError> {
     let node = api.config.node_id.clone();
     let waiters = api.waiters.clone();
-    topics::consume_push_topic(
-        api.deps.log.as_ref(),
-        &node,
-        &format!("ingest.{node}"),
-        shutdown,
-        move |record| {
-            if let push_record::Kind::Receipt(r) = record {
-                let waiting = waiters
-                    .lock()
-                    .expect("waiters poisoned")
-                    .remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
-                for w in waiting.into_iter().flatten() {
-                    let _ = w.send(r.clone());
-                }
-            }
-        },
-    )
+    topics::consume_push_topic(sub, &node, shutdown, move |record| {
+        if let push_record::Kind::Receipt(r) = record {
+            waiters.resolve(&r);
+        }
+    })
     .await
+}
+
+/// Calls waiting for a receipt, by (sender, client_msg_id). Several calls
+/// may wait for the same send (a retry while the first is in flight); each
+/// removes itself when it ends, however it ends.
+#[derive(Default)]
+struct Waiters {
+    next_id: std::sync::atomic::AtomicU64,
+    calls: Mutex<HashMap<SendKey, Vec<Waiting>>>,
+}
+
+/// One waiting call: its id and where its receipt goes.
+type Waiting = (u64, oneshot::Sender<Receipt>);
+
+/// (sender, client_msg_id): what a receipt answers.
+type SendKey = (String, String);
+
+impl Waiters {
+    fn wait(self: &Arc<Self>, key: (String, String)) -> (WaitGuard, oneshot::Receiver<Receipt>) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.calls
+            .lock()
+            .expect("waiters poisoned")
+            .entry(key.clone())
+            .or_default()
+            .push((id, tx));
+        (
+            WaitGuard {
+                waiters: self.clone(),
+                key,
+                id,
+            },
+            rx,
+        )
+    }
+
+    fn resolve(&self, r: &Receipt) {
+        let waiting = self
+            .calls
+            .lock()
+            .expect("waiters poisoned")
+            .remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
+        for (_, w) in waiting.into_iter().flatten() {
+            let _ = w.send(r.clone());
+        }
+    }
+}
+
+struct WaitGuard {
+    waiters: Arc<Waiters>,
+    key: (String, String),
+    id: u64,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        let mut calls = self.waiters.calls.lock().expect("waiters poisoned");
+        if let Some(list) = calls.get_mut(&self.key) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                calls.remove(&self.key);
+            }
+        }
+    }
 }
 
 fn page_limit(limit: u32) -> usize {
@@ -204,14 +271,12 @@ impl Api {
         } else {
             req.client_msg_id
         };
-        let key = (req.from_user.clone(), cmid.clone());
-        let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .expect("waiters poisoned")
-            .entry(key.clone())
-            .or_default()
-            .push(tx);
+        if req.content_type.len() > MAX_CONTENT_TYPE {
+            return Err(IngestError::BadContentType(MAX_CONTENT_TYPE));
+        }
+        // Wait before appending, so the receipt cannot come first; the guard
+        // withdraws the wait however this call ends.
+        let (_guard, rx) = self.waiters.wait((req.from_user.clone(), cmid.clone()));
         let record = InboundRecord {
             message_id: MessageId::new().to_vec(),
             conversation: conversation.to_string(),
@@ -241,19 +306,10 @@ impl Api {
                 )],
             )
             .await;
-        let waited = match appended {
-            Ok(_) => tokio::time::timeout(self.config.receipt_timeout, rx).await,
-            Err(e) => {
-                self.waiters.lock().expect("waiters poisoned").remove(&key);
-                return Err(e.into());
-            }
-        };
-        let receipt = match waited {
+        appended?;
+        let receipt = match tokio::time::timeout(self.config.receipt_timeout, rx).await {
             Ok(Ok(r)) => r,
-            _ => {
-                self.waiters.lock().expect("waiters poisoned").remove(&key);
-                return Err(IngestError::NotConfirmed(self.config.receipt_timeout));
-            }
+            _ => return Err(IngestError::NotConfirmed(self.config.receipt_timeout)),
         };
         if !receipt.rejected.is_empty() {
             return Err(IngestError::Rejected(receipt.rejected));

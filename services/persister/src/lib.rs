@@ -116,6 +116,23 @@ impl BatchHandler for Persister {
         let mut deliveries = Vec::new();
         for ((record, conversation), outcome) in accepted.iter().zip(&outcomes) {
             let m = &outcome.message;
+            if outcome.duplicate && m.conversation != record.conversation {
+                // client_msg_id is unique per sender: reusing one for another
+                // conversation must not deliver the old message there, nor
+                // tell the sender the new one was stored.
+                tracing::warn!(sender = %record.sender_user, client_msg_id = %record.client_msg_id, "client_msg_id reused for another conversation");
+                receipts.push(Receipt {
+                    origin: record.origin.clone(),
+                    sender_user: record.sender_user.clone(),
+                    client_msg_id: record.client_msg_id.clone(),
+                    rejected: format!(
+                        "client_msg_id {:?} was already used for a message in conversation {}; use a new id for each message",
+                        record.client_msg_id, m.conversation
+                    ),
+                    ..Default::default()
+                });
+                continue;
+            }
             tracing::debug!(message_id = ?tern_core::ids::MessageId::from_slice(&m.message_id), conversation = %m.conversation, seq = m.seq, duplicate = outcome.duplicate, "message persisted");
             for user in conversation.members() {
                 let rec = DeliverRecord {

@@ -56,6 +56,25 @@ impl Router {
     }
 }
 
+/// Removes the routes of dead gateways every `every` until `shutdown`:
+/// pushes stop going to a gateway that crashed (its devices reconnect
+/// elsewhere and catch up from their inboxes).
+pub async fn sweep_routes(
+    routes: Arc<dyn RouteDirectory>,
+    every: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = tern_core::routes::sweep_dead_gateways(routes.as_ref()).await {
+            tracing::warn!(error = %e, "route sweep failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tern_core::stage::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// The inbox cursor of a deliver record at this log position.
 pub fn cursor_of(d: &Delivery) -> u64 {
     d.position.offset + 1

@@ -145,6 +145,47 @@ async fn the_same_client_message_id_twice_is_one_message() {
 }
 
 #[tokio::test]
+async fn a_client_message_id_reused_for_another_conversation_is_refused() {
+    let server = Server::start().await;
+    let alice = server.login("alice", "phone").await;
+    alice
+        .send(SendOptions::to_user("bob", "for bob").with_client_msg_id("1"))
+        .await
+        .unwrap();
+    let err = alice
+        .send(SendOptions::to_user("carol", "for carol").with_client_msg_id("1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("already used"), "{err}");
+    // carol never sees alice's message to bob; bob gets it once.
+    alice.send_to("carol", "marker").await.unwrap();
+    let carol = server.login("carol", "phone").await;
+    assert_eq!(bodies(&receive(&carol, 1, WAIT).await), vec!["marker"]);
+    let bob = server.login("bob", "phone").await;
+    assert_eq!(bodies(&receive(&bob, 1, WAIT).await), vec!["for bob"]);
+}
+
+#[tokio::test]
+async fn a_send_only_connection_does_not_displace_the_devices_listener() {
+    let server = Server::start().await;
+    let listener = server.login("bob", "cli").await;
+    let token = server.token("bob").await;
+    let (sender, _) = Client::connect(&server.tcp(), LoginOptions::new(token, "cli").send_only())
+        .await
+        .unwrap();
+    sender
+        .send_to("alice", "from the same device id")
+        .await
+        .unwrap();
+    // The listener is still logged in and gets bob's own message (multi-device sync).
+    assert_eq!(
+        bodies(&receive(&listener, 1, WAIT).await),
+        vec!["from the same device id"]
+    );
+}
+
+#[tokio::test]
 async fn an_oversized_message_is_refused_and_nothing_is_stored() {
     let server = Server::start_with(|c| c.gateway.max_body_bytes = 1000).await;
     let alice = server.login("alice", "phone").await;

@@ -16,6 +16,8 @@ type Devices = HashMap<String, (String, Instant)>;
 pub struct MemoryRoutes {
     /// user → their devices' routes.
     routes: Mutex<HashMap<String, Devices>>,
+    /// gateway → when its liveness lapses.
+    gateways: Mutex<HashMap<String, Instant>>,
 }
 
 impl MemoryRoutes {
@@ -73,5 +75,39 @@ impl RouteDirectory for MemoryRoutes {
             }
         }
         Ok(out)
+    }
+
+    async fn gateway_alive(&self, gateway: &str, ttl: Duration) -> Result<(), RouteError> {
+        self.gateways
+            .lock()
+            .expect("gateway map poisoned")
+            .insert(gateway.to_owned(), Instant::now() + ttl);
+        Ok(())
+    }
+
+    async fn dead_gateways(&self) -> Result<Vec<String>, RouteError> {
+        let now = Instant::now();
+        let gateways = self.gateways.lock().expect("gateway map poisoned");
+        Ok(gateways
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(g, _)| g.clone())
+            .collect())
+    }
+
+    async fn remove_gateway(&self, gateway: &str) -> Result<usize, RouteError> {
+        let mut removed = 0;
+        let mut routes = self.routes.lock().expect("route map poisoned");
+        routes.retain(|_, devices| {
+            let before = devices.len();
+            devices.retain(|_, (gw, _)| gw != gateway);
+            removed += before - devices.len();
+            !devices.is_empty()
+        });
+        self.gateways
+            .lock()
+            .expect("gateway map poisoned")
+            .remove(gateway);
+        Ok(removed)
     }
 }

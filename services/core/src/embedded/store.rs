@@ -42,7 +42,9 @@ type PendingCursors = Mutex<HashMap<(String, String), u64>>;
 /// a hop to another thread per read cost more than the read (profiled).
 /// Device cursors, one per ACK, are coalesced in memory and written every
 /// `CURSOR_FLUSH_EVERY` by a background thread without an fsync of their
-/// own: a lost cursor only means a re-push the device drops as a duplicate.
+/// own (they become durable with the next message write): a cursor lost in
+/// a crash only means the device is pushed those messages again, which a
+/// client that remembers what it stored drops by message id or cursor.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -133,15 +135,27 @@ fn flush_cursors_loop(db: &Database, pending: &PendingCursors, stop: &mpsc::Rece
             stop.recv_timeout(CURSOR_FLUSH_EVERY),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
-        let batch = std::mem::take(&mut *pending.lock().expect("cursor map poisoned"));
+        // A copy: entries stay visible to `cursor()` until they are written.
+        let batch = pending.lock().expect("cursor map poisoned").clone();
         if !batch.is_empty() {
             let durability = if last {
                 Durability::Immediate
             } else {
                 Durability::None
             };
-            if let Err(e) = write_cursors(db, &batch, durability) {
-                tracing::warn!(error = %e, cursors = batch.len(), "cursors not saved; devices will get re-pushes");
+            match write_cursors(db, &batch, durability) {
+                Ok(()) => {
+                    // Forget what was written, unless it moved on meanwhile.
+                    let mut map = pending.lock().expect("cursor map poisoned");
+                    for (key, written) in batch {
+                        if map.get(&key) == Some(&written) {
+                            map.remove(&key);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, cursors = batch.len(), "cursors not saved yet; retrying")
+                }
             }
         }
         if last {

@@ -1,0 +1,327 @@
+//! tern-kafka: the event log on Apache Kafka (the only crate that links
+//! librdkafka).
+//!
+//! - Producer: idempotent (`enable.idempotence`, so `acks=all` and no
+//!   duplicates or reordering from retries); `append` returns only once
+//!   every record is acknowledged, and fails with a clear error when the
+//!   brokers cannot be reached within `delivery_timeout`.
+//! - Topics are created on first use with the configured partition count
+//!   and replication factor.
+//! - Consumers: one consumer group per stage, `enable.auto.commit=false`;
+//!   offsets are committed only by [`Subscription::commit`], which the
+//!   stages call after their writes are durable. A commit refused because
+//!   the group rebalanced is not an error: those records go to the new
+//!   owner, whose writes are idempotent.
+//! - Every topic and group name gets a configurable prefix, so one broker
+//!   can serve several deployments or test runs.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tern_core::log::{
+    Delivery, EventLog, LogError, Position, Record, StartFrom, Subscription, last_offsets,
+};
+
+#[derive(Debug, Clone)]
+pub struct KafkaLogConfig {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    /// Prepended to every topic and consumer-group name.
+    pub prefix: String,
+    /// Partitions of the topics tern creates. Fixed once a topic exists:
+    /// more partitions would move keys and break their order.
+    pub partitions: i32,
+    pub replication: i32,
+    /// How long a record may take to be acknowledged before `append` fails.
+    pub delivery_timeout: Duration,
+    /// Consumer session timeout: how fast a dead consumer's partitions move.
+    pub session_timeout: Duration,
+}
+
+impl KafkaLogConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaLogConfig {
+            brokers: brokers.into(),
+            prefix: String::new(),
+            partitions: 12,
+            replication: 1,
+            delivery_timeout: Duration::from_secs(15),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct KafkaLog {
+    config: KafkaLogConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics known to exist, so each is created at most once per process.
+    created: Mutex<HashSet<String>>,
+}
+
+fn unavailable(brokers: &str) -> impl Fn(KafkaError) -> LogError + '_ {
+    move |e| LogError::Unavailable(format!("Kafka at {brokers}: {e}"))
+}
+
+impl KafkaLog {
+    /// Connects and checks that a broker answers (a metadata request), so a
+    /// wrong address fails at start with a clear message.
+    pub async fn connect(config: KafkaLogConfig) -> Result<Self, LogError> {
+        let brokers = config.brokers.clone();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(unavailable(&brokers))?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(unavailable(&brokers))?;
+        let probe = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| LogError::Io(e.to_string()))?
+        .map_err(|e| LogError::Unavailable(format!("cannot reach Kafka at {brokers}: {e}")))?;
+        Ok(KafkaLog {
+            config,
+            producer,
+            admin,
+            created: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.config.prefix)
+    }
+
+    /// Creates `topic` (already prefixed) unless this process did before.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), LogError> {
+        if self
+            .created
+            .lock()
+            .expect("topic set poisoned")
+            .contains(topic)
+        {
+            return Ok(());
+        }
+        let new = NewTopic::new(
+            topic,
+            self.config.partitions,
+            TopicReplication::Fixed(self.config.replication),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = self
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(unavailable(&self.config.brokers))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(LogError::Unavailable(format!(
+                        "cannot create topic {t}: {code}"
+                    )));
+                }
+            }
+        }
+        self.created
+            .lock()
+            .expect("topic set poisoned")
+            .insert(topic.to_owned());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Position>, LogError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topic = self.name(topic);
+        self.ensure_topic(&topic).await?;
+        // Enqueue in order (the idempotent producer keeps that order per
+        // partition), then wait for every acknowledgement.
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            let mut attempt = 0;
+            loop {
+                let record = FutureRecord::to(&topic)
+                    .key(&r.key[..])
+                    .payload(&r.value[..]);
+                match self.producer.send_result(record) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                        if attempt < 100 =>
+                    {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => return Err(unavailable(&self.config.brokers)(e)),
+                }
+            }
+        }
+        let mut positions = Vec::with_capacity(pending.len());
+        for f in pending {
+            match f.await {
+                Ok(Ok(d)) => positions.push(Position {
+                    partition: d.partition as u32,
+                    offset: d.offset as u64,
+                }),
+                Ok(Err((e, _))) => return Err(unavailable(&self.config.brokers)(e)),
+                Err(_) => return Err(LogError::Closed),
+            }
+        }
+        Ok(positions)
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        start: StartFrom,
+    ) -> Result<Box<dyn Subscription>, LogError> {
+        let topic = self.name(topic);
+        self.ensure_topic(&topic).await?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("group.id", self.name(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                match start {
+                    StartFrom::Earliest => "earliest",
+                    StartFrom::Latest => "latest",
+                },
+            )
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.config.session_timeout.as_millis() / 5)
+                    .max(100)
+                    .to_string(),
+            )
+            .create()
+            .map_err(unavailable(&self.config.brokers))?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(unavailable(&self.config.brokers))?;
+        Ok(Box::new(KafkaSubscription {
+            consumer: Arc::new(consumer),
+            topic,
+            brokers: self.config.brokers.clone(),
+        }))
+    }
+}
+
+struct KafkaSubscription {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    brokers: String,
+}
+
+fn delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
+    Delivery {
+        position: Position {
+            partition: m.partition() as u32,
+            offset: m.offset() as u64,
+        },
+        key: Bytes::copy_from_slice(m.key().unwrap_or_default()),
+        value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+    }
+}
+
+/// Commit errors that only mean "this consumer no longer owns the partition".
+fn lost_ownership(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::FencedMemberEpoch
+                | RDKafkaErrorCode::StaleMemberEpoch
+        )
+    )
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn poll(&mut self, max: usize) -> Result<Vec<Delivery>, LogError> {
+        let first = self
+            .consumer
+            .recv()
+            .await
+            .map_err(unavailable(&self.brokers))?;
+        let mut out = vec![delivery(&first)];
+        drop(first);
+        // Take what is already fetched, without waiting for more.
+        while out.len() < max.max(1) {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => out.push(delivery(&m)),
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "Kafka consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, done: &[Delivery]) -> Result<(), LogError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in last_offsets(done) {
+            tpl.add_partition_offset(
+                &self.topic,
+                p.partition as i32,
+                Offset::Offset(p.offset as i64 + 1),
+            )
+            .map_err(|e| LogError::Io(e.to_string()))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| LogError::Io(e.to_string()))?;
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if lost_ownership(&e) => {
+                tracing::warn!(topic = %self.topic, error = %e, "commit refused after a rebalance; the new owner replays these records");
+                Ok(())
+            }
+            Err(e) => Err(unavailable(&self.brokers)(e)),
+        }
+    }
+}

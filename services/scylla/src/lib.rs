@@ -1,0 +1,683 @@
+//! tern-scylla: the message store on ScyllaDB (or Apache Cassandra, which
+//! speaks the same protocol and is what the tests run against).
+//!
+//! - Schema: versioned CQL migrations from `schemas/cql/NNN-*.cql`, applied
+//!   at connect and recorded in `schema_migrations`.
+//! - Every statement is prepared once.
+//! - Bounded partitions: history is bucketed by seq (10,000 per bucket), the
+//!   inbox by cursor (2^20 cursor values per bucket, with an index of the
+//!   buckets a user has).
+//! - Retention: messages, history and inbox rows carry a TTL (config).
+//! - Idempotent without lightweight transactions: a message is found again
+//!   by (sender, client_msg_id); a conversation's seq is assigned by the one
+//!   persister that owns its log partition, and the writes are ordered so a
+//!   replay after a crash at any point reuses the seq already given (see
+//!   `put_one`). Inbox entries are keyed by the deliver record's offset and
+//!   deduplicated per (user, message).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+use tern_core::ids::MessageId;
+use tern_core::store::{
+    InboxEntry, InboxPage, MessageStore, PutOutcome, StoreError, StoredMessage,
+};
+
+/// Messages per history bucket.
+const HISTORY_BUCKET: u64 = 10_000;
+/// Cursor values per inbox bucket (bits).
+const INBOX_BUCKET_BITS: u32 = 20;
+
+/// The migrations, in order: (version, name, CQL).
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "001-init",
+    include_str!("../../../schemas/cql/001-init.cql"),
+)];
+
+#[derive(Debug, Clone)]
+pub struct ScyllaStoreConfig {
+    /// `host:port` of one or more nodes.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// Replication factor used if the keyspace has to be created.
+    pub replication: u32,
+    /// Retention of messages, history and inbox entries; None keeps them.
+    pub retention: Option<Duration>,
+    pub connect_timeout: Duration,
+}
+
+impl ScyllaStoreConfig {
+    pub fn new(node: impl Into<String>, keyspace: impl Into<String>) -> Self {
+        ScyllaStoreConfig {
+            nodes: vec![node.into()],
+            keyspace: keyspace.into(),
+            replication: 1,
+            retention: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Statements {
+    insert_message: PreparedStatement,
+    select_message: PreparedStatement,
+    select_idempotency: PreparedStatement,
+    insert_idempotency: PreparedStatement,
+    select_head: PreparedStatement,
+    update_head: PreparedStatement,
+    select_history_at: PreparedStatement,
+    insert_history: PreparedStatement,
+    select_history_page: PreparedStatement,
+    select_inbox_index: PreparedStatement,
+    insert_inbox_index: PreparedStatement,
+    insert_inbox: PreparedStatement,
+    insert_inbox_bucket: PreparedStatement,
+    select_inbox_buckets_from: PreparedStatement,
+    select_last_inbox_bucket: PreparedStatement,
+    select_inbox_page: PreparedStatement,
+    select_last_inbox_cursor: PreparedStatement,
+    select_cursor: PreparedStatement,
+    update_cursor: PreparedStatement,
+}
+
+pub struct ScyllaStore {
+    session: Session,
+    st: Statements,
+    /// TTL in seconds for rows under retention (0: none).
+    ttl: i32,
+}
+
+/// Maps any driver error to "unavailable", naming the operation.
+macro_rules! cql {
+    ($what:expr, $e:expr) => {
+        $e.await
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", $what)))
+    };
+}
+
+fn check_keyspace(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "keyspace name {name:?} is invalid: use 1 to 48 of a-z 0-9 _"
+        )))
+    }
+}
+
+impl ScyllaStore {
+    /// Connects, creates the keyspace if needed, applies pending migrations
+    /// and prepares every statement.
+    pub async fn connect(config: &ScyllaStoreConfig) -> Result<Self, StoreError> {
+        check_keyspace(&config.keyspace)?;
+        let nodes = config.nodes.join(",");
+        let session = SessionBuilder::new()
+            .known_nodes(&config.nodes)
+            .connection_timeout(config.connect_timeout)
+            .build()
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot reach the CQL database at {nodes}: {e}"))
+            })?;
+        let ks = &config.keyspace;
+        let create = format!(
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+            config.replication
+        );
+        cql!("create keyspace", session.query_unpaged(create, &[]))?;
+        cql!("use keyspace", session.use_keyspace(ks.as_str(), false))?;
+        migrate(&session).await?;
+        let st = prepare(&session).await?;
+        let ttl = config
+            .retention
+            .map_or(0, |d| d.as_secs().min(i32::MAX as u64) as i32);
+        Ok(ScyllaStore { session, st, ttl })
+    }
+}
+
+async fn migrate(session: &Session) -> Result<(), StoreError> {
+    cql!(
+        "create schema_migrations",
+        session.query_unpaged(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at_ms bigint)",
+            &[]
+        )
+    )?;
+    let applied: Vec<i32> = cql!(
+        "read schema_migrations",
+        session.query_unpaged("SELECT version FROM schema_migrations", &[])
+    )?
+    .into_rows_result()
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    .rows::<(i32,)>()
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    .filter_map(Result::ok)
+    .map(|(v,)| v)
+    .collect();
+    for (version, name, text) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        for statement in statements(text) {
+            cql!(
+                format!("migration {name}"),
+                session.query_unpaged(statement, &[])
+            )?;
+        }
+        cql!(
+            format!("migration {name}: schema agreement"),
+            session.await_schema_agreement()
+        )?;
+        cql!(
+            "record migration",
+            session.query_unpaged(
+                "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
+                (*version, *name, tern_core::now_ms() as i64)
+            )
+        )?;
+        tracing::info!(version, name, "CQL migration applied");
+    }
+    Ok(())
+}
+
+/// The statements of a migration file: split on ';', comments dropped.
+fn statements(text: &str) -> Vec<String> {
+    let without_comments: String = text
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn prepare(s: &Session) -> Result<Statements, StoreError> {
+    let p = |q: &'static str| async move {
+        s.prepare(q)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("prepare {q:?}: {e}")))
+    };
+    Ok(Statements {
+        insert_message: p("INSERT INTO messages (message_id, conversation, seq, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?").await?,
+        select_message: p("SELECT message_id, conversation, seq, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms FROM messages WHERE message_id = ?").await?,
+        select_idempotency: p("SELECT message_id FROM idempotency WHERE sender_user = ? AND client_msg_id = ?").await?,
+        insert_idempotency: p("INSERT INTO idempotency (sender_user, client_msg_id, message_id) VALUES (?, ?, ?) USING TTL ?").await?,
+        select_head: p("SELECT last_seq FROM conversation_heads WHERE conversation = ?").await?,
+        update_head: p("UPDATE conversation_heads SET last_seq = ? WHERE conversation = ?").await?,
+        select_history_at: p("SELECT message_id FROM history WHERE conversation = ? AND bucket = ? AND seq = ?").await?,
+        insert_history: p("INSERT INTO history (conversation, bucket, seq, message_id) VALUES (?, ?, ?, ?) USING TTL ?").await?,
+        select_history_page: p("SELECT seq, message_id FROM history WHERE conversation = ? AND bucket = ? AND seq < ? LIMIT ?").await?,
+        select_inbox_index: p("SELECT cursor FROM inbox_index WHERE user_id = ? AND message_id = ?").await?,
+        insert_inbox_index: p("INSERT INTO inbox_index (user_id, message_id, cursor) VALUES (?, ?, ?) USING TTL ?").await?,
+        insert_inbox: p("INSERT INTO inbox (user_id, bucket, cursor, message_id, conversation) VALUES (?, ?, ?, ?, ?) USING TTL ?").await?,
+        insert_inbox_bucket: p("INSERT INTO inbox_buckets (user_id, bucket) VALUES (?, ?) USING TTL ?").await?,
+        select_inbox_buckets_from: p("SELECT bucket FROM inbox_buckets WHERE user_id = ? AND bucket >= ?").await?,
+        select_last_inbox_bucket: p("SELECT bucket FROM inbox_buckets WHERE user_id = ? ORDER BY bucket DESC LIMIT 1").await?,
+        select_inbox_page: p("SELECT cursor, message_id, conversation FROM inbox WHERE user_id = ? AND bucket = ? AND cursor > ? LIMIT ?").await?,
+        select_last_inbox_cursor: p("SELECT cursor FROM inbox WHERE user_id = ? AND bucket = ? ORDER BY cursor DESC LIMIT 1").await?,
+        select_cursor: p("SELECT cursor FROM cursors WHERE user_id = ? AND device = ?").await?,
+        update_cursor: p("UPDATE cursors SET cursor = ? WHERE user_id = ? AND device = ?").await?,
+    })
+}
+
+type MessageRow = (
+    Vec<u8>,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    i64,
+);
+
+fn from_row(r: MessageRow) -> StoredMessage {
+    StoredMessage {
+        message_id: r.0.into(),
+        conversation: r.1,
+        seq: r.2 as u64,
+        sender_user: r.3,
+        sender_device: r.4,
+        client_msg_id: r.5,
+        content_type: r.6,
+        body: r.7.into(),
+        sent_at_ms: r.8 as u64,
+    }
+}
+
+fn rows_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("unexpected row shape: {e}"))
+}
+
+impl ScyllaStore {
+    async fn first<R>(
+        &self,
+        what: &str,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Option<R>, StoreError>
+    where
+        R: for<'f> scylla::deserialize::row::DeserializeRow<'f, 'f>,
+    {
+        let result = cql!(what, self.session.execute_unpaged(st, values))?;
+        result
+            .into_rows_result()
+            .map_err(rows_err)?
+            .maybe_first_row::<R>()
+            .map_err(rows_err)
+    }
+
+    async fn all<R>(
+        &self,
+        what: &str,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f> scylla::deserialize::row::DeserializeRow<'f, 'f>,
+    {
+        let result = cql!(what, self.session.execute_unpaged(st, values))?;
+        let rows = result.into_rows_result().map_err(rows_err)?;
+        rows.rows::<R>()
+            .map_err(rows_err)?
+            .map(|r| r.map_err(rows_err))
+            .collect()
+    }
+
+    async fn message(&self, id: &[u8]) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self
+            .first::<MessageRow>("read message", &self.st.select_message, (id,))
+            .await?
+            .map(from_row))
+    }
+
+    /// Stores one message; messages of one conversation must come one at a
+    /// time, in order (the caller guarantees it).
+    ///
+    /// Write order, and what a replay after a crash between steps does:
+    /// 1. body (by id: rewriting it is harmless);
+    /// 2. history row at `seq`;
+    /// 3. conversation head = `seq`;
+    /// 4. idempotency key.
+    ///
+    /// A replay finds no idempotency key (step 4 is last) and recomputes
+    /// `seq`: if the head already points at this message (a crash after
+    /// step 3), it reuses the head instead of taking the next number.
+    async fn put_one(&self, mut m: StoredMessage) -> Result<PutOutcome, StoreError> {
+        let existing: Option<(Vec<u8>,)> = self
+            .first(
+                "read idempotency",
+                &self.st.select_idempotency,
+                (&m.sender_user, &m.client_msg_id),
+            )
+            .await?;
+        if let Some((id,)) = existing {
+            let stored = self.message(&id).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "idempotency key points at missing message {:?}",
+                    MessageId::from_slice(&id)
+                ))
+            })?;
+            return Ok(PutOutcome {
+                message: stored,
+                duplicate: true,
+            });
+        }
+        let head = self
+            .first::<(i64,)>(
+                "read conversation head",
+                &self.st.select_head,
+                (&m.conversation,),
+            )
+            .await?
+            .map_or(0, |(h,)| h as u64);
+        let at_head: Option<(Vec<u8>,)> = if head > 0 {
+            self.first(
+                "read history",
+                &self.st.select_history_at,
+                (&m.conversation, (head / HISTORY_BUCKET) as i64, head as i64),
+            )
+            .await?
+        } else {
+            None
+        };
+        let seq = if at_head.is_some_and(|(id,)| id == m.message_id[..]) {
+            head
+        } else {
+            head + 1
+        };
+        m.seq = seq;
+        let s = &self.st;
+        cql!(
+            "write message",
+            self.session.execute_unpaged(
+                &s.insert_message,
+                (
+                    &m.message_id[..],
+                    &m.conversation,
+                    seq as i64,
+                    &m.sender_user,
+                    &m.sender_device,
+                    &m.client_msg_id,
+                    &m.content_type,
+                    &m.body[..],
+                    m.sent_at_ms as i64,
+                    self.ttl
+                ),
+            )
+        )?;
+        cql!(
+            "write history",
+            self.session.execute_unpaged(
+                &s.insert_history,
+                (
+                    &m.conversation,
+                    (seq / HISTORY_BUCKET) as i64,
+                    seq as i64,
+                    &m.message_id[..],
+                    self.ttl
+                )
+            )
+        )?;
+        cql!(
+            "write conversation head",
+            self.session
+                .execute_unpaged(&s.update_head, (seq as i64, &m.conversation))
+        )?;
+        cql!(
+            "write idempotency",
+            self.session.execute_unpaged(
+                &s.insert_idempotency,
+                (
+                    &m.sender_user,
+                    &m.client_msg_id,
+                    &m.message_id[..],
+                    self.ttl
+                )
+            )
+        )?;
+        Ok(PutOutcome {
+            message: m,
+            duplicate: false,
+        })
+    }
+
+    async fn append_one(&self, e: &InboxEntry) -> Result<u64, StoreError> {
+        let id = e.message_id.to_bytes();
+        let s = &self.st;
+        if let Some((c,)) = self
+            .first::<(i64,)>(
+                "read inbox index",
+                &s.select_inbox_index,
+                (&e.user, &id[..]),
+            )
+            .await?
+        {
+            return Ok(c as u64);
+        }
+        let bucket = (e.cursor >> INBOX_BUCKET_BITS) as i64;
+        cql!(
+            "write inbox",
+            self.session.execute_unpaged(
+                &s.insert_inbox,
+                (
+                    &e.user,
+                    bucket,
+                    e.cursor as i64,
+                    &id[..],
+                    &e.conversation,
+                    self.ttl
+                )
+            )
+        )?;
+        cql!(
+            "write inbox bucket",
+            self.session
+                .execute_unpaged(&s.insert_inbox_bucket, (&e.user, bucket, self.ttl))
+        )?;
+        cql!(
+            "write inbox index",
+            self.session.execute_unpaged(
+                &s.insert_inbox_index,
+                (&e.user, &id[..], e.cursor as i64, self.ttl)
+            )
+        )?;
+        Ok(e.cursor)
+    }
+
+    async fn inbox_head(&self, user: &str) -> Result<u64, StoreError> {
+        let Some((bucket,)) = self
+            .first::<(i64,)>(
+                "read inbox buckets",
+                &self.st.select_last_inbox_bucket,
+                (user,),
+            )
+            .await?
+        else {
+            return Ok(0);
+        };
+        Ok(self
+            .first::<(i64,)>(
+                "read inbox head",
+                &self.st.select_last_inbox_cursor,
+                (user, bucket),
+            )
+            .await?
+            .map_or(0, |(c,)| c as u64))
+    }
+}
+
+#[async_trait]
+impl MessageStore for ScyllaStore {
+    async fn put_messages(
+        &self,
+        messages: Vec<StoredMessage>,
+    ) -> Result<Vec<PutOutcome>, StoreError> {
+        // Conversations in parallel, each conversation's messages in order.
+        let mut by_conversation: Vec<(String, Vec<(usize, StoredMessage)>)> = Vec::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            match by_conversation
+                .iter_mut()
+                .find(|(c, _)| *c == m.conversation)
+            {
+                Some((_, list)) => list.push((i, m)),
+                None => by_conversation.push((m.conversation.clone(), vec![(i, m)])),
+            }
+        }
+        let done = try_join_all(by_conversation.into_iter().map(|(_, list)| async move {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, m) in list {
+                out.push((i, self.put_one(m).await?));
+            }
+            Ok::<_, StoreError>(out)
+        }))
+        .await?;
+        let mut all: Vec<(usize, PutOutcome)> = done.into_iter().flatten().collect();
+        all.sort_by_key(|(i, _)| *i);
+        Ok(all.into_iter().map(|(_, o)| o).collect())
+    }
+
+    async fn get_messages(&self, ids: &[MessageId]) -> Result<Vec<StoredMessage>, StoreError> {
+        let found = try_join_all(
+            ids.iter()
+                .map(|id| async move { self.message(&id.to_bytes()).await }),
+        )
+        .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn append_inbox(&self, entries: Vec<InboxEntry>) -> Result<Vec<u64>, StoreError> {
+        // One user's entries in order (a repeat within the batch must see
+        // the first), users in parallel.
+        let mut by_user: Vec<(&str, Vec<(usize, &InboxEntry)>)> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match by_user.iter_mut().find(|(u, _)| *u == e.user) {
+                Some((_, list)) => list.push((i, e)),
+                None => by_user.push((&e.user, vec![(i, e)])),
+            }
+        }
+        let done = try_join_all(by_user.into_iter().map(|(_, list)| async move {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, e) in list {
+                out.push((i, self.append_one(e).await?));
+            }
+            Ok::<_, StoreError>(out)
+        }))
+        .await?;
+        let mut all: Vec<(usize, u64)> = done.into_iter().flatten().collect();
+        all.sort_by_key(|(i, _)| *i);
+        Ok(all.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn read_inbox(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let head = self.inbox_head(user).await?;
+        let mut entries = Vec::new();
+        if after >= head || limit == 0 {
+            return Ok(InboxPage { entries, head });
+        }
+        let from_bucket = ((after + 1) >> INBOX_BUCKET_BITS) as i64;
+        let buckets: Vec<(i64,)> = self
+            .all(
+                "read inbox buckets",
+                &self.st.select_inbox_buckets_from,
+                (user, from_bucket),
+            )
+            .await?;
+        for (bucket,) in buckets {
+            let want = (limit - entries.len()) as i32;
+            let rows: Vec<(i64, Vec<u8>, String)> = self
+                .all(
+                    "read inbox",
+                    &self.st.select_inbox_page,
+                    (user, bucket, after as i64, want),
+                )
+                .await?;
+            for (cursor, id, conversation) in rows {
+                let message_id = MessageId::from_slice(&id).ok_or_else(|| {
+                    StoreError::Corrupt("inbox message id is not 16 bytes".into())
+                })?;
+                entries.push(InboxEntry {
+                    user: user.to_owned(),
+                    cursor: cursor as u64,
+                    message_id,
+                    conversation,
+                });
+            }
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(InboxPage { entries, head })
+    }
+
+    async fn history(
+        &self,
+        conversation: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let before = if before_seq == 0 {
+            self.first::<(i64,)>(
+                "read conversation head",
+                &self.st.select_head,
+                (conversation,),
+            )
+            .await?
+            .map_or(0, |(h,)| h as u64)
+                + 1
+        } else {
+            before_seq
+        };
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        if before > 1 {
+            let mut bucket = ((before - 1) / HISTORY_BUCKET) as i64;
+            while ids.len() < limit && bucket >= 0 {
+                let want = (limit - ids.len()) as i32;
+                let rows: Vec<(i64, Vec<u8>)> = self
+                    .all(
+                        "read history",
+                        &self.st.select_history_page,
+                        (conversation, bucket, before as i64, want),
+                    )
+                    .await?;
+                ids.extend(rows.into_iter().map(|(_, id)| id));
+                bucket -= 1;
+            }
+        }
+        let found = try_join_all(ids.iter().map(|id| self.message(id))).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .first::<(i64,)>("read cursor", &self.st.select_cursor, (user, device))
+            .await?
+            .map_or(0, |(c,)| c as u64))
+    }
+
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        cursor: u64,
+    ) -> Result<u64, StoreError> {
+        // One gateway session writes a device's cursor; read-then-write is
+        // enough (a lost race only moves the cursor back: a re-push).
+        let old = self.cursor(user, device).await?;
+        if cursor > old {
+            cql!(
+                "write cursor",
+                self.session
+                    .execute_unpaged(&self.st.update_cursor, (cursor as i64, user, device))
+            )?;
+        }
+        Ok(old.max(cursor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migration_statements_split_and_drop_comments() {
+        let s = super::statements(
+            "-- a comment; with a semicolon\nCREATE TABLE a (x int PRIMARY KEY);\n\n-- more\nCREATE TABLE b (y int PRIMARY KEY); ",
+        );
+        assert_eq!(
+            s,
+            vec![
+                "CREATE TABLE a (x int PRIMARY KEY)",
+                "CREATE TABLE b (y int PRIMARY KEY)"
+            ]
+        );
+        assert_eq!(
+            super::statements(super::MIGRATIONS[0].2).len(),
+            8,
+            "one statement per table of 001-init.cql"
+        );
+    }
+
+    #[test]
+    fn keyspace_names_are_checked() {
+        assert!(super::check_keyspace("tern_test_1").is_ok());
+        assert!(super::check_keyspace("tern; DROP").is_err());
+        assert!(super::check_keyspace("").is_err());
+    }
+}
