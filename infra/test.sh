@@ -1,14 +1,34 @@
 #!/usr/bin/env bash
 # The project's one test command (`make test`, and what CI runs).
-# It sets up everything the tests need on a fresh machine of our kind, then
-# runs them. Today the tests need only the Rust toolchain: the embedded
-# pipeline has no external servers. When the Kafka/Cassandra/Redis tests
-# land, this script starts those servers through infra/ first.
+# On a fresh machine of our kind it builds everything, installs and starts
+# what the tests need (Kafka, Cassandra and Redis through infra/up: Maven
+# Central jars and Debian's redis-server), runs every test, and stops the
+# servers again. Set TERN_KEEP_INFRA=1 to leave the servers running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 
-# Build once up front, so test timings and failures are about tests.
+# Build first: on 2 cores the build and the JVMs' start-up would fight.
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"
+
+if ! infra/up; then
+    echo "infra/up failed; server logs follow" >&2
+    infra/logs >&2 || true
+    exit 1
+fi
+if [ "${TERN_KEEP_INFRA:-0}" != 1 ]; then
+    trap 'infra/down >/dev/null 2>&1 || true' EXIT
+fi
+
+# The real-backend tests run only when these are set (and fail if the
+# server they name is down).
+export TERN_TEST_KAFKA=127.0.0.1:9092
+export TERN_TEST_CQL=127.0.0.1:9042
+export TERN_TEST_REDIS=redis://127.0.0.1:6379/
+
+if ! cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"; then
+    echo "tests failed; server logs follow" >&2
+    infra/logs >&2 || true
+    exit 1
+fi
