@@ -17,9 +17,9 @@ async fn run(args: Vec<String>) -> Output {
 fn args(running: &ternd::Running, rest: &[&str]) -> Vec<String> {
     let mut a = vec![
         "--server".to_owned(),
-        format!("tcp://{}", running.tcp_addr),
+        format!("tcp://{}", running.tcp_addr.expect("service running")),
         "--api".to_owned(),
-        format!("http://{}", running.api_addr),
+        format!("http://{}", running.api_addr.expect("service running")),
         "--pid".to_owned(),
         std::process::id().to_string(),
         "--json".to_owned(),

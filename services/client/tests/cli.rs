@@ -22,8 +22,20 @@ async fn start(tweak: impl FnOnce(&mut ternd::TerndConfig)) -> Server {
 async fn tern(server: &Server, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
     cmd.env_clear()
-        .env("TERN_SERVER", format!("tcp://{}", server.running.tcp_addr))
-        .env("TERN_API", format!("http://{}", server.running.api_addr))
+        .env(
+            "TERN_SERVER",
+            format!(
+                "tcp://{}",
+                server.running.tcp_addr.expect("service running")
+            ),
+        )
+        .env(
+            "TERN_API",
+            format!(
+                "http://{}",
+                server.running.api_addr.expect("service running")
+            ),
+        )
         .args(args);
     tokio::task::spawn_blocking(move || cmd.output().expect("tern runs"))
         .await

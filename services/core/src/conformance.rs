@@ -170,41 +170,75 @@ pub async fn log_scenarios(log: Arc<dyn EventLog>) {
     sub.commit(&seen[..50]).await.expect("commit");
     drop(sub);
     let committed_past = |d: &crate::log::Delivery| {
-        seen[..50]
-            .iter()
-            .any(|c| c.position.partition == d.position.partition && c.position.offset >= d.position.offset)
+        seen[..50].iter().any(|c| {
+            c.position.partition == d.position.partition && c.position.offset >= d.position.offset
+        })
     };
-    let expected: std::collections::BTreeSet<_> =
-        seen[50..].iter().filter(|d| !committed_past(d)).map(|d| d.position).collect();
-    let mut again = log.subscribe(&topic, "g1", StartFrom::Earliest).await.expect("subscribe");
+    let expected: std::collections::BTreeSet<_> = seen[50..]
+        .iter()
+        .filter(|d| !committed_past(d))
+        .map(|d| d.position)
+        .collect();
+    let mut again = log
+        .subscribe(&topic, "g1", StartFrom::Earliest)
+        .await
+        .expect("subscribe");
     let mut rest = Vec::new();
     // A real broker takes a moment to hand the group its partitions again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !expected.iter().all(|p| rest.iter().any(|r: &crate::log::Delivery| r.position == *p)) {
-        assert!(tokio::time::Instant::now() < deadline, "uncommitted records not handed out again after 30 s");
-        if let Ok(batch) = tokio::time::timeout(Duration::from_millis(500), again.poll(1000)).await {
+    while !expected
+        .iter()
+        .all(|p| rest.iter().any(|r: &crate::log::Delivery| r.position == *p))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "uncommitted records not handed out again after 30 s"
+        );
+        if let Ok(batch) = tokio::time::timeout(Duration::from_millis(500), again.poll(1000)).await
+        {
             rest.extend(batch.expect("poll"));
         }
     }
     for d in &seen[..50] {
-        assert!(!rest.iter().any(|r| r.position == d.position), "committed record {:?} handed out again", d.position);
+        assert!(
+            !rest.iter().any(|r| r.position == d.position),
+            "committed record {:?} handed out again",
+            d.position
+        );
     }
 
     // Another group sees everything.
-    let mut other = log.subscribe(&topic, "g2", StartFrom::Earliest).await.expect("subscribe");
-    let b = tokio::time::timeout(Duration::from_secs(30), other.poll(1000)).await.expect("records").expect("poll");
+    let mut other = log
+        .subscribe(&topic, "g2", StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    let b = tokio::time::timeout(Duration::from_secs(30), other.poll(1000))
+        .await
+        .expect("records")
+        .expect("poll");
     assert!(!b.is_empty());
 
     // A Latest group never sees what was appended before it subscribed,
     // and does see what comes after (once it has its partitions).
-    let mut latest = log.subscribe(&topic, "g3", StartFrom::Latest).await.expect("subscribe");
+    let mut latest = log
+        .subscribe(&topic, "g3", StartFrom::Latest)
+        .await
+        .expect("subscribe");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(tokio::time::Instant::now() < deadline, "a Latest group saw nothing new after 30 s");
-        log.append(&topic, vec![Record::new("new", "fresh")]).await.expect("append");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a Latest group saw nothing new after 30 s"
+        );
+        log.append(&topic, vec![Record::new("new", "fresh")])
+            .await
+            .expect("append");
         if let Ok(b) = tokio::time::timeout(Duration::from_millis(500), latest.poll(1000)).await {
             let b = b.expect("poll");
-            assert!(b.iter().all(|d| &d.value[..] == b"fresh"), "a Latest group got an old record");
+            assert!(
+                b.iter().all(|d| &d.value[..] == b"fresh"),
+                "a Latest group got an old record"
+            );
             break;
         }
     }

@@ -102,6 +102,48 @@ pub struct Settings {
     #[arg(long, env = "TERN_CACHE_MIB")]
     pub cache_mib: Option<usize>,
 
+    /// Event log: "embedded" (a file in data_dir), or, with tern-server,
+    /// "kafka://host:port[,host:port]" [default: embedded].
+    #[arg(long, env = "TERN_EVENT_LOG")]
+    pub event_log: Option<String>,
+
+    /// Message store: "embedded", or, with tern-server,
+    /// "cql://host:port[,host:port]/keyspace" (ScyllaDB or Cassandra) [default: embedded].
+    #[arg(long, env = "TERN_STORE")]
+    pub store: Option<String>,
+
+    /// Route directory: "memory", or, with tern-server, "redis://host:port/db" [default: memory].
+    #[arg(long, env = "TERN_ROUTES")]
+    pub routes: Option<String>,
+
+    /// Services this process runs: any of gateway, persister, router,
+    /// ingest, comma-separated, or all [default: all].
+    #[arg(long, env = "TERN_SERVICES")]
+    pub services: Option<String>,
+
+    /// This node's identity: the gateway's id in the route directory and
+    /// push topic (keep it stable across restarts, e.g. the pod name);
+    /// the API uses "<node_id>.api" [default: local].
+    #[arg(long, env = "TERN_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Prefix of Kafka topic and consumer-group names [default: tern.].
+    #[arg(long, env = "TERN_TOPIC_PREFIX")]
+    pub topic_prefix: Option<String>,
+
+    /// Partitions of the Kafka topics tern creates [default: 12].
+    #[arg(long, env = "TERN_TOPIC_PARTITIONS")]
+    pub topic_partitions: Option<u32>,
+
+    /// Days messages and inbox entries are kept in the CQL store; 0 keeps
+    /// them [default: 0].
+    #[arg(long, env = "TERN_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+
+    /// How often routers remove the routes of dead gateways, in ms [default: 10000].
+    #[arg(long, env = "TERN_SWEEP_EVERY_MS")]
+    pub sweep_every_ms: Option<u64>,
+
     /// Log filter, as RUST_LOG (e.g. "info,tern_gateway=debug") [default: info].
     #[arg(long, env = "TERN_LOG")]
     pub log: Option<String>,
@@ -136,7 +178,8 @@ impl Settings {
             overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
-            log_partitions, cache_mib, log),
+            log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
+            topic_partitions, retention_days, sweep_every_ms, log),
         )
     }
 
@@ -207,6 +250,28 @@ impl Settings {
         if gateway.idle_timeout <= gateway.heartbeat_interval {
             problems.push("idle_timeout_ms must be longer than heartbeat_interval_ms".into());
         }
+        let backends = crate::BackendUrls {
+            event_log: self.event_log.clone().unwrap_or_else(|| "embedded".into()),
+            store: self.store.clone().unwrap_or_else(|| "embedded".into()),
+            routes: self.routes.clone().unwrap_or_else(|| "memory".into()),
+        };
+        let services = crate::Services::parse(self.services.as_deref().unwrap_or("all"))
+            .unwrap_or_else(|e| {
+                problems.push(e);
+                crate::Services::ALL
+            });
+        let node_id = self.node_id.clone().unwrap_or_else(|| "local".into());
+        if tern_core::ids::check_device(&node_id).is_err() {
+            problems.push(format!(
+                "node_id {node_id:?} is invalid: use 1 to 64 of a-z A-Z 0-9 _ - . @"
+            ));
+        }
+        gateway.node_id = node_id.clone();
+        ingest.node_id = format!("{node_id}.api");
+        let distributed = backends != crate::BackendUrls::embedded();
+        if distributed && self.jwt_secret.is_none() {
+            problems.push("jwt_secret is required with distributed backends: every gateway and API node must share it".into());
+        }
         let dev_mode = self.dev_mode.unwrap_or(true);
         ingest.dev_mode = dev_mode;
         if !dev_mode && self.jwt_secret.is_none() {
@@ -226,6 +291,12 @@ impl Settings {
             dev_mode,
             log_partitions,
             cache_mib,
+            backends,
+            services,
+            topic_prefix: self.topic_prefix.unwrap_or_else(|| "tern.".into()),
+            topic_partitions: self.topic_partitions.unwrap_or(12).max(1),
+            retention_days: self.retention_days.unwrap_or(0),
+            sweep_every: Duration::from_millis(self.sweep_every_ms.unwrap_or(10_000).max(100)),
         })
     }
 }

@@ -1,13 +1,16 @@
-//! ternd: every tern service in one process, on embedded backends: the
-//! redb event log and store, the in-memory route directory, one gateway,
-//! the persister, the router and the gRPC API. What `cargo run --bin ternd`
-//! starts, and what small installs and development use.
+//! ternd: the tern services wired together. The `ternd` binary runs all of
+//! them in one process on embedded backends (the redb event log and store,
+//! the in-memory route directory): what `cargo run --bin ternd` starts, and
+//! what small installs and development use. The `tern-server` binary runs
+//! any subset of them on Kafka, ScyllaDB/Cassandra and Redis, with the same
+//! settings; both call [`start_with`].
 
 pub mod config;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tern_core::auth::TokenAuthority;
@@ -22,6 +25,84 @@ use tern_router::Router;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// Which services this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Services {
+    pub gateway: bool,
+    pub persister: bool,
+    pub router: bool,
+    pub ingest: bool,
+}
+
+impl Services {
+    pub const ALL: Services = Services {
+        gateway: true,
+        persister: true,
+        router: true,
+        ingest: true,
+    };
+
+    /// Parses `gateway,persister,router,ingest` or `all`.
+    pub fn parse(list: &str) -> Result<Services, String> {
+        let mut s = Services {
+            gateway: false,
+            persister: false,
+            router: false,
+            ingest: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "all" => s = Services::ALL,
+                "gateway" => s.gateway = true,
+                "persister" => s.persister = true,
+                "router" => s.router = true,
+                "ingest" | "api" => s.ingest = true,
+                other => {
+                    return Err(format!(
+                        "unknown service {other:?}: use gateway, persister, router, ingest or all"
+                    ));
+                }
+            }
+        }
+        if s == (Services {
+            gateway: false,
+            persister: false,
+            router: false,
+            ingest: false,
+        }) {
+            return Err("services lists no service".into());
+        }
+        Ok(s)
+    }
+}
+
+/// Where the three backends are: `embedded` (or `memory` for routes), or a
+/// URL that `tern-server` understands (`kafka://`, `cql://`, `redis://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrls {
+    pub event_log: String,
+    pub store: String,
+    pub routes: String,
+}
+
+impl BackendUrls {
+    pub fn embedded() -> Self {
+        BackendUrls {
+            event_log: "embedded".into(),
+            store: "embedded".into(),
+            routes: "memory".into(),
+        }
+    }
+}
+
+/// The backends, opened.
+#[derive(Clone)]
+pub struct Backends {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn MessageStore>,
+    pub routes: Arc<dyn RouteDirectory>,
+}
+
 /// Everything ternd needs to start (see [`config::Settings`] for the knobs).
 #[derive(Debug, Clone)]
 pub struct TerndConfig {
@@ -33,6 +114,16 @@ pub struct TerndConfig {
     pub log_partitions: u32,
     /// Page cache of the embedded store, MiB (the log gets a quarter of it).
     pub cache_mib: usize,
+    pub backends: BackendUrls,
+    pub services: Services,
+    /// Prefix of Kafka topics and consumer groups.
+    pub topic_prefix: String,
+    /// Partitions of the Kafka topics tern creates.
+    pub topic_partitions: u32,
+    /// Retention of messages and inbox entries in the CQL store, days (0: keep).
+    pub retention_days: u32,
+    /// How often the router sweeps the routes of dead gateways.
+    pub sweep_every: Duration,
 }
 
 impl TerndConfig {
@@ -50,11 +141,12 @@ impl TerndConfig {
     }
 }
 
-/// A started ternd.
+/// A started set of services. Addresses are those actually bound (a port
+/// of 0 in the config becomes a real one); None for a service not run.
 pub struct Running {
-    pub tcp_addr: SocketAddr,
-    pub ws_addr: SocketAddr,
-    pub api_addr: SocketAddr,
+    pub tcp_addr: Option<SocketAddr>,
+    pub ws_addr: Option<SocketAddr>,
+    pub api_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
 }
@@ -79,65 +171,107 @@ fn token_secret(config: &TerndConfig) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// Opens the embedded backends, binds every listener and starts every service.
-pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
+/// Opens the embedded backends named by `config.backends`; any other kind
+/// needs the `tern-server` binary, which links the Kafka, CQL and Redis clients.
+pub fn open_embedded(config: &TerndConfig) -> anyhow::Result<Backends> {
+    let b = &config.backends;
+    for (what, url, embedded) in [
+        ("event_log", &b.event_log, "embedded"),
+        ("store", &b.store, "embedded"),
+        ("routes", &b.routes, "memory"),
+    ] {
+        if url != embedded {
+            anyhow::bail!(
+                "{what} = {url:?} is not available in ternd, which runs embedded backends only: run tern-server for kafka://, cql:// and redis://"
+            );
+        }
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let in_use = || format!("is another ternd using {}?", config.data_dir.display());
-    let log: Arc<dyn EventLog> = Arc::new(
-        EmbeddedLog::open(&EmbeddedLogConfig {
-            path: EmbeddedLog::path_in(&config.data_dir),
-            partitions: config.log_partitions,
-            cache_bytes: config.cache_mib << 20 >> 2,
-        })
-        .with_context(in_use)?,
-    );
-    let store: Arc<dyn MessageStore> = Arc::new(
-        EmbeddedStore::open(&config.data_dir.join("store.redb"), config.cache_mib << 20)
-            .with_context(in_use)?,
-    );
-    let routes: Arc<dyn RouteDirectory> = Arc::new(MemoryRoutes::new());
-    let auth = TokenAuthority::new(token_secret(&config)?);
+    let log = EmbeddedLog::open(&EmbeddedLogConfig {
+        path: EmbeddedLog::path_in(&config.data_dir),
+        partitions: config.log_partitions,
+        cache_bytes: config.cache_mib << 20 >> 2,
+    })
+    .with_context(in_use)?;
+    let store = EmbeddedStore::open(&config.data_dir.join("store.redb"), config.cache_mib << 20)
+        .with_context(in_use)?;
+    Ok(Backends {
+        log: Arc::new(log),
+        store: Arc::new(store),
+        routes: Arc::new(MemoryRoutes::new()),
+    })
+}
 
-    let gateway = Gateway::bind(
-        config.gateway.clone(),
-        GatewayDeps {
+/// Opens the embedded backends and starts every configured service.
+pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
+    let backends = open_embedded(&config)?;
+    start_with(config, backends).await
+}
+
+/// Binds the listeners of the configured services and starts them on `backends`.
+pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Result<Running> {
+    let Backends { log, store, routes } = backends;
+    if config.jwt_secret.is_none() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+    }
+    let auth = TokenAuthority::new(token_secret(&config)?);
+    let services = config.services;
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let (mut tcp_addr, mut ws_addr, mut api_addr) = (None, None, None);
+
+    if services.gateway {
+        let deps = GatewayDeps {
             log: log.clone(),
             store: store.clone(),
             routes: routes.clone(),
             auth: auth.clone(),
-        },
-    )
-    .await?;
-    let mut ingest_config = config.ingest.clone();
-    ingest_config.dev_mode = config.dev_mode;
-    let ingest = Ingest::bind(
-        ingest_config.clone(),
-        IngestDeps {
+        };
+        let gateway = Gateway::bind(config.gateway.clone(), deps).await?;
+        tcp_addr = Some(gateway.tcp_addr());
+        ws_addr = Some(gateway.ws_addr());
+        let r = rx.clone();
+        tasks.spawn(async move { ("gateway", gateway.run(r).await.map_err(Into::into)) });
+    }
+    if services.ingest {
+        let mut ingest_config = config.ingest.clone();
+        ingest_config.dev_mode = config.dev_mode;
+        let deps = IngestDeps {
             log: log.clone(),
             store: store.clone(),
             auth,
-        },
-    )
-    .await
-    .with_context(|| format!("cannot listen on {}", ingest_config.listen))?;
-
-    let (shutdown, rx) = watch::channel(false);
-    let running_addrs = (gateway.tcp_addr(), gateway.ws_addr(), ingest.local_addr());
-    let mut tasks = JoinSet::new();
-    let persister = Persister::new(log.clone(), store.clone());
-    let r = rx.clone();
-    tasks.spawn(async move { ("persister", persister.run(r).await.map_err(Into::into)) });
-    let router = Router::new(log.clone(), store.clone(), routes.clone());
-    let r = rx.clone();
-    tasks.spawn(async move { ("router", router.run(r).await.map_err(Into::into)) });
-    let r = rx.clone();
-    tasks.spawn(async move { ("gateway", gateway.run(r).await.map_err(Into::into)) });
-    let r = rx.clone();
-    tasks.spawn(async move { ("api", ingest.run(r).await.map_err(|e| anyhow::anyhow!(e))) });
-
-    let (tcp_addr, ws_addr, api_addr) = running_addrs;
-    tracing::info!(%tcp_addr, %ws_addr, %api_addr, data_dir = %config.data_dir.display(), dev_mode = config.dev_mode, "ternd started");
+        };
+        let ingest = Ingest::bind(ingest_config.clone(), deps)
+            .await
+            .with_context(|| format!("cannot listen on {}", ingest_config.listen))?;
+        api_addr = Some(ingest.local_addr());
+        let r = rx.clone();
+        tasks.spawn(async move { ("api", ingest.run(r).await.map_err(|e| anyhow::anyhow!(e))) });
+    }
+    if services.persister {
+        let persister = Persister::new(log.clone(), store.clone());
+        let r = rx.clone();
+        tasks.spawn(async move { ("persister", persister.run(r).await.map_err(Into::into)) });
+    }
+    if services.router {
+        let router = Router::new(log.clone(), store.clone(), routes.clone());
+        let r = rx.clone();
+        tasks.spawn(async move { ("router", router.run(r).await.map_err(Into::into)) });
+        let (r, every, routes) = (rx.clone(), config.sweep_every, routes.clone());
+        tasks.spawn(async move {
+            tern_router::sweep_routes(routes, every, r).await;
+            ("route sweeper", Ok(()))
+        });
+    }
+    tracing::info!(
+        tcp = ?tcp_addr, ws = ?ws_addr, api = ?api_addr, ?services,
+        event_log = %config.backends.event_log, store = %config.backends.store, routes = %config.backends.routes,
+        dev_mode = config.dev_mode, "tern started"
+    );
     Ok(Running {
         tcp_addr,
         ws_addr,
@@ -171,5 +305,77 @@ impl Running {
             }
         }
         Ok(())
+    }
+}
+
+/// EX_USAGE: the configuration cannot be used.
+pub const EXIT_CONFIG: i32 = 64;
+
+/// What both binaries do in `main`: read the settings (flags, `TERN_*`,
+/// the TOML file), set up logging, open the backends with `open`, start
+/// the services, and run until SIGINT/SIGTERM (then shut down cleanly) or
+/// until a service fails. Returns the process exit code.
+pub async fn main_with<F, Fut>(name: &str, open: F) -> i32
+where
+    F: FnOnce(TerndConfig) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(TerndConfig, Backends)>>,
+{
+    use clap::Parser as _;
+    let settings = config::Settings::parse();
+    let filter = settings.log.clone().unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match settings.with_file().and_then(|s| s.resolve()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    // Thousands of client connections need thousands of file descriptors.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let started = async {
+        let (config, backends) = open(config).await?;
+        start_with(config, backends).await
+    };
+    let mut running = match started.await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start: {e:#}");
+            return 1;
+        }
+    };
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: cannot watch SIGTERM: {e}");
+            return 1;
+        }
+    };
+    let outcome = tokio::select! {
+        r = running.wait() => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    match outcome {
+        Some(Err(e)) => {
+            eprintln!("{name}: {e:#}");
+            1
+        }
+        Some(Ok(())) => 0,
+        None => {
+            tracing::info!("shutting down");
+            match running.shutdown().await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{name}: shutdown: {e:#}");
+                    1
+                }
+            }
+        }
     }
 }

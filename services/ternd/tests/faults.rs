@@ -106,7 +106,7 @@ async fn a_message_acknowledged_before_sigkill_is_delivered_after_restart() {
 async fn a_malformed_frame_gets_an_error_and_a_close_while_others_are_served() {
     let server = Server::start().await;
     let bob = server.login("bob", "phone").await;
-    let mut raw = Raw::connect(server.running.tcp_addr).await;
+    let mut raw = Raw::connect(server.running.tcp_addr.expect("service running")).await;
     raw.write_frame(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]).await;
     let err = raw
         .read_until_closed()
@@ -123,7 +123,7 @@ async fn a_malformed_frame_gets_an_error_and_a_close_while_others_are_served() {
 #[tokio::test]
 async fn a_frame_over_the_limit_is_refused_before_it_is_read() {
     let server = Server::start().await;
-    let mut raw = Raw::connect(server.running.tcp_addr).await;
+    let mut raw = Raw::connect(server.running.tcp_addr.expect("service running")).await;
     use tokio::io::AsyncWriteExt;
     // Announce 100 MiB and send nothing more: the gateway must not wait for (or buffer) it.
     raw.stream
@@ -158,7 +158,7 @@ async fn a_websocket_text_message_is_refused() {
 #[tokio::test]
 async fn frames_before_login_are_refused_and_login_must_come_in_time() {
     let server = Server::start_with(|c| c.gateway.login_timeout = Duration::from_millis(300)).await;
-    let mut raw = Raw::connect(server.running.tcp_addr).await;
+    let mut raw = Raw::connect(server.running.tcp_addr.expect("service running")).await;
     raw.write(client_frame::Kind::Send(Send {
         client_msg_id: "x".into(),
         ..Default::default()
@@ -185,7 +185,7 @@ async fn an_idle_connection_is_closed_with_a_reason() {
     })
     .await;
     let token = server.token("bob").await;
-    let mut raw = Raw::connect(server.running.tcp_addr).await;
+    let mut raw = Raw::connect(server.running.tcp_addr.expect("service running")).await;
     raw.write(login_frame(&token, "phone")).await;
     let err = raw.read_until_closed().await.expect("error frame");
     assert_eq!(err.code(), ErrorCode::IdleTimeout, "{err:?}");
@@ -204,7 +204,7 @@ async fn an_idle_connection_is_closed_with_a_reason() {
 async fn a_second_login_of_the_same_device_replaces_the_first() {
     let server = Server::start().await;
     let token = server.token("bob").await;
-    let mut first = Raw::connect(server.running.tcp_addr).await;
+    let mut first = Raw::connect(server.running.tcp_addr.expect("service running")).await;
     first.write(login_frame(&token, "phone")).await;
     assert!(matches!(
         first.read().await,
@@ -227,7 +227,10 @@ async fn a_client_that_stops_reading_is_disconnected_with_a_reason() {
     // bob's socket has a tiny receive buffer, and bob stops reading after login.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.running.tcp_addr).await.unwrap();
+    let stream = socket
+        .connect(server.running.tcp_addr.expect("service running"))
+        .await
+        .unwrap();
     let mut bob = Raw::from_stream(stream);
     bob.write(login_frame(&token, "phone")).await;
     assert!(matches!(

@@ -32,15 +32,15 @@ impl Server {
     }
 
     pub fn tcp(&self) -> String {
-        format!("tcp://{}", self.running.tcp_addr)
+        format!("tcp://{}", self.running.tcp_addr.expect("service running"))
     }
 
     pub fn ws(&self) -> String {
-        format!("ws://{}/", self.running.ws_addr)
+        format!("ws://{}/", self.running.ws_addr.expect("service running"))
     }
 
     pub fn api(&self) -> String {
-        format!("http://{}", self.running.api_addr)
+        format!("http://{}", self.running.api_addr.expect("service running"))
     }
 
     pub async fn token(&self, user: &str) -> String {

@@ -1,0 +1,90 @@
+//! `tern-server`: the tern services on the backends large deployments run.
+//!
+//! Same settings as `ternd` (flags, `TERN_*` variables, TOML file); the
+//! backends are picked by URL: `event_log = "kafka://…"`,
+//! `store = "cql://…/keyspace"`, `routes = "redis://…"` (each may also stay
+//! embedded), and `services` picks what this process runs, so a deployment
+//! runs e.g. two `--services gateway` processes, one persister, one router
+//! and one ingest, each scaled on its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tern_core::log::EventLog;
+use tern_core::routes::RouteDirectory;
+use tern_core::store::MessageStore;
+use ternd::{Backends, TerndConfig};
+
+async fn open(config: TerndConfig) -> anyhow::Result<(TerndConfig, Backends)> {
+    // Embedded parts, if any, come from ternd's own opener.
+    let needs_embedded =
+        config.backends.event_log == "embedded" || config.backends.store == "embedded";
+    let embedded = if needs_embedded {
+        let mut only_embedded = config.clone();
+        only_embedded.backends = ternd::BackendUrls::embedded();
+        Some(ternd::open_embedded(&only_embedded)?)
+    } else {
+        None
+    };
+    let b = &config.backends;
+    let log: Arc<dyn EventLog> = match b.event_log.split_once("://") {
+        _ if b.event_log == "embedded" => embedded.as_ref().expect("opened above").log.clone(),
+        Some(("kafka", brokers)) => {
+            let mut c = tern_kafka::KafkaLogConfig::new(brokers.trim_end_matches('/'));
+            c.prefix = config.topic_prefix.clone();
+            c.partitions = config.topic_partitions as i32;
+            Arc::new(
+                tern_kafka::KafkaLog::connect(c)
+                    .await
+                    .context("event log")?,
+            )
+        }
+        _ => bail!(
+            "event_log {:?} is not understood: use embedded or kafka://host:port[,host:port]",
+            b.event_log
+        ),
+    };
+    let store: Arc<dyn MessageStore> = match b.store.split_once("://") {
+        _ if b.store == "embedded" => embedded.as_ref().expect("opened above").store.clone(),
+        Some(("cql", rest)) => {
+            let Some((nodes, keyspace)) = rest.split_once('/') else {
+                bail!(
+                    "store {:?} names no keyspace: use cql://host:port[,host:port]/keyspace",
+                    b.store
+                );
+            };
+            let mut c = tern_scylla::ScyllaStoreConfig::new(nodes, keyspace);
+            c.nodes = nodes.split(',').map(str::to_owned).collect();
+            c.retention = (config.retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(config.retention_days) * 86_400));
+            Arc::new(
+                tern_scylla::ScyllaStore::connect(&c)
+                    .await
+                    .context("message store")?,
+            )
+        }
+        _ => bail!(
+            "store {:?} is not understood: use embedded or cql://host:port[,host:port]/keyspace",
+            b.store
+        ),
+    };
+    let routes: Arc<dyn RouteDirectory> = match b.routes.split_once("://") {
+        _ if b.routes == "memory" => Arc::new(tern_core::embedded::MemoryRoutes::new()),
+        Some(("redis", _)) => Arc::new(
+            tern_redis::RedisRoutes::connect(&tern_redis::RedisRoutesConfig::new(&b.routes))
+                .await
+                .context("route directory")?,
+        ),
+        _ => bail!(
+            "routes {:?} is not understood: use memory or redis://host:port/db",
+            b.routes
+        ),
+    };
+    Ok((config, Backends { log, store, routes }))
+}
+
+#[tokio::main]
+async fn main() {
+    std::process::exit(ternd::main_with("tern-server", open).await);
+}
