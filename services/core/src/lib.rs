@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod ids;
 pub mod log;
+pub mod metrics;
 pub mod routes;
 pub mod stage;
 pub mod store;

@@ -61,6 +61,7 @@ pub async fn run_stage(
             match handler.handle(&batch).await {
                 Ok(()) => break,
                 Err(error) => {
+                    crate::metrics::STAGE_RETRIES.inc(name);
                     tracing::warn!(stage = name, records = batch.len(), %error, retry_in_ms = backoff.as_millis() as u64, "batch failed; retrying the same batch");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -71,6 +72,8 @@ pub async fn run_stage(
                 }
             }
         }
+        crate::metrics::STAGE_BATCHES.inc(name);
+        crate::metrics::STAGE_RECORDS.add(name, batch.len() as u64);
         // Retry commits too: a commit lost to a crash only means a harmless replay.
         let mut backoff = config.min_backoff;
         while let Err(error) = subscription.commit(&batch).await {

@@ -43,7 +43,7 @@ use tern_core::proto::records::{InboundRecord, Origin, Receipt};
 use tern_core::routes::Route;
 use tern_core::stage::stopped;
 use tern_core::store::load_entries;
-use tern_core::{now_ms, topics};
+use tern_core::{metrics, now_ms, topics};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -166,7 +166,12 @@ pub(crate) async fn serve(
             awaiting: HashMap::new(),
             deadlines: VecDeque::new(),
         };
+        metrics::CONNECTIONS.inc();
         let close = session.run(reader, shutdown).await;
+        metrics::CONNECTIONS.dec();
+        if let Close::Fatal(code, _) = &close {
+            metrics::DISCONNECTS.inc(code.as_str_name());
+        }
         tracing::debug!(?close, "connection closing");
         if let Close::Fatal(code, message) = close {
             let frame = tern_wire::encode_server(server_frame::Kind::Error(ErrorFrame {
@@ -440,6 +445,7 @@ impl Session {
             send_only: login.send_only,
         });
         tracing::info!(%user, %device, send_only = login.send_only, "logged in");
+        metrics::LOGINS.inc();
 
         // The route first, then the cursor and inbox: whatever is appended
         // after our read is pushed to us live (see the module docs).
@@ -587,6 +593,7 @@ impl Session {
         tracing::debug!(%message_id, conversation = %conversation_id, client_msg_id = %cmid, "message accepted");
         let deadline = Instant::now() + self.shared.config.receipt_timeout;
         self.awaiting.insert(cmid.clone(), (deadline, 1));
+        metrics::SENDS.inc();
         self.deadlines.push_back((deadline, cmid.clone()));
         let log = self.shared.deps.log.clone();
         self.appends.push(
@@ -770,8 +777,13 @@ impl Session {
         let codec = self.login.as_ref().map_or(Codec::None, |l| l.codec);
         let first_cursor = messages.first().map_or(through, |m| m.cursor);
         let count = messages.len();
+        let raw_len: usize = messages.iter().map(|m| m.encoded_len() + 2).sum();
         let (used, payload) =
             tern_wire::pack_batch(messages, codec, self.shared.config.compress_min_bytes);
+        metrics::PUSHES.inc();
+        metrics::PUSHED_MESSAGES.add(count as u64);
+        metrics::PUSH_RAW_BYTES.add(raw_len as u64);
+        metrics::PUSH_PAYLOAD_BYTES.add(payload.len() as u64);
         let frame = tern_wire::encode_server(server_frame::Kind::Push(Push {
             first_cursor,
             last_cursor: through,
@@ -797,6 +809,7 @@ impl Session {
     }
 
     async fn on_ack(&mut self, cursor: u64) -> Result<(), Close> {
+        metrics::ACKS.inc();
         if cursor > self.last_pushed {
             let msg = format!(
                 "ack for cursor {cursor}, but the last cursor pushed is {}",
@@ -924,6 +937,7 @@ impl Session {
             .collect();
         for frame in resend {
             tracing::debug!("re-sending un-ACKed push");
+            metrics::PUSHES.inc();
             self.emit_bytes(frame)?;
         }
         while let Some((at, _)) = self.deadlines.front() {

@@ -146,6 +146,30 @@ impl KafkaLog {
                 }
             }
         }
+        // A topic just created takes a moment to appear in the brokers'
+        // metadata; a consumer subscribing before that logs errors.
+        let (probe, name) = (self.producer.clone(), topic.to_owned());
+        let visible = tokio::task::spawn_blocking(move || {
+            (0..50).any(|_| {
+                let found = probe
+                    .client()
+                    .fetch_metadata(Some(&name), Duration::from_secs(1))
+                    .is_ok_and(|m| {
+                        m.topics().iter().any(|t| {
+                            t.name() == name && t.error().is_none() && !t.partitions().is_empty()
+                        })
+                    });
+                if !found {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                found
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if !visible {
+            tracing::warn!(%topic, "topic not yet visible in the brokers' metadata");
+        }
         self.created
             .lock()
             .expect("topic set poisoned")

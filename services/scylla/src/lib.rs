@@ -135,7 +135,7 @@ impl ScyllaStore {
         cql!("create keyspace", session.query_unpaged(create, &[]))?;
         cql!("use keyspace", session.use_keyspace(ks.as_str(), false))?;
         migrate(&session).await?;
-        let st = prepare(&session).await?;
+        let st = prepare(&session, ks).await?;
         let ttl = config
             .retention
             .map_or(0, |d| d.as_secs().min(i32::MAX as u64) as i32);
@@ -203,32 +203,37 @@ fn statements(text: &str) -> Vec<String> {
         .collect()
 }
 
-async fn prepare(s: &Session) -> Result<Statements, StoreError> {
-    let p = |q: &'static str| async move {
-        s.prepare(q)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("prepare {q:?}: {e}")))
+async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> {
+    // Table names qualified with the keyspace: prepared statements that lean
+    // on `USE` are ambiguous (and Cassandra warns about each).
+    let p = |q: &'static str| {
+        let q = q.replace("{ks}", keyspace);
+        async move {
+            s.prepare(q.clone())
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("prepare {q:?}: {e}")))
+        }
     };
     Ok(Statements {
-        insert_message: p("INSERT INTO messages (message_id, conversation, seq, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?").await?,
-        select_message: p("SELECT message_id, conversation, seq, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms FROM messages WHERE message_id = ?").await?,
-        select_idempotency: p("SELECT message_id FROM idempotency WHERE sender_user = ? AND client_msg_id = ?").await?,
-        insert_idempotency: p("INSERT INTO idempotency (sender_user, client_msg_id, message_id) VALUES (?, ?, ?) USING TTL ?").await?,
-        select_head: p("SELECT last_seq FROM conversation_heads WHERE conversation = ?").await?,
-        update_head: p("UPDATE conversation_heads SET last_seq = ? WHERE conversation = ?").await?,
-        select_history_at: p("SELECT message_id FROM history WHERE conversation = ? AND bucket = ? AND seq = ?").await?,
-        insert_history: p("INSERT INTO history (conversation, bucket, seq, message_id) VALUES (?, ?, ?, ?) USING TTL ?").await?,
-        select_history_page: p("SELECT seq, message_id FROM history WHERE conversation = ? AND bucket = ? AND seq < ? LIMIT ?").await?,
-        select_inbox_index: p("SELECT cursor FROM inbox_index WHERE user_id = ? AND message_id = ?").await?,
-        insert_inbox_index: p("INSERT INTO inbox_index (user_id, message_id, cursor) VALUES (?, ?, ?) USING TTL ?").await?,
-        insert_inbox: p("INSERT INTO inbox (user_id, bucket, cursor, message_id, conversation) VALUES (?, ?, ?, ?, ?) USING TTL ?").await?,
-        insert_inbox_bucket: p("INSERT INTO inbox_buckets (user_id, bucket) VALUES (?, ?) USING TTL ?").await?,
-        select_inbox_buckets_from: p("SELECT bucket FROM inbox_buckets WHERE user_id = ? AND bucket >= ?").await?,
-        select_last_inbox_bucket: p("SELECT bucket FROM inbox_buckets WHERE user_id = ? ORDER BY bucket DESC LIMIT 1").await?,
-        select_inbox_page: p("SELECT cursor, message_id, conversation FROM inbox WHERE user_id = ? AND bucket = ? AND cursor > ? LIMIT ?").await?,
-        select_last_inbox_cursor: p("SELECT cursor FROM inbox WHERE user_id = ? AND bucket = ? ORDER BY cursor DESC LIMIT 1").await?,
-        select_cursor: p("SELECT cursor FROM cursors WHERE user_id = ? AND device = ?").await?,
-        update_cursor: p("UPDATE cursors SET cursor = ? WHERE user_id = ? AND device = ?").await?,
+        insert_message: p("INSERT INTO {ks}.messages (message_id, conversation, seq, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?").await?,
+        select_message: p("SELECT message_id, conversation, seq, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms FROM {ks}.messages WHERE message_id = ?").await?,
+        select_idempotency: p("SELECT message_id FROM {ks}.idempotency WHERE sender_user = ? AND client_msg_id = ?").await?,
+        insert_idempotency: p("INSERT INTO {ks}.idempotency (sender_user, client_msg_id, message_id) VALUES (?, ?, ?) USING TTL ?").await?,
+        select_head: p("SELECT last_seq FROM {ks}.conversation_heads WHERE conversation = ?").await?,
+        update_head: p("UPDATE {ks}.conversation_heads SET last_seq = ? WHERE conversation = ?").await?,
+        select_history_at: p("SELECT message_id FROM {ks}.history WHERE conversation = ? AND bucket = ? AND seq = ?").await?,
+        insert_history: p("INSERT INTO {ks}.history (conversation, bucket, seq, message_id) VALUES (?, ?, ?, ?) USING TTL ?").await?,
+        select_history_page: p("SELECT seq, message_id FROM {ks}.history WHERE conversation = ? AND bucket = ? AND seq < ? LIMIT ?").await?,
+        select_inbox_index: p("SELECT cursor FROM {ks}.inbox_index WHERE user_id = ? AND message_id = ?").await?,
+        insert_inbox_index: p("INSERT INTO {ks}.inbox_index (user_id, message_id, cursor) VALUES (?, ?, ?) USING TTL ?").await?,
+        insert_inbox: p("INSERT INTO {ks}.inbox (user_id, bucket, cursor, message_id, conversation) VALUES (?, ?, ?, ?, ?) USING TTL ?").await?,
+        insert_inbox_bucket: p("INSERT INTO {ks}.inbox_buckets (user_id, bucket) VALUES (?, ?) USING TTL ?").await?,
+        select_inbox_buckets_from: p("SELECT bucket FROM {ks}.inbox_buckets WHERE user_id = ? AND bucket >= ?").await?,
+        select_last_inbox_bucket: p("SELECT bucket FROM {ks}.inbox_buckets WHERE user_id = ? ORDER BY bucket DESC LIMIT 1").await?,
+        select_inbox_page: p("SELECT cursor, message_id, conversation FROM {ks}.inbox WHERE user_id = ? AND bucket = ? AND cursor > ? LIMIT ?").await?,
+        select_last_inbox_cursor: p("SELECT cursor FROM {ks}.inbox WHERE user_id = ? AND bucket = ? ORDER BY cursor DESC LIMIT 1").await?,
+        select_cursor: p("SELECT cursor FROM {ks}.cursors WHERE user_id = ? AND device = ?").await?,
+        update_cursor: p("UPDATE {ks}.cursors SET cursor = ? WHERE user_id = ? AND device = ?").await?,
     })
 }
 

@@ -144,6 +144,11 @@ pub struct Settings {
     #[arg(long, env = "TERN_SWEEP_EVERY_MS")]
     pub sweep_every_ms: Option<u64>,
 
+    /// Address of the admin endpoints /healthz, /readyz and /metrics;
+    /// "off" serves none [default: 127.0.0.1:7403].
+    #[arg(long, env = "TERN_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+
     /// Log filter, as RUST_LOG (e.g. "info,tern_gateway=debug") [default: info].
     #[arg(long, env = "TERN_LOG")]
     pub log: Option<String>,
@@ -179,7 +184,7 @@ impl Settings {
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
-            topic_partitions, retention_days, sweep_every_ms, log),
+            topic_partitions, retention_days, sweep_every_ms, admin_listen, log),
         )
     }
 
@@ -272,6 +277,16 @@ impl Settings {
         if distributed && self.jwt_secret.is_none() {
             problems.push("jwt_secret is required with distributed backends: every gateway and API node must share it".into());
         }
+        let admin_listen = match self.admin_listen.as_deref() {
+            Some("off") => None,
+            Some(a) => a.parse().map(Some).unwrap_or_else(|_| {
+                problems.push(format!(
+                    "admin_listen {a:?} is not an address (host:port) or \"off\""
+                ));
+                None
+            }),
+            None => Some("127.0.0.1:7403".parse().expect("valid address")),
+        };
         let dev_mode = self.dev_mode.unwrap_or(true);
         ingest.dev_mode = dev_mode;
         if !dev_mode && self.jwt_secret.is_none() {
@@ -297,6 +312,7 @@ impl Settings {
             topic_partitions: self.topic_partitions.unwrap_or(12).max(1),
             retention_days: self.retention_days.unwrap_or(0),
             sweep_every: Duration::from_millis(self.sweep_every_ms.unwrap_or(10_000).max(100)),
+            admin_listen,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! any subset of them on Kafka, ScyllaDB/Cassandra and Redis, with the same
 //! settings; both call [`start_with`].
 
+pub mod admin;
 pub mod config;
 
 use std::net::SocketAddr;
@@ -124,6 +125,8 @@ pub struct TerndConfig {
     pub retention_days: u32,
     /// How often the router sweeps the routes of dead gateways.
     pub sweep_every: Duration,
+    /// Address of /healthz, /readyz and /metrics; None serves none.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl TerndConfig {
@@ -137,6 +140,7 @@ impl TerndConfig {
         c.gateway.tcp_listen = any;
         c.gateway.ws_listen = any;
         c.ingest.listen = any;
+        c.admin_listen = Some(any);
         c
     }
 }
@@ -147,6 +151,9 @@ pub struct Running {
     pub tcp_addr: Option<SocketAddr>,
     pub ws_addr: Option<SocketAddr>,
     pub api_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    /// What /readyz reports; false again once shutting down.
+    ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
 }
@@ -222,7 +229,21 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
     let services = config.services;
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let (mut tcp_addr, mut ws_addr, mut api_addr) = (None, None, None);
+    let (mut tcp_addr, mut ws_addr, mut api_addr, mut admin_addr) = (None, None, None, None);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(listen) = config.admin_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        admin_addr = Some(listener.local_addr()?);
+        let (r, ready) = (rx.clone(), ready.clone());
+        tasks.spawn(async move {
+            (
+                "admin",
+                admin::serve(listener, ready, r).await.map_err(Into::into),
+            )
+        });
+    }
 
     if services.gateway {
         let deps = GatewayDeps {
@@ -272,10 +293,13 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         event_log = %config.backends.event_log, store = %config.backends.store, routes = %config.backends.routes,
         dev_mode = config.dev_mode, "tern started"
     );
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(Running {
         tcp_addr,
         ws_addr,
         api_addr,
+        admin_addr,
+        ready,
         shutdown,
         tasks,
     })
@@ -294,6 +318,8 @@ impl Running {
 
     /// Stops accepting, tells clients to reconnect, stops the stages.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         while let Some(done) = self.tasks.join_next().await {
             match done {

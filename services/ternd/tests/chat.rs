@@ -372,3 +372,43 @@ async fn sync_pulls_pages_and_rejects_a_cursor_past_the_end() {
     let err = bob.sync(1 << 40, 10).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::BadCursor), "{err}");
 }
+
+/// A plain HTTP/1.1 GET; returns (status code, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let server = Server::start().await;
+    let admin = server.running.admin_addr.expect("admin endpoints on");
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    let alice = server.login("alice", "phone").await;
+    alice.send_to("bob", "counted").await.unwrap();
+    let (status, metrics) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "tern_gateway_connections ",
+        "tern_gateway_sends_total ",
+        "# TYPE tern_stage_records_total counter",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    assert_eq!(http_get(admin, "/nope").await.0, 404);
+}

@@ -33,6 +33,7 @@ async fn spawn_ternd(dir: &std::path::Path, ports: (u16, u16, u16)) -> Ternd {
         .args(["--tcp-listen", &format!("127.0.0.1:{}", ports.0)])
         .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
         .args(["--api-listen", &format!("127.0.0.1:{}", ports.2)])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .env("TERN_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
