@@ -108,6 +108,8 @@ impl Cluster {
                 dir.to_str().unwrap(),
                 "--sweep-every-ms",
                 "1000",
+                "--admin-listen",
+                "127.0.0.1:0",
             ]
             .iter()
             .map(|s| s.to_string())
