@@ -32,3 +32,10 @@ if ! cargo test --workspace --locked -- --test-threads "${TEST_THREADS:-2}"; the
     infra/logs >&2 || true
     exit 1
 fi
+
+# Last, alone: tests that pause or restart the shared servers.
+if ! TERN_TEST_OUTAGES=1 cargo test -p tern-server --locked --test outages -- --test-threads 1; then
+    echo "outage tests failed; server logs follow" >&2
+    infra/logs >&2 || true
+    exit 1
+fi

@@ -253,10 +253,20 @@ pub async fn route_scenarios(routes: Arc<dyn RouteDirectory>) {
         gateway: gw.into(),
     };
     let ttl = Duration::from_secs(30);
-    routes
-        .register(&r(&alice, "phone", "gw1"), ttl)
-        .await
-        .unwrap();
+    assert!(
+        routes
+            .register(&r(&alice, "phone", "gw1"), ttl)
+            .await
+            .unwrap(),
+        "a new route is reported missing"
+    );
+    assert!(
+        !routes
+            .register(&r(&alice, "phone", "gw1"), ttl)
+            .await
+            .unwrap(),
+        "a renewal is not"
+    );
     routes
         .register(&r(&alice, "laptop", "gw2"), ttl)
         .await
@@ -345,5 +355,19 @@ pub async fn route_scenarios(routes: Arc<dyn RouteDirectory>) {
             .unwrap()
             .is_empty(),
         "expired route still listed"
+    );
+    assert!(
+        routes
+            .register(&r(&bob, "tablet", "gw1"), ttl)
+            .await
+            .unwrap(),
+        "renewing an expired route reports it missing: the device may have missed pushes"
+    );
+    assert!(
+        routes
+            .register(&r(&bob, "tablet", "gw2"), ttl)
+            .await
+            .unwrap(),
+        "a route that pointed at another gateway was missing here"
     );
 }

@@ -26,7 +26,10 @@ pub struct Route {
 pub trait RouteDirectory: Send + Sync + 'static {
     /// Records (or renews) that `route.device` of `route.user` is on
     /// `route.gateway`, for `ttl`: a gateway that dies stops renewing.
-    async fn register(&self, route: &Route, ttl: Duration) -> Result<(), RouteError>;
+    /// Returns true if the route was not there (new, expired, lost in a
+    /// directory restart, or pointing elsewhere): pushes may have been
+    /// missed meanwhile, so the device should catch up from its inbox.
+    async fn register(&self, route: &Route, ttl: Duration) -> Result<bool, RouteError>;
 
     /// Removes the route, but only if it still points at `route.gateway`
     /// (the device may have moved to another gateway meanwhile).

@@ -51,10 +51,28 @@ pub async fn run_stage(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LogError> {
     let name = config.name;
+    let mut poll_backoff = config.min_backoff;
     loop {
-        let batch = tokio::select! {
-            b = subscription.poll(config.max_batch) => b?,
+        let polled = tokio::select! {
+            b = subscription.poll(config.max_batch) => b,
             _ = stopped(&mut shutdown) => return Ok(()),
+        };
+        let batch = match polled {
+            Ok(b) => {
+                poll_backoff = config.min_backoff;
+                b
+            }
+            Err(LogError::Closed) => return Err(LogError::Closed),
+            // A broker outage is not the end of the stage: wait, poll again.
+            Err(error) => {
+                tracing::warn!(stage = name, %error, retry_in_ms = poll_backoff.as_millis() as u64, "poll failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(poll_backoff) => {}
+                    _ = stopped(&mut shutdown) => return Ok(()),
+                }
+                poll_backoff = (poll_backoff * 2).min(config.max_backoff);
+                continue;
+            }
         };
         let mut backoff = config.min_backoff;
         loop {
@@ -92,4 +110,91 @@ pub async fn run_stage(
 /// of tasks that must be `Send`.
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::log::Position;
+
+    /// Fails its first poll (a broker outage), then hands out one record.
+    struct Flaky {
+        polls: usize,
+        committed: Arc<Mutex<Vec<u64>>>,
+    }
+
+    #[async_trait]
+    impl Subscription for Flaky {
+        async fn poll(&mut self, _max: usize) -> Result<Vec<Delivery>, LogError> {
+            self.polls += 1;
+            match self.polls {
+                1 => Err(LogError::Unavailable("all brokers down".into())),
+                2 => Ok(vec![Delivery {
+                    position: Position {
+                        partition: 0,
+                        offset: 7,
+                    },
+                    key: Bytes::new(),
+                    value: Bytes::new(),
+                }]),
+                _ => std::future::pending().await,
+            }
+        }
+
+        async fn commit(&mut self, done: &[Delivery]) -> Result<(), LogError> {
+            self.committed
+                .lock()
+                .unwrap()
+                .extend(done.iter().map(|d| d.position.offset));
+            Ok(())
+        }
+    }
+
+    /// Fails its first batch (a store outage), then succeeds.
+    struct FailsOnce(usize);
+
+    #[async_trait]
+    impl BatchHandler for FailsOnce {
+        async fn handle(&mut self, _batch: &[Delivery]) -> Result<(), String> {
+            self.0 += 1;
+            if self.0 == 1 {
+                Err("store down".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn outages_of_the_log_and_of_the_handler_are_retried_not_fatal() {
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let sub = Box::new(Flaky {
+            polls: 0,
+            committed: committed.clone(),
+        });
+        let (stop, stopped_rx) = watch::channel(false);
+        let stage = tokio::spawn(run_stage(
+            StageConfig::new("test"),
+            sub,
+            FailsOnce(0),
+            stopped_rx,
+        ));
+        while committed.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            *committed.lock().unwrap(),
+            vec![7],
+            "committed once handled"
+        );
+        stop.send(true).unwrap();
+        assert!(
+            stage.await.unwrap().is_ok(),
+            "the stage stops cleanly, not with the outage's error"
+        );
+    }
 }

@@ -493,15 +493,24 @@ impl Session {
             device: l.device.clone(),
             gateway: self.shared.config.node_id.clone(),
         };
-        if let Err(e) = self
+        match self
             .shared
             .deps
             .routes
             .register(&route, self.shared.config.route_ttl)
             .await
         {
+            // The route had gone (a directory restart, an expiry): pushes
+            // for this device went nowhere meanwhile, but the inbox has
+            // them. Catch up at the next timer tick.
+            Ok(true) => {
+                tracing::info!("route was missing; catching up from the inbox");
+                self.behind = true;
+                self.flush_at.get_or_insert_with(Instant::now);
+            }
+            Ok(false) => {}
             // The inbox still has everything; the next heartbeat tries again.
-            tracing::warn!(error = %e, "route renewal failed");
+            Err(e) => tracing::warn!(error = %e, "route renewal failed"),
         }
     }
 

@@ -31,6 +31,22 @@ end
 return 0
 "#;
 
+/// Sets a device's route and says whether it was missing before (absent,
+/// expired, or on another gateway): then the device may have missed pushes.
+/// KEYS[1] = user hash; ARGV = device, gateway, now_ms, ttl_ms.
+const REGISTER: &str = r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. (tonumber(ARGV[3]) + tonumber(ARGV[4])))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if not old then return 1 end
+local sep = string.find(old, '|', 1, true)
+if not sep then return 1 end
+local gw = string.sub(old, 1, sep - 1)
+local expires = tonumber(string.sub(old, sep + 1))
+if gw ~= ARGV[2] or not expires or expires <= tonumber(ARGV[3]) then return 1 end
+return 0
+"#;
+
 #[derive(Debug, Clone)]
 pub struct RedisRoutesConfig {
     /// `redis://host:port/db`
@@ -113,15 +129,18 @@ fn parse_route(v: &str) -> Option<(&str, u64)> {
 
 #[async_trait]
 impl RouteDirectory for RedisRoutes {
-    async fn register(&self, route: &Route, ttl: Duration) -> Result<(), RouteError> {
+    async fn register(&self, route: &Route, ttl: Duration) -> Result<bool, RouteError> {
         let ttl_ms = ttl.as_millis() as u64;
-        let value = format!("{}|{}", route.gateway, now_ms() + ttl_ms);
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .hset(self.user_key(&route.user), &route.device, value)
-            .ignore()
-            .pexpire(self.user_key(&route.user), ttl_ms as i64)
-            .ignore()
+        let (was_missing,): (i64,) = redis::pipe()
+            .cmd("EVAL")
+            .arg(REGISTER)
+            .arg(1)
+            .arg(self.user_key(&route.user))
+            .arg(&route.device)
+            .arg(&route.gateway)
+            .arg(now_ms())
+            .arg(ttl_ms)
             .sadd(
                 self.gateway_key(&route.gateway),
                 format!("{}|{}", route.user, route.device),
@@ -129,9 +148,10 @@ impl RouteDirectory for RedisRoutes {
             .ignore()
             .sadd(self.gateways_key(), &route.gateway)
             .ignore()
-            .query_async::<()>(&mut conn)
+            .query_async(&mut conn)
             .await
-            .map_err(self.err())
+            .map_err(self.err())?;
+        Ok(was_missing == 1)
     }
 
     async fn unregister(&self, route: &Route) -> Result<(), RouteError> {

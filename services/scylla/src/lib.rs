@@ -133,8 +133,9 @@ impl ScyllaStore {
             config.replication
         );
         cql!("create keyspace", session.query_unpaged(create, &[]))?;
-        cql!("use keyspace", session.use_keyspace(ks.as_str(), false))?;
-        migrate(&session).await?;
+        // No `USE`: every statement names its keyspace (Cassandra warns
+        // about prepared statements that rely on `USE`).
+        migrate(&session, ks).await?;
         let st = prepare(&session, ks).await?;
         let ttl = config
             .retention
@@ -143,17 +144,17 @@ impl ScyllaStore {
     }
 }
 
-async fn migrate(session: &Session) -> Result<(), StoreError> {
+async fn migrate(session: &Session, ks: &str) -> Result<(), StoreError> {
     cql!(
         "create schema_migrations",
         session.query_unpaged(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at_ms bigint)",
+            format!("CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, name text, applied_at_ms bigint)"),
             &[]
         )
     )?;
     let applied: Vec<i32> = cql!(
         "read schema_migrations",
-        session.query_unpaged("SELECT version FROM schema_migrations", &[])
+        session.query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), &[])
     )?
     .into_rows_result()
     .map_err(|e| StoreError::Unavailable(e.to_string()))?
@@ -166,7 +167,7 @@ async fn migrate(session: &Session) -> Result<(), StoreError> {
         if applied.contains(version) {
             continue;
         }
-        for statement in statements(text) {
+        for statement in statements(text).iter().map(|st| qualify(st, ks)) {
             cql!(
                 format!("migration {name}"),
                 session.query_unpaged(statement, &[])
@@ -179,13 +180,24 @@ async fn migrate(session: &Session) -> Result<(), StoreError> {
         cql!(
             "record migration",
             session.query_unpaged(
-                "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
+                format!("INSERT INTO {ks}.schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)"),
                 (*version, *name, tern_core::now_ms() as i64)
             )
         )?;
         tracing::info!(version, name, "CQL migration applied");
     }
     Ok(())
+}
+
+/// Puts `ks.` before the table a `CREATE TABLE [IF NOT EXISTS] name`
+/// statement creates (migration files name no keyspace).
+fn qualify(statement: &str, ks: &str) -> String {
+    for head in ["CREATE TABLE IF NOT EXISTS ", "CREATE TABLE "] {
+        if let Some(rest) = statement.strip_prefix(head) {
+            return format!("{head}{ks}.{rest}");
+        }
+    }
+    statement.to_owned()
 }
 
 /// The statements of a migration file: split on ';', comments dropped.
@@ -676,6 +688,18 @@ mod tests {
             super::statements(super::MIGRATIONS[0].2).len(),
             8,
             "one statement per table of 001-init.cql"
+        );
+    }
+
+    #[test]
+    fn migration_tables_get_the_keyspace() {
+        assert_eq!(
+            super::qualify("CREATE TABLE IF NOT EXISTS inbox (x int)", "ks"),
+            "CREATE TABLE IF NOT EXISTS ks.inbox (x int)"
+        );
+        assert_eq!(
+            super::qualify("CREATE TABLE a (x int)", "ks"),
+            "CREATE TABLE ks.a (x int)"
         );
     }
 

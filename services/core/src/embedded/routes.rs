@@ -28,13 +28,21 @@ impl MemoryRoutes {
 
 #[async_trait]
 impl RouteDirectory for MemoryRoutes {
-    async fn register(&self, route: &Route, ttl: Duration) -> Result<(), RouteError> {
+    async fn register(&self, route: &Route, ttl: Duration) -> Result<bool, RouteError> {
+        let now = Instant::now();
         let mut routes = self.routes.lock().expect("route map poisoned");
-        routes.entry(route.user.clone()).or_default().insert(
-            route.device.clone(),
-            (route.gateway.clone(), Instant::now() + ttl),
-        );
-        Ok(())
+        // Routes of users who never came back would otherwise stay forever.
+        if routes.len() % 1024 == 1023 {
+            routes.retain(|_, devices| {
+                devices.retain(|_, (_, expires)| *expires > now);
+                !devices.is_empty()
+            });
+        }
+        let previous = routes
+            .entry(route.user.clone())
+            .or_default()
+            .insert(route.device.clone(), (route.gateway.clone(), now + ttl));
+        Ok(!previous.is_some_and(|(gw, expires)| gw == route.gateway && expires > now))
     }
 
     async fn unregister(&self, route: &Route) -> Result<(), RouteError> {

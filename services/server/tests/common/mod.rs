@@ -1,0 +1,266 @@
+//! A deployment of `tern-server` processes on the real servers, for the
+//! distributed and outage tests: two gateways, a persister, a router and
+//! the API, plus what a client does against them.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tern_client::{Client, ClientError, Event, LoginOptions, SendOptions};
+use tern_proto::client::{ErrorCode, Message};
+
+pub const SECRET: &str = "distributed-test-secret-0123456789";
+pub const WAIT: Duration = Duration::from_secs(90);
+
+pub struct Infra {
+    pub kafka: String,
+    pub cql: String,
+    pub redis: String,
+}
+
+pub fn infra() -> Option<Infra> {
+    Some(Infra {
+        kafka: std::env::var("TERN_TEST_KAFKA").ok()?,
+        cql: std::env::var("TERN_TEST_CQL").ok()?,
+        redis: std::env::var("TERN_TEST_REDIS").ok()?,
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `tern-server` process, restartable with the same arguments.
+pub struct Service {
+    name: &'static str,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Service {
+    pub fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_tern-server"))
+            .args(&self.args)
+            .env("TERN_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A deployment: fresh topic prefix (so runs never share topics or consumer
+/// groups), one shared keyspace (users are fresh per run).
+pub struct Cluster {
+    pub gw1: Service,
+    pub gw2: Service,
+    pub persister: Service,
+    pub router: Service,
+    pub api: Service,
+    pub gw1_addr: String,
+    pub gw2_addr: String,
+    pub api_addr: String,
+}
+
+impl Cluster {
+    pub fn new(infra: &Infra) -> Cluster {
+        Self::with_gateway_args(infra, &[])
+    }
+
+    /// A cluster whose gateways get `gateway_extra` flags too.
+    pub fn with_gateway_args(infra: &Infra, gateway_extra: &[&str]) -> Cluster {
+        let prefix = format!("{}.", tern_core::conformance::fresh("e2e"));
+        let dir = std::env::temp_dir().join(&prefix);
+        let common = |services: &str, node: &str, extra: &[String]| -> Vec<String> {
+            let mut a: Vec<String> = [
+                "--event-log",
+                &format!("kafka://{}", infra.kafka),
+                "--store",
+                &format!("cql://{}/tern_e2e", infra.cql),
+                "--routes",
+                &infra.redis,
+                "--topic-prefix",
+                &prefix,
+                "--topic-partitions",
+                "4",
+                "--jwt-secret",
+                SECRET,
+                "--services",
+                services,
+                "--node-id",
+                node,
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--sweep-every-ms",
+                "1000",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(extra.iter().cloned());
+            a
+        };
+        let gateway_args = |node: &str, tcp: u16| {
+            let mut extra = vec![
+                "--tcp-listen".to_string(),
+                format!("127.0.0.1:{tcp}"),
+                "--ws-listen".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ];
+            extra.extend(gateway_extra.iter().map(|s| s.to_string()));
+            common("gateway", node, &extra)
+        };
+        let (p1, p2, pa) = (free_port(), free_port(), free_port());
+        let svc = |name, args| Service {
+            name,
+            args,
+            child: None,
+        };
+        let mut c = Cluster {
+            gw1: svc("gateway 1", gateway_args("gw1", p1)),
+            gw2: svc("gateway 2", gateway_args("gw2", p2)),
+            persister: svc("persister", common("persister", "p1", &[])),
+            router: svc("router", common("router", "r1", &[])),
+            api: svc(
+                "api",
+                common(
+                    "ingest",
+                    "api1",
+                    &["--api-listen".into(), format!("127.0.0.1:{pa}")],
+                ),
+            ),
+            gw1_addr: format!("tcp://127.0.0.1:{p1}"),
+            gw2_addr: format!("tcp://127.0.0.1:{p2}"),
+            api_addr: format!("http://127.0.0.1:{pa}"),
+        };
+        for s in [
+            &mut c.persister,
+            &mut c.router,
+            &mut c.api,
+            &mut c.gw1,
+            &mut c.gw2,
+        ] {
+            s.start();
+        }
+        c
+    }
+
+    /// Logs `user` in on `gateway`, retrying while the services start.
+    pub async fn login(&self, gateway: &str, user: &str, device: &str) -> Client {
+        self.login_from(gateway, user, device, 0).await
+    }
+
+    /// Logs in as a device that already stored everything up to `known_cursor`.
+    pub async fn login_from(
+        &self,
+        gateway: &str,
+        user: &str,
+        device: &str,
+        known_cursor: u64,
+    ) -> Client {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let attempt = async {
+                let token = tern_client::dev_token(&self.api_addr, user).await?;
+                let mut options = LoginOptions::new(token, device);
+                options.known_cursor = known_cursor;
+                Client::connect(gateway, options).await
+            };
+            match attempt.await {
+                Ok((c, _)) => return c,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing_free_sleep(&e).await;
+                }
+                Err(e) => panic!("{user} cannot log in on {gateway}: {e}"),
+            }
+        }
+    }
+}
+
+async fn tracing_free_sleep(_e: &ClientError) {
+    tokio::time::sleep(Duration::from_millis(250)).await;
+}
+
+/// Sends with the same client_msg_id until the server confirms: what a
+/// real client does when a send is not confirmed (UNAVAILABLE, timeout,
+/// closed connection).
+pub async fn send_until_stored(client: &Client, to: &str, id: &str, body: String) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match client
+            .send(SendOptions::to_user(to, body.clone()).with_client_msg_id(id))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert!(
+                    e.code() != Some(ErrorCode::InvalidArgument),
+                    "send {id} refused: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("send {id} never confirmed: {e}"),
+        }
+    }
+}
+
+/// Receives until `n` distinct messages arrived, ACKing; returns them in
+/// arrival order, with the number of repeated message ids the app saw.
+pub async fn receive(client: &Client, n: usize) -> (Vec<Message>, usize) {
+    let mut got = Vec::new();
+    let mut ids = HashSet::new();
+    let mut repeats = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ids.len() < n {
+        let event = tokio::time::timeout_at(deadline, client.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages arrived", ids.len()));
+        match event {
+            Some(Event::Messages {
+                messages,
+                last_cursor,
+                ..
+            }) => {
+                for m in messages {
+                    if ids.insert(m.message_id.clone()) {
+                        got.push(m);
+                    } else {
+                        repeats += 1;
+                    }
+                }
+                client.ack(last_cursor).await.expect("ack");
+            }
+            Some(Event::ServerError(e)) => panic!("server error: {e:?}"),
+            Some(Event::Closed { reason }) => panic!("connection closed: {reason}"),
+            None => panic!("events ended"),
+        }
+    }
+    (got, repeats)
+}
+
+pub fn bodies(m: &[Message]) -> Vec<String> {
+    m.iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
