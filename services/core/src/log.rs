@@ -95,6 +95,17 @@ pub trait Subscription: Send {
     /// restart.
     async fn poll(&mut self, max: usize) -> Result<Vec<Delivery>, LogError>;
 
+    /// True (once) when this subscription was handed partitions since the
+    /// last call: a group with nothing committed that starts at the end
+    /// ([`StartFrom::Latest`]) may then have skipped records appended while
+    /// it had no partitions (a consumer-group rebalance after a broker
+    /// outage). Push consumers use it to make their sessions re-read the
+    /// inbox. A `poll` waiting for records returns an empty batch when this
+    /// happens, so the caller notices. Backends without rebalances never say so.
+    fn take_reassigned(&mut self) -> bool {
+        false
+    }
+
     /// Marks `done` (and everything before it in each partition) as handled.
     /// Call only after every side effect of handling them is durable.
     async fn commit(&mut self, done: &[Delivery]) -> Result<(), LogError>;

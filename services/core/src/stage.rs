@@ -21,7 +21,14 @@ pub trait BatchHandler: Send {
     async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String>;
 }
 
-#[derive(Debug, Clone)]
+/// Makes a new subscription of the stage's topic and group.
+pub type Resubscribe = std::sync::Arc<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Box<dyn Subscription>, LogError>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
 pub struct StageConfig {
     /// Name used in logs.
     pub name: &'static str,
@@ -30,6 +37,11 @@ pub struct StageConfig {
     /// First retry delay; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// After a failed poll, replace the subscription with a new one (it
+    /// resumes from the committed offsets). A Kafka consumer that saw its
+    /// brokers vanish can stay out of its group after they return; a
+    /// fresh consumer joins cleanly.
+    pub resubscribe: Option<Resubscribe>,
 }
 
 impl StageConfig {
@@ -39,6 +51,7 @@ impl StageConfig {
             max_batch: 512,
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            resubscribe: None,
         }
     }
 }
@@ -71,6 +84,14 @@ pub async fn run_stage(
                     _ = stopped(&mut shutdown) => return Ok(()),
                 }
                 poll_backoff = (poll_backoff * 2).min(config.max_backoff);
+                if let Some(resubscribe) = &config.resubscribe {
+                    match resubscribe().await {
+                        Ok(fresh) => retire(std::mem::replace(&mut subscription, fresh)),
+                        Err(error) => {
+                            tracing::warn!(stage = name, %error, "cannot subscribe again yet")
+                        }
+                    }
+                }
                 continue;
             }
         };
@@ -98,11 +119,32 @@ pub async fn run_stage(
             if matches!(error, LogError::Closed) {
                 return Err(error);
             }
-            tracing::warn!(stage = name, %error, "commit failed; retrying");
+            // With a fresh subscription, the uncommitted records are simply
+            // handed out again; without one, retry the commit.
+            if let Some(resubscribe) = &config.resubscribe {
+                tracing::warn!(stage = name, %error, "commit failed; subscribing again");
+                match resubscribe().await {
+                    Ok(fresh) => {
+                        retire(std::mem::replace(&mut subscription, fresh));
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(stage = name, %error, "cannot subscribe again yet")
+                    }
+                }
+            } else {
+                tracing::warn!(stage = name, %error, "commit failed; retrying");
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(config.max_backoff);
         }
     }
+}
+
+/// Drops a replaced subscription off the async threads: closing a Kafka
+/// consumer leaves its group, which can block for the session timeout.
+pub fn retire(old: Box<dyn Subscription>) {
+    tokio::task::spawn_blocking(move || drop(old));
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone). Holds no

@@ -17,6 +17,19 @@ pub fn push_topic(node_id: &str) -> String {
 /// older pushes address connections or calls of an earlier run of the node.
 /// A restarted node resumes from its last commit; the pushes it replays
 /// find no connection, or one that drops them as already delivered.
+/// A [`crate::stage::Resubscribe`] for a node's push topic.
+pub fn push_resubscriber(
+    log: std::sync::Arc<dyn crate::log::EventLog>,
+    node_id: &str,
+    group: &str,
+) -> crate::stage::Resubscribe {
+    let (node, group) = (node_id.to_owned(), group.to_owned());
+    std::sync::Arc::new(move || {
+        let (log, node, group) = (log.clone(), node.clone(), group.clone());
+        Box::pin(async move { subscribe_push_topic(log.as_ref(), &node, &group).await })
+    })
+}
+
 pub async fn subscribe_push_topic(
     log: &dyn crate::log::EventLog,
     node_id: &str,
@@ -27,7 +40,9 @@ pub async fn subscribe_push_topic(
 }
 
 /// Hands each decodable record of `sub` to `on_record` and commits each
-/// batch once handed over, until `shutdown` (or the log closes). Poll and
+/// batch once handed over, until `shutdown` (or the log closes). Calls
+/// `on_reassigned` when the subscription got partitions anew (see
+/// [`crate::log::Subscription::take_reassigned`]). Poll and
 /// commit errors are retried with backoff: a push consumer that stopped
 /// would silently stop live delivery and send receipts.
 pub async fn consume_push_topic(
@@ -35,6 +50,8 @@ pub async fn consume_push_topic(
     node_id: &str,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     mut on_record: impl FnMut(crate::proto::records::push_record::Kind) + Send,
+    mut on_reassigned: impl FnMut() + Send,
+    resubscribe: crate::stage::Resubscribe,
 ) -> Result<(), crate::log::LogError> {
     use crate::log::LogError;
     use prost::Message as _;
@@ -52,10 +69,25 @@ pub async fn consume_push_topic(
                 tracing::warn!(%topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "push topic poll failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                // A fresh consumer, as stages do (see `StageConfig::resubscribe`);
+                // it may have missed pushes meanwhile, so sessions catch up.
+                match resubscribe().await {
+                    Ok(fresh) => {
+                        crate::stage::retire(std::mem::replace(&mut sub, fresh));
+                        on_reassigned();
+                    }
+                    Err(e) => tracing::warn!(%topic, error = %e, "cannot subscribe again yet"),
+                }
                 continue;
             }
         };
         backoff = std::time::Duration::from_millis(50);
+        if sub.take_reassigned() {
+            // Pushes appended while this node had no partitions may have
+            // been skipped; what they announced is in the inboxes.
+            tracing::info!(%topic, "push topic reassigned; sessions catch up from their inboxes");
+            on_reassigned();
+        }
         for d in &batch {
             match crate::proto::records::PushRecord::decode(d.value.clone()) {
                 Ok(crate::proto::records::PushRecord { kind: Some(k) }) => on_record(k),
@@ -67,9 +99,16 @@ pub async fn consume_push_topic(
         match sub.commit(&batch).await {
             Ok(()) => {}
             Err(LogError::Closed) => return Err(LogError::Closed),
-            // Not fatal: uncommitted pushes are handed out again after a
-            // restart and dropped as already delivered.
-            Err(e) => tracing::warn!(%topic, error = %e, "push topic commit failed"),
+            // Not fatal: uncommitted pushes are handed out again and dropped
+            // as already delivered. A fresh consumer, in case this one was
+            // left out of its group (see `StageConfig::resubscribe`).
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "push topic commit failed; subscribing again");
+                if let Ok(fresh) = resubscribe().await {
+                    crate::stage::retire(std::mem::replace(&mut sub, fresh));
+                    on_reassigned();
+                }
+            }
         }
     }
 }

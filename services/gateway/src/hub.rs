@@ -15,6 +15,9 @@ pub enum SessionEvent {
     Deliveries(Vec<InboxRef>),
     /// The persister's answer to one of the session's sends.
     Receipt(Receipt),
+    /// Pushes may have been missed (the push topic was reassigned): read
+    /// the inbox after the last pushed cursor.
+    CatchUp,
 }
 
 /// Why a session is told to end from outside.
@@ -127,6 +130,13 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Offers an event to every connection.
+    pub fn offer_all(&self, event: impl Fn() -> SessionEvent) {
+        for handle in self.inner.read().expect("hub poisoned").conns.values() {
+            handle.offer(event());
+        }
     }
 
     pub fn kick_all(&self, kick: Kick) {

@@ -30,7 +30,7 @@ pub(crate) async fn run(
 ) -> Result<(), LogError> {
     let node = shared.config.node_id.clone();
     let hub = &shared.hub;
-    topics::consume_push_topic(sub, &node, shutdown, |record| match record {
+    let on_record = |record| match record {
         push_record::Kind::Deliveries(deliveries) => {
             let conns = hub.user_conns(&deliveries.user);
             if let Some((last, rest)) = conns.split_last() {
@@ -41,12 +41,21 @@ pub(crate) async fn run(
             }
         }
         push_record::Kind::Receipt(receipt) => {
-            let conn = receipt.origin.as_ref().map(|o| o.connection_id).and_then(|id| hub.get(id));
+            let conn = receipt
+                .origin
+                .as_ref()
+                .map(|o| o.connection_id)
+                .and_then(|id| hub.get(id));
             match conn {
                 Some(c) => c.offer(SessionEvent::Receipt(receipt)),
-                None => tracing::debug!(client_msg_id = %receipt.client_msg_id, "receipt for a connection that is gone"),
+                None => {
+                    tracing::debug!(client_msg_id = %receipt.client_msg_id, "receipt for a connection that is gone")
+                }
             }
         }
-    })
-    .await
+    };
+    let on_reassigned = || hub.offer_all(|| SessionEvent::CatchUp);
+    let resubscribe =
+        topics::push_resubscriber(shared.deps.log.clone(), &node, &format!("gateway.{node}"));
+    topics::consume_push_topic(sub, &node, shutdown, on_record, on_reassigned, resubscribe).await
 }

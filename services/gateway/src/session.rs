@@ -64,6 +64,8 @@ const ROOM_RETRY: Duration = Duration::from_millis(10);
 /// How long a blocked socket is kept open to deliver the reason it is
 /// being closed, for a client that resumes reading.
 const LAST_WORDS_GRACE: Duration = Duration::from_secs(5);
+/// After a failed inbox read, pushing is tried again this much later.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Message bodies fetched from the store in one call.
 const BODY_BATCH: usize = 100;
 /// Most messages one sync page returns.
@@ -680,6 +682,13 @@ impl Session {
     async fn on_event(&mut self, event: SessionEvent) -> Result<(), Close> {
         match event {
             SessionEvent::Receipt(r) => self.on_receipt(r),
+            SessionEvent::CatchUp => {
+                if self.login.as_ref().is_some_and(|l| !l.send_only) {
+                    self.behind = true;
+                    self.flush_at.get_or_insert_with(Instant::now);
+                }
+                Ok(())
+            }
             SessionEvent::Deliveries(refs) => {
                 if self.login.as_ref().is_none_or(|l| l.send_only) {
                     return Ok(());
@@ -711,9 +720,6 @@ impl Session {
         let (limit, max_bytes, max_messages) =
             (c.push_max_messages, frame_budget(c), c.push_max_messages);
         let store = self.shared.deps.store.clone();
-        let unavailable = |e: tern_core::store::StoreError| {
-            fatal(ErrorCode::Unavailable, format!("cannot read inbox: {e}"))
-        };
         // Messages of the frame being filled, and its encoded size.
         let mut frame: Vec<Message> = Vec::new();
         let mut frame_bytes = 0;
@@ -724,16 +730,25 @@ impl Session {
                 self.wait_for_room(); // `frame` is read again once there is room.
                 return Ok(());
             }
-            let page = store
-                .read_inbox(&user, read_to, limit)
-                .await
-                .map_err(unavailable)?;
+            // A store outage does not end the connection: what could not be
+            // read stays in the inbox, and pushing is tried again shortly.
+            let page = match store.read_inbox(&user, read_to, limit).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.retry_later(e);
+                    return Ok(());
+                }
+            };
             let caught_up = page.entries.last().is_none_or(|e| e.cursor >= page.head);
             for chunk in page.entries.chunks(BODY_BATCH) {
-                for m in load_entries(store.as_ref(), chunk)
-                    .await
-                    .map_err(unavailable)?
-                {
+                let messages = match load_entries(store.as_ref(), chunk).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.retry_later(e);
+                        return Ok(());
+                    }
+                };
+                for m in messages {
                     let len = m.encoded_len() + 4;
                     if !frame.is_empty()
                         && (frame_bytes + len > max_bytes || frame.len() >= max_messages)
@@ -765,6 +780,12 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Pushing failed on the store: keep `behind`, try again in a second.
+    fn retry_later(&mut self, e: tern_core::store::StoreError) {
+        tracing::warn!(error = %e, "cannot read the inbox; pushing again in 1 s");
+        self.flush_at = Some(Instant::now() + STORE_RETRY);
     }
 
     /// Pushing stopped for lack of room: an ACK restarts it, or, if no push

@@ -170,11 +170,19 @@ async fn receive_receipts(
 ) -> Result<(), LogError> {
     let node = api.config.node_id.clone();
     let waiters = api.waiters.clone();
-    topics::consume_push_topic(sub, &node, shutdown, move |record| {
-        if let push_record::Kind::Receipt(r) = record {
-            waiters.resolve(&r);
-        }
-    })
+    topics::consume_push_topic(
+        sub,
+        &node,
+        shutdown,
+        move |record| {
+            if let push_record::Kind::Receipt(r) = record {
+                waiters.resolve(&r);
+            }
+        },
+        // A missed receipt only makes its call time out; the caller retries.
+        || {},
+        topics::push_resubscriber(api.deps.log.clone(), &node, &format!("ingest.{node}")),
+    )
     .await
 }
 

@@ -23,8 +23,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -63,7 +65,8 @@ impl KafkaLogConfig {
 
 pub struct KafkaLog {
     config: KafkaLogConfig,
-    producer: FutureProducer,
+    /// Replaced after a failed delivery (see `append`).
+    producer: Mutex<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist, so each is created at most once per process.
     created: Mutex<HashSet<String>>,
@@ -73,22 +76,26 @@ fn unavailable(brokers: &str) -> impl Fn(KafkaError) -> LogError + '_ {
     move |e| LogError::Unavailable(format!("Kafka at {brokers}: {e}"))
 }
 
+fn new_producer(config: &KafkaLogConfig) -> Result<FutureProducer, LogError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
+        .create()
+        .map_err(unavailable(&config.brokers))
+}
+
 impl KafkaLog {
     /// Connects and checks that a broker answers (a metadata request), so a
     /// wrong address fails at start with a clear message.
     pub async fn connect(config: KafkaLogConfig) -> Result<Self, LogError> {
         let brokers = config.brokers.clone();
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set(
-                "message.timeout.ms",
-                config.delivery_timeout.as_millis().to_string(),
-            )
-            .create()
-            .map_err(unavailable(&brokers))?;
+        let producer = new_producer(&config)?;
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()
@@ -105,10 +112,29 @@ impl KafkaLog {
         .map_err(|e| LogError::Unavailable(format!("cannot reach Kafka at {brokers}: {e}")))?;
         Ok(KafkaLog {
             config,
-            producer,
+            producer: Mutex::new(producer),
             admin,
             created: Mutex::new(HashSet::new()),
         })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .lock()
+            .expect("producer lock poisoned")
+            .clone()
+    }
+
+    fn replace_producer(&self, cause: &KafkaError) {
+        match new_producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(error = %cause, "delivery failed; replacing the Kafka producer");
+                *self.producer.lock().expect("producer lock poisoned") = fresh;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a new Kafka producer; keeping the old one")
+            }
+        }
     }
 
     fn name(&self, name: &str) -> String {
@@ -148,7 +174,7 @@ impl KafkaLog {
         }
         // A topic just created takes a moment to appear in the brokers'
         // metadata; a consumer subscribing before that logs errors.
-        let (probe, name) = (self.producer.clone(), topic.to_owned());
+        let (probe, name) = (self.producer(), topic.to_owned());
         let visible = tokio::task::spawn_blocking(move || {
             (0..50).any(|_| {
                 let found = probe
@@ -188,6 +214,7 @@ impl EventLog for KafkaLog {
         self.ensure_topic(&topic).await?;
         // Enqueue in order (the idempotent producer keeps that order per
         // partition), then wait for every acknowledgement.
+        let producer = self.producer();
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let mut attempt = 0;
@@ -195,7 +222,7 @@ impl EventLog for KafkaLog {
                 let record = FutureRecord::to(&topic)
                     .key(&r.key[..])
                     .payload(&r.value[..]);
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(f) => {
                         pending.push(f);
                         break;
@@ -217,7 +244,14 @@ impl EventLog for KafkaLog {
                     partition: d.partition as u32,
                     offset: d.offset as u64,
                 }),
-                Ok(Err((e, _))) => return Err(unavailable(&self.config.brokers)(e)),
+                Ok(Err((e, _))) => {
+                    // An idempotent producer whose messages timed out can be
+                    // left unable to deliver anything (seen after a broker
+                    // pause). Start a fresh one: the caller retries the
+                    // batch, and every write downstream is idempotent.
+                    self.replace_producer(&e);
+                    return Err(unavailable(&self.config.brokers)(e));
+                }
                 Err(_) => return Err(LogError::Closed),
             }
         }
@@ -232,7 +266,8 @@ impl EventLog for KafkaLog {
     ) -> Result<Box<dyn Subscription>, LogError> {
         let topic = self.name(topic);
         self.ensure_topic(&topic).await?;
-        let consumer: StreamConsumer = ClientConfig::new()
+        let assignments = Assignments::default();
+        let consumer: StreamConsumer<Assignments> = ClientConfig::new()
             .set("bootstrap.servers", &self.config.brokers)
             .set("group.id", self.name(group))
             .set("enable.auto.commit", "false")
@@ -254,21 +289,44 @@ impl EventLog for KafkaLog {
                     .max(100)
                     .to_string(),
             )
-            .create()
+            .create_with_context(assignments.clone())
             .map_err(unavailable(&self.config.brokers))?;
         consumer
             .subscribe(&[&topic])
             .map_err(unavailable(&self.config.brokers))?;
         Ok(Box::new(KafkaSubscription {
             consumer: Arc::new(consumer),
+            assignments,
             topic,
             brokers: self.config.brokers.clone(),
         }))
     }
 }
 
+/// Notes every partition assignment, for [`Subscription::take_reassigned`].
+#[derive(Clone, Default)]
+struct Assignments {
+    happened: Arc<std::sync::atomic::AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl ClientContext for Assignments {}
+
+impl ConsumerContext for Assignments {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance
+            && partitions.count() > 0
+        {
+            self.happened
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.wake.notify_one();
+        }
+    }
+}
+
 struct KafkaSubscription {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Assignments>>,
+    assignments: Assignments,
     topic: String,
     brokers: String,
 }
@@ -300,12 +358,18 @@ fn lost_ownership(e: &KafkaError) -> bool {
 
 #[async_trait]
 impl Subscription for KafkaSubscription {
+    fn take_reassigned(&mut self) -> bool {
+        self.assignments
+            .happened
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn poll(&mut self, max: usize) -> Result<Vec<Delivery>, LogError> {
-        let first = self
-            .consumer
-            .recv()
-            .await
-            .map_err(unavailable(&self.brokers))?;
+        let first = tokio::select! {
+            m = self.consumer.recv() => m.map_err(unavailable(&self.brokers))?,
+            // New partitions: let the caller ask `take_reassigned`.
+            _ = self.assignments.wake.notified() => return Ok(Vec::new()),
+        };
         let mut out = vec![delivery(&first)];
         drop(first);
         // Take what is already fetched, without waiting for more.
@@ -341,10 +405,13 @@ impl Subscription for KafkaSubscription {
             .map_err(|e| LogError::Io(e.to_string()))?;
         match result {
             Ok(()) => Ok(()),
-            Err(e) if lost_ownership(&e) => {
-                tracing::warn!(topic = %self.topic, error = %e, "commit refused after a rebalance; the new owner replays these records");
-                Ok(())
-            }
+            // The group moved on without this consumer: whoever owns the
+            // partitions now replays these records (writes are idempotent).
+            // Said as an error so the caller can take a fresh consumer: one
+            // left out of its group after a broker outage may not rejoin.
+            Err(e) if lost_ownership(&e) => Err(LogError::Unavailable(format!(
+                "commit refused: this consumer lost its partitions in a rebalance ({e}); the owner replays these records"
+            ))),
             Err(e) => Err(unavailable(&self.brokers)(e)),
         }
     }

@@ -45,7 +45,16 @@ impl Persister {
             .log
             .subscribe(topics::INBOUND, GROUP, StartFrom::Earliest)
             .await?;
-        run_stage(StageConfig::new("persister"), sub, self, shutdown).await
+        let log = self.log.clone();
+        let mut config = StageConfig::new("persister");
+        config.resubscribe = Some(std::sync::Arc::new(move || {
+            let log = log.clone();
+            Box::pin(async move {
+                log.subscribe(topics::INBOUND, GROUP, StartFrom::Earliest)
+                    .await
+            })
+        }));
+        run_stage(config, sub, self, shutdown).await
     }
 }
 

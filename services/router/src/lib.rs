@@ -52,7 +52,16 @@ impl Router {
             .log
             .subscribe(topics::DELIVER, GROUP, StartFrom::Earliest)
             .await?;
-        run_stage(StageConfig::new("router"), sub, self, shutdown).await
+        let log = self.log.clone();
+        let mut config = StageConfig::new("router");
+        config.resubscribe = Some(std::sync::Arc::new(move || {
+            let log = log.clone();
+            Box::pin(async move {
+                log.subscribe(topics::DELIVER, GROUP, StartFrom::Earliest)
+                    .await
+            })
+        }));
+        run_stage(config, sub, self, shutdown).await
     }
 }
 

@@ -28,6 +28,18 @@ pub fn infra() -> Option<Infra> {
     })
 }
 
+/// `n` distinct free ports, chosen together: every listener is held until
+/// all are picked, so no two of them (and no port-0 listener of ours) can
+/// end up on the same port.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -47,7 +59,10 @@ impl Service {
     pub fn start(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_tern-server"))
             .args(&self.args)
-            .env("TERN_LOG", "warn")
+            .env(
+                "TERN_LOG",
+                std::env::var("TERN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", self.name));
@@ -90,7 +105,17 @@ impl Cluster {
     pub fn with_gateway_args(infra: &Infra, gateway_extra: &[&str]) -> Cluster {
         let prefix = format!("{}.", tern_core::conformance::fresh("e2e"));
         let dir = std::env::temp_dir().join(&prefix);
+        // gw1 tcp, gw2 tcp, api, gw1 ws, gw2 ws, and an admin port per process.
+        let ports = free_ports(10);
+        let admin_ports = std::cell::RefCell::new(ports[5..].to_vec());
         let common = |services: &str, node: &str, extra: &[String]| -> Vec<String> {
+            let admin = format!(
+                "127.0.0.1:{}",
+                admin_ports
+                    .borrow_mut()
+                    .pop()
+                    .expect("an admin port per process")
+            );
             let mut a: Vec<String> = [
                 "--event-log",
                 &format!("kafka://{}", infra.kafka),
@@ -113,7 +138,7 @@ impl Cluster {
                 "--sweep-every-ms",
                 "1000",
                 "--admin-listen",
-                "127.0.0.1:0",
+                &admin,
             ]
             .iter()
             .map(|s| s.to_string())
@@ -121,17 +146,18 @@ impl Cluster {
             a.extend(extra.iter().cloned());
             a
         };
+        let ws_port = |node: &str| if node == "gw1" { ports[3] } else { ports[4] };
         let gateway_args = |node: &str, tcp: u16| {
             let mut extra = vec![
                 "--tcp-listen".to_string(),
                 format!("127.0.0.1:{tcp}"),
                 "--ws-listen".into(),
-                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", ws_port(node)),
             ];
             extra.extend(gateway_extra.iter().map(|s| s.to_string()));
             common("gateway", node, &extra)
         };
-        let (p1, p2, pa) = (free_port(), free_port(), free_port());
+        let (p1, p2, pa) = (ports[0], ports[1], ports[2]);
         let svc = |name, args| Service {
             name,
             args,
