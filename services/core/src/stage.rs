@@ -141,6 +141,27 @@ pub async fn run_stage(
     }
 }
 
+/// Subscribes `group` to `topic` from its earliest record and runs
+/// `handler` over it as stage `name`, taking a fresh subscription after
+/// a failed poll or commit (see [`StageConfig::resubscribe`]).
+pub async fn run_topic_stage(
+    name: &'static str,
+    log: std::sync::Arc<dyn crate::log::EventLog>,
+    topic: &'static str,
+    group: &'static str,
+    handler: impl BatchHandler,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), LogError> {
+    use crate::log::StartFrom;
+    let sub = log.subscribe(topic, group, StartFrom::Earliest).await?;
+    let mut config = StageConfig::new(name);
+    config.resubscribe = Some(std::sync::Arc::new(move || {
+        let log = log.clone();
+        Box::pin(async move { log.subscribe(topic, group, StartFrom::Earliest).await })
+    }));
+    run_stage(config, sub, handler, shutdown).await
+}
+
 /// Drops a replaced subscription off the async threads: closing a Kafka
 /// consumer leaves its group, which can block for the session timeout.
 pub fn retire(old: Box<dyn Subscription>) {

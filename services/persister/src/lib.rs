@@ -16,9 +16,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::Conversation;
-use tern_core::log::{Delivery, EventLog, Record, StartFrom};
+use tern_core::log::{Delivery, EventLog, Record};
 use tern_core::proto::records::{DeliverRecord, InboundRecord, PushRecord, Receipt, push_record};
-use tern_core::stage::{BatchHandler, StageConfig, run_stage};
+use tern_core::stage::{BatchHandler, run_topic_stage};
 use tern_core::store::{MessageStore, StoredMessage};
 use tern_core::topics;
 use tokio::sync::watch;
@@ -41,20 +41,8 @@ impl Persister {
         self,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), tern_core::log::LogError> {
-        let sub = self
-            .log
-            .subscribe(topics::INBOUND, GROUP, StartFrom::Earliest)
-            .await?;
         let log = self.log.clone();
-        let mut config = StageConfig::new("persister");
-        config.resubscribe = Some(std::sync::Arc::new(move || {
-            let log = log.clone();
-            Box::pin(async move {
-                log.subscribe(topics::INBOUND, GROUP, StartFrom::Earliest)
-                    .await
-            })
-        }));
-        run_stage(config, sub, self, shutdown).await
+        run_topic_stage("persister", log, topics::INBOUND, GROUP, self, shutdown).await
     }
 }
 

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::MessageId;
-use tern_core::log::{Delivery, EventLog, Record, StartFrom};
+use tern_core::log::{Delivery, EventLog, Record};
 use tern_core::proto::records::{DeliverRecord, Deliveries, InboxRef, PushRecord, push_record};
 use tern_core::routes::RouteDirectory;
-use tern_core::stage::{BatchHandler, StageConfig, run_stage};
+use tern_core::stage::{BatchHandler, run_topic_stage};
 use tern_core::store::{InboxEntry, MessageStore};
 use tern_core::topics;
 use tokio::sync::watch;
@@ -48,20 +48,8 @@ impl Router {
         self,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), tern_core::log::LogError> {
-        let sub = self
-            .log
-            .subscribe(topics::DELIVER, GROUP, StartFrom::Earliest)
-            .await?;
         let log = self.log.clone();
-        let mut config = StageConfig::new("router");
-        config.resubscribe = Some(std::sync::Arc::new(move || {
-            let log = log.clone();
-            Box::pin(async move {
-                log.subscribe(topics::DELIVER, GROUP, StartFrom::Earliest)
-                    .await
-            })
-        }));
-        run_stage(config, sub, self, shutdown).await
+        run_topic_stage("router", log, topics::DELIVER, GROUP, self, shutdown).await
     }
 }
 
