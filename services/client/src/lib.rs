@@ -11,13 +11,15 @@
 //! is safe.
 //!
 //! Frames are encoded and decoded by `tern-wire`, the same crate the gateway
-//! uses. [`dev_token`] fetches a token from the gRPC API of a server in dev mode.
+//! uses. [`dev_token`] fetches a token from the gRPC API of a server in dev
+//! mode; [`GroupApi`] creates and manages groups as a user.
 
 mod address;
 mod api;
 mod client;
 mod dedup;
 mod error;
+mod groups;
 mod transport;
 
 pub use address::{DEFAULT_TCP_PORT, ServerAddr};
@@ -28,6 +30,7 @@ pub use client::{
 };
 pub use dedup::CursorDedup;
 pub use error::ClientError;
+pub use groups::GroupApi;
 /// The protocol types callers handle (`Message`, `SendResult`, `LoginResult`, `ErrorCode`, ...).
 pub use tern_proto::client as proto;
 

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use tern_client::proto::{ErrorCode, Message};
-use tern_client::{Client, Event, LoginOptions, SendOptions, Target, message_id_string};
+use tern_client::{Client, Event, GroupApi, LoginOptions, SendOptions, Target, message_id_string};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tern",
     version,
-    about = "Command-line client for tern: dev tokens, send, listen, chat"
+    about = "Command-line client for tern: dev tokens, send, listen, chat, groups"
 )]
 struct Cli {
     /// Gateway address: tcp://host:port, ws://host:port/, or host:port (TCP).
@@ -68,14 +68,57 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Create groups and manage their members (as --user).
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Create a group owned by --user; prints the new group id as the last line.
+    Create {
+        /// Other members, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// A display name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Add members (only the owner may).
+    Add {
+        #[arg(long)]
+        group: String,
+        /// Users to add, comma-separated or repeated.
+        #[arg(long = "member", value_delimiter = ',', required = true)]
+        members: Vec<String>,
+    },
+    /// Remove members (the owner removes anyone; a member removes themselves).
+    Remove {
+        #[arg(long)]
+        group: String,
+        /// Users to remove, comma-separated or repeated.
+        #[arg(long = "member", value_delimiter = ',', required = true)]
+        members: Vec<String>,
+    },
+    /// Print the members, one per line.
+    Members {
+        #[arg(long)]
+        group: String,
+    },
+    /// Print the groups of --user, one JSON object per line.
+    List,
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["to", "conversation"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["to", "group", "conversation"])))]
 struct SendArgs {
     /// Recipient user, for a 1:1 message.
     #[arg(long)]
     to: Option<String>,
+
+    /// Group id, to send to a group you are a member of.
+    #[arg(long)]
+    group: Option<String>,
 
     /// Existing conversation id to send to instead.
     #[arg(long)]
@@ -129,15 +172,74 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send(&cli, args).await,
         Command::Listen { count } => listen(&cli, *count).await,
         Command::Chat { to } => chat(&cli, to).await,
+        Command::Group(command) => group(&cli, command).await,
     }
+}
+
+async fn group(cli: &Cli, command: &GroupCommand) -> anyhow::Result<()> {
+    let token = token(cli).await?;
+    let mut api = GroupApi::connect(&cli.api, token)
+        .await
+        .context("could not reach the API")?;
+    match command {
+        GroupCommand::Create { members, name } => {
+            let g = api
+                .create(name, members)
+                .await
+                .context("could not create the group")?;
+            eprintln!(
+                "created group {:?} owned by {} with {} members; send to it with --group {}",
+                g.name, g.owner, g.member_count, g.id
+            );
+            println!("{}", g.id);
+        }
+        GroupCommand::Add { group, members } => {
+            let g = api
+                .add(group, members)
+                .await
+                .context("could not add members")?;
+            eprintln!("group {} has {} members", g.id, g.member_count);
+        }
+        GroupCommand::Remove { group, members } => {
+            let g = api
+                .remove(group, members)
+                .await
+                .context("could not remove members")?;
+            eprintln!("group {} has {} members", g.id, g.member_count);
+        }
+        GroupCommand::Members { group } => {
+            for user in api
+                .members(group)
+                .await
+                .context("could not list the members")?
+            {
+                println!("{user}");
+            }
+        }
+        GroupCommand::List => {
+            for g in api.list().await.context("could not list the groups")? {
+                let line = serde_json::json!({
+                    "id": g.id,
+                    "conversation": g.conversation,
+                    "name": g.name,
+                    "owner": g.owner,
+                    "members": g.member_count,
+                    "created_at_ms": g.created_at_ms,
+                });
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
     let (client, _) = connect(cli, "cli-send", true).await?;
-    let target = match (&args.to, &args.conversation) {
-        (Some(user), _) => Target::ToUser(user.clone()),
-        (None, Some(conversation)) => Target::Conversation(conversation.clone()),
-        (None, None) => usage_error("give --to USER or --conversation ID"),
+    let target = match (&args.to, &args.group, &args.conversation) {
+        (Some(user), _, _) => Target::ToUser(user.clone()),
+        (None, Some(group), _) => Target::Conversation(format!("g:{group}")),
+        (None, None, Some(conversation)) => Target::Conversation(conversation.clone()),
+        (None, None, None) => usage_error("give --to USER, --group ID or --conversation ID"),
     };
     let mut options = SendOptions::new(target, args.text.clone().into_bytes())
         .with_content_type(&args.content_type);
@@ -265,13 +367,9 @@ async fn chat(cli: &Cli, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects and logs in with the token from --token, or a dev token for --user.
-async fn connect(
-    cli: &Cli,
-    default_device: &str,
-    send_only: bool,
-) -> anyhow::Result<(Client, tern_client::proto::LoginResult)> {
-    let token = match (non_empty(&cli.token), non_empty(&cli.user)) {
+/// The token from --token, or a dev token for --user.
+async fn token(cli: &Cli) -> anyhow::Result<String> {
+    Ok(match (non_empty(&cli.token), non_empty(&cli.user)) {
         (Some(token), _) => token.to_string(),
         (None, Some(user)) => tern_client::dev_token(&cli.api, user)
             .await
@@ -279,7 +377,16 @@ async fn connect(
         (None, None) => usage_error(
             "give --token (or TERN_TOKEN), or --user (or TERN_USER) to fetch a dev token",
         ),
-    };
+    })
+}
+
+/// Connects and logs in with the token from --token, or a dev token for --user.
+async fn connect(
+    cli: &Cli,
+    default_device: &str,
+    send_only: bool,
+) -> anyhow::Result<(Client, tern_client::proto::LoginResult)> {
+    let token = token(cli).await?;
     let device = non_empty(&cli.device).unwrap_or(default_device);
     let mut options = LoginOptions::new(token, device);
     options.send_only = send_only;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::groups::Group;
 use crate::ids::MessageId;
 use crate::log::{EventLog, Record, StartFrom};
 use crate::routes::{Route, RouteDirectory};
@@ -130,6 +131,73 @@ pub async fn store_scenarios(store: Arc<dyn MessageStore>) {
     assert_eq!(store.advance_cursor(&bob, "phone", 10).await.unwrap(), 11);
     assert_eq!(store.cursor(&bob, "phone").await.unwrap(), 11);
     assert_eq!(store.cursor(&bob, "laptop").await.unwrap(), 0);
+
+    group_scenarios(store.as_ref()).await;
+}
+
+async fn group_scenarios(store: &dyn MessageStore) {
+    let id = crate::ids::new_group_id();
+    let (owner, a, b) = (fresh("owner"), fresh("a"), fresh("b"));
+    let group = Group {
+        id: id.clone(),
+        name: "team".into(),
+        owner: owner.clone(),
+        created_at_ms: 1_700_000_000_000,
+    };
+    assert_eq!(store.group(&id).await.unwrap(), None);
+    store
+        .create_group(&group, &[a.clone(), a.clone()])
+        .await
+        .expect("create");
+    assert_eq!(store.group(&id).await.unwrap(), Some(group.clone()));
+    // A retried create changes nothing, not even the members.
+    store
+        .create_group(
+            &Group {
+                name: "other".into(),
+                ..group.clone()
+            },
+            std::slice::from_ref(&b),
+        )
+        .await
+        .expect("create again");
+    assert_eq!(store.group(&id).await.unwrap().unwrap().name, "team");
+    let mut expected = vec![owner.clone(), a.clone()];
+    expected.sort();
+    assert_eq!(store.members(&id, "", 100).await.unwrap(), expected);
+    assert!(!store.is_member(&id, &b).await.unwrap());
+
+    store
+        .add_members(&id, &[b.clone(), a.clone()])
+        .await
+        .expect("add");
+    assert_eq!(store.member_count(&id).await.unwrap(), 3);
+    assert!(store.is_member(&id, &b).await.unwrap());
+    // Pages in id order, starting after the given member.
+    let mut all = [owner.clone(), a.clone(), b.clone()];
+    all.sort();
+    assert_eq!(store.members(&id, "", 2).await.unwrap(), all[..2].to_vec());
+    assert_eq!(
+        store.members(&id, &all[1], 2).await.unwrap(),
+        all[2..].to_vec()
+    );
+    assert_eq!(store.user_groups(&b).await.unwrap(), vec![id.clone()]);
+
+    store
+        .remove_members(&id, &[b.clone(), fresh("stranger")])
+        .await
+        .expect("remove");
+    assert!(!store.is_member(&id, &b).await.unwrap());
+    assert_eq!(store.member_count(&id).await.unwrap(), 2);
+    assert!(store.user_groups(&b).await.unwrap().is_empty());
+    assert_eq!(store.member_count("nosuchgroup").await.unwrap(), 0);
+    assert!(
+        store
+            .members("nosuchgroup", "", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn log_scenarios(log: Arc<dyn EventLog>) {

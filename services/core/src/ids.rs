@@ -44,11 +44,24 @@ pub fn check_device(id: &str) -> Result<(), IdError> {
     check("device", id)
 }
 
+/// Checks the shape of a group id.
+pub fn check_group(id: &str) -> Result<(), IdError> {
+    check("group", id)
+}
+
+/// A new group id: a UUIDv7 in lowercase hex (32 characters), so ids sort
+/// by creation time and never collide without coordination.
+pub fn new_group_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
 /// A conversation a message belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Conversation {
     /// 1:1 chat between two users, stored sorted (`low <= high`).
     Direct { low: String, high: String },
+    /// A group chat; members are kept in the store.
+    Group(String),
 }
 
 impl Conversation {
@@ -76,20 +89,34 @@ impl Conversation {
                     Err(unknown())
                 }
             }
+            ["g", g] => {
+                check_group(g).map_err(|_| unknown())?;
+                Ok(Conversation::Group((*g).to_owned()))
+            }
             _ => Err(unknown()),
         }
     }
 
-    /// Users who take part in the conversation.
-    pub fn members(&self) -> Vec<&str> {
+    /// The conversation of a group.
+    pub fn group(id: &str) -> Result<Self, IdError> {
+        check_group(id)?;
+        Ok(Conversation::Group(id.to_owned()))
+    }
+
+    /// The two users of a 1:1 conversation (one for a note to self); None
+    /// for a group, whose members only the store knows.
+    pub fn direct_members(&self) -> Option<Vec<&str>> {
         match self {
-            Conversation::Direct { low, high } if low == high => vec![low],
-            Conversation::Direct { low, high } => vec![low, high],
+            Conversation::Direct { low, high } if low == high => Some(vec![low]),
+            Conversation::Direct { low, high } => Some(vec![low, high]),
+            Conversation::Group(_) => None,
         }
     }
 
-    pub fn has_member(&self, user: &str) -> bool {
-        self.members().contains(&user)
+    /// Whether `user` takes part: Some for 1:1 conversations, None for a
+    /// group (ask the store).
+    pub fn has_direct_member(&self, user: &str) -> Option<bool> {
+        self.direct_members().map(|m| m.contains(&user))
     }
 }
 
@@ -97,6 +124,7 @@ impl fmt::Display for Conversation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Conversation::Direct { low, high } => write!(f, "d:{low}:{high}"),
+            Conversation::Group(id) => write!(f, "g:{id}"),
         }
     }
 }
@@ -154,7 +182,9 @@ mod tests {
     fn non_canonical_or_foreign_conversation_ids_are_unknown() {
         for bad in [
             "d:bob:alice",
-            "g:1",
+            "g:",
+            "g:a b",
+            "g:a:b",
             "",
             "d:alice",
             "d:a:b:c",
@@ -166,6 +196,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn group_conversations_round_trip() {
+        let id = new_group_id();
+        assert_eq!(id.len(), 32);
+        let c = Conversation::parse(&format!("g:{id}")).unwrap();
+        assert_eq!(c, Conversation::group(&id).unwrap());
+        assert_eq!(c.to_string(), format!("g:{id}"));
+        assert_eq!(c.direct_members(), None);
+        assert!(new_group_id() > id, "group ids sort by creation time");
     }
 
     #[test]

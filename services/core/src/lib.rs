@@ -6,6 +6,7 @@
 //!   [`log::EventLog`] (Kafka in production, [`embedded::EmbeddedLog`] here),
 //!   [`store::MessageStore`] (ScyllaDB, [`embedded::EmbeddedStore`]),
 //!   [`routes::RouteDirectory`] (Redis, [`embedded::MemoryRoutes`]);
+//!   the store also keeps groups ([`groups::GroupStore`]);
 //! - [`stage`]: the consume → act → commit loop every pipeline stage runs;
 //! - [`auth`]: HS256 JWT tokens for client logins;
 //! - [`conformance`]: scenarios every backend must pass, run against each one.
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod conformance;
 pub mod embedded;
+pub mod groups;
 pub mod ids;
 pub mod log;
 pub mod metrics;

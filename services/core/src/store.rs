@@ -46,8 +46,9 @@ pub struct InboxPage {
     pub head: u64,
 }
 
+/// Groups live in the same database as messages, so every store keeps them.
 #[async_trait]
-pub trait MessageStore: Send + Sync + 'static {
+pub trait MessageStore: crate::groups::GroupStore {
     /// Stores messages, each once per (sender_user, client_msg_id), and gives
     /// each new one the next sequence number of its conversation (ignoring
     /// the `seq` passed in). Returns the stored form of each, in order.

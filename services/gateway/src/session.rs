@@ -563,7 +563,8 @@ impl Session {
                 );
             }
         };
-        if !conversation.has_member(&login.user) {
+        // Group membership is the persister's to check (it reads the store).
+        if conversation.has_direct_member(&login.user) == Some(false) {
             let msg = format!(
                 "{} is not a member of conversation {conversation}",
                 login.user
@@ -660,12 +661,11 @@ impl Session {
         };
         for _ in 0..asked {
             if !r.rejected.is_empty() {
-                self.reject(
-                    ErrorCode::InvalidArgument,
-                    r.rejected.clone(),
-                    &r.client_msg_id,
-                    0,
-                )?;
+                let code = match ErrorCode::try_from(r.reject_code) {
+                    Ok(ErrorCode::Unspecified) | Err(_) => ErrorCode::InvalidArgument,
+                    Ok(code) => code,
+                };
+                self.reject(code, r.rejected.clone(), &r.client_msg_id, 0)?;
             } else {
                 self.emit(server_frame::Kind::SendResult(SendResult {
                     client_msg_id: r.client_msg_id.clone(),

@@ -1,7 +1,8 @@
 //! tern-ingest: the server-side gRPC API.
 //!
 //! Back ends and bots send messages as a system user, read inbox pages and
-//! conversation history; in dev mode anyone can get a login token. A send
+//! conversation history, and manage groups ([`groups`]); in dev mode anyone
+//! can get a login token. A send
 //! goes through the pipeline like a user's: it is appended to `inbound` and
 //! the call returns when the persister's receipt comes back on this node's
 //! push topic, so a success always means "stored".
@@ -17,6 +18,7 @@ use tern_core::ids::{Conversation, IdError, MessageId, check_user};
 use tern_core::log::{EventLog, LogError, Record};
 use tern_core::proto::api::tern_server::{Tern, TernServer};
 use tern_core::proto::api::*;
+use tern_core::proto::client::ErrorCode;
 use tern_core::proto::records::{InboundRecord, Origin, Receipt, push_record};
 use tern_core::stage::stopped;
 use tern_core::store::{MessageStore, StoreError, client_message, load_entries};
@@ -24,6 +26,8 @@ use tern_core::{now_ms, topics};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
+
+mod groups;
 
 /// Most messages one page returns.
 const MAX_PAGE: u32 = 1000;
@@ -86,16 +90,29 @@ pub enum IngestError {
     BadContentType(usize),
     #[error("dev tokens are disabled: the server is not in dev mode")]
     DevModeOff,
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 impl From<IngestError> for Status {
     fn from(e: IngestError) -> Self {
         let msg = e.to_string();
         match e {
-            IngestError::BadId(IdError::UnknownConversation(_)) => Status::not_found(msg),
-            IngestError::BadId(_) | IngestError::BadCursor { .. } | IngestError::Rejected(_) => {
-                Status::invalid_argument(msg)
+            IngestError::BadId(IdError::UnknownConversation(_)) | IngestError::UnknownGroup(_) => {
+                Status::not_found(msg)
             }
+            IngestError::BadId(_)
+            | IngestError::BadCursor { .. }
+            | IngestError::Rejected(_)
+            | IngestError::BadRequest(_) => Status::invalid_argument(msg),
+            IngestError::Unauthenticated(_) => Status::unauthenticated(msg),
+            IngestError::Forbidden(_) => Status::permission_denied(msg),
             IngestError::TooLarge { .. } | IngestError::BadContentType(_) => {
                 Status::invalid_argument(msg)
             }
@@ -266,7 +283,11 @@ impl Api {
         req: SendAsSystemRequest,
     ) -> Result<SendAsSystemResponse, IngestError> {
         check_user(&req.from_user)?;
-        let conversation = Conversation::direct(&req.from_user, &req.to_user)?;
+        let conversation = if req.conversation.is_empty() {
+            Conversation::direct(&req.from_user, &req.to_user)?
+        } else {
+            Conversation::parse(&req.conversation)?
+        };
         let max = self.config.max_body_bytes;
         if req.body.len() > max {
             return Err(IngestError::TooLarge {
@@ -320,7 +341,10 @@ impl Api {
             _ => return Err(IngestError::NotConfirmed(self.config.receipt_timeout)),
         };
         if !receipt.rejected.is_empty() {
-            return Err(IngestError::Rejected(receipt.rejected));
+            return Err(match ErrorCode::try_from(receipt.reject_code) {
+                Ok(ErrorCode::Forbidden) => IngestError::Forbidden(receipt.rejected),
+                _ => IngestError::Rejected(receipt.rejected),
+            });
         }
         Ok(SendAsSystemResponse {
             message_id: receipt.message_id,
@@ -418,5 +442,55 @@ impl Tern for Api {
         r: Request<IssueDevTokenRequest>,
     ) -> Result<Response<IssueDevTokenResponse>, Status> {
         Ok(Response::new(Api::issue_dev_token(self, r.into_inner())?))
+    }
+
+    async fn create_group(
+        &self,
+        r: Request<CreateGroupRequest>,
+    ) -> Result<Response<Group>, Status> {
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            Api::create_group(self, caller, r.into_inner()).await?,
+        ))
+    }
+
+    async fn add_members(
+        &self,
+        r: Request<ChangeMembersRequest>,
+    ) -> Result<Response<Group>, Status> {
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            self.change_members(caller, r.into_inner(), true).await?,
+        ))
+    }
+
+    async fn remove_members(
+        &self,
+        r: Request<ChangeMembersRequest>,
+    ) -> Result<Response<Group>, Status> {
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            self.change_members(caller, r.into_inner(), false).await?,
+        ))
+    }
+
+    async fn list_members(
+        &self,
+        r: Request<ListMembersRequest>,
+    ) -> Result<Response<MembersPage>, Status> {
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            Api::list_members(self, caller, r.into_inner()).await?,
+        ))
+    }
+
+    async fn list_groups(
+        &self,
+        r: Request<ListGroupsRequest>,
+    ) -> Result<Response<GroupList>, Status> {
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            Api::list_groups(self, caller, r.into_inner()).await?,
+        ))
     }
 }

@@ -6,6 +6,10 @@
 //! one `deliver` record per recipient user (the sender included, for their
 //! other devices) and a receipt to the node that accepted the send.
 //!
+//! A group message is expanded here, in the pipeline, to the group's members
+//! as the store has them when the message is stored (read once per batch, a
+//! page at a time); only members may post. Gateways never see membership.
+//!
 //! Replays are harmless: a message stored before a crash is found by its
 //! idempotency key and its deliver records and receipt are emitted again;
 //! the router and the clients drop what they already have.
@@ -17,9 +21,10 @@ use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::Conversation;
 use tern_core::log::{Delivery, EventLog, Record};
+use tern_core::proto::client::ErrorCode;
 use tern_core::proto::records::{DeliverRecord, InboundRecord, PushRecord, Receipt, push_record};
 use tern_core::stage::{BatchHandler, run_topic_stage};
-use tern_core::store::{MessageStore, StoredMessage};
+use tern_core::store::{MessageStore, StoreError, StoredMessage};
 use tern_core::topics;
 use tokio::sync::watch;
 
@@ -46,27 +51,135 @@ impl Persister {
     }
 }
 
-/// Why the persister refuses a record the gateway let through (it checks
-/// again: the log may hold records from older or foreign producers).
-fn check(record: &InboundRecord) -> Result<Conversation, String> {
-    let conversation = Conversation::parse(&record.conversation).map_err(|e| e.to_string())?;
-    if !conversation.has_member(&record.sender_user) {
-        return Err(format!(
-            "{} is not a member of conversation {}",
-            record.sender_user, record.conversation
+/// Members read from the store per query when expanding a group message.
+const MEMBER_PAGE: usize = 1000;
+/// Deliver records appended at once: a message to a big group is written
+/// in several appends rather than one unbounded one.
+const MAX_APPEND: usize = 5000;
+
+/// Why a record is refused, with the error code its sender gets.
+struct Refusal {
+    code: ErrorCode,
+    reason: String,
+}
+
+fn refuse(code: ErrorCode, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a record's shape and, for a 1:1 conversation, its sender (the
+/// gateway checked too, but the log may hold records from older or foreign
+/// producers). Group membership is checked against the store later.
+fn check(record: &InboundRecord) -> Result<Conversation, Refusal> {
+    let conversation = Conversation::parse(&record.conversation)
+        .map_err(|e| refuse(ErrorCode::UnknownConversation, e.to_string()))?;
+    if conversation.has_direct_member(&record.sender_user) == Some(false) {
+        return Err(refuse(
+            ErrorCode::Forbidden,
+            format!(
+                "{} is not a member of conversation {}",
+                record.sender_user, record.conversation
+            ),
         ));
     }
     if record.message_id.len() != 16 {
-        return Err("message id is not 16 bytes".into());
+        return Err(refuse(
+            ErrorCode::InvalidArgument,
+            "message id is not 16 bytes",
+        ));
     }
     Ok(conversation)
+}
+
+fn rejection(record: &InboundRecord, refusal: Refusal) -> Receipt {
+    Receipt {
+        origin: record.origin.clone(),
+        sender_user: record.sender_user.clone(),
+        client_msg_id: record.client_msg_id.clone(),
+        rejected: refusal.reason,
+        reject_code: refusal.code as i32,
+        ..Default::default()
+    }
+}
+
+/// Members of the groups one batch posts to, read once per batch (sorted).
+/// None: the group does not exist.
+struct MemberCache<'a> {
+    store: &'a dyn MessageStore,
+    groups: HashMap<String, Option<Vec<String>>>,
+}
+
+impl MemberCache<'_> {
+    async fn members(&mut self, group: &str) -> Result<Option<&[String]>, StoreError> {
+        if !self.groups.contains_key(group) {
+            let members = read_members(self.store, group).await?;
+            self.groups.insert(group.to_owned(), members);
+        }
+        Ok(self.groups[group].as_deref())
+    }
+}
+
+/// All members of a group, a page at a time; None if there is no such group.
+async fn read_members(
+    store: &dyn MessageStore,
+    group: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let after = all.last().map_or("", String::as_str);
+        let page = store.members(group, after, MEMBER_PAGE).await?;
+        let done = page.len() < MEMBER_PAGE;
+        all.extend(page);
+        if done {
+            break;
+        }
+    }
+    if all.is_empty() && store.group(group).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(all))
+}
+
+/// The members a group message goes to, or why the sender may not post.
+async fn group_recipients(
+    groups: &mut MemberCache<'_>,
+    conversation: &Conversation,
+    sender: &str,
+) -> Result<Result<Vec<String>, Refusal>, StoreError> {
+    let Conversation::Group(id) = conversation else {
+        unreachable!("1:1 conversations are expanded without the store");
+    };
+    Ok(match groups.members(id).await? {
+        None => Err(refuse(
+            ErrorCode::UnknownConversation,
+            format!("unknown group {id}"),
+        )),
+        Some(members)
+            if members
+                .binary_search_by(|m| m.as_str().cmp(sender))
+                .is_err() =>
+        {
+            Err(refuse(
+                ErrorCode::Forbidden,
+                format!("{sender} is not a member of group {id}"),
+            ))
+        }
+        Some(members) => Ok(members.to_vec()),
+    })
 }
 
 #[async_trait]
 impl BatchHandler for Persister {
     async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String> {
-        let mut accepted: Vec<(InboundRecord, Conversation)> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<(InboundRecord, Vec<String>)> = Vec::with_capacity(batch.len());
         let mut receipts: Vec<Receipt> = Vec::new();
+        let mut groups = MemberCache {
+            store: self.store.as_ref(),
+            groups: HashMap::new(),
+        };
         for d in batch {
             let record = match InboundRecord::decode(d.value.clone()) {
                 Ok(r) => r,
@@ -75,17 +188,20 @@ impl BatchHandler for Persister {
                     continue;
                 }
             };
-            match check(&record) {
-                Ok(c) => accepted.push((record, c)),
-                Err(reason) => {
-                    tracing::warn!(conversation = %record.conversation, sender = %record.sender_user, %reason, "inbound record rejected");
-                    receipts.push(Receipt {
-                        origin: record.origin.clone(),
-                        sender_user: record.sender_user.clone(),
-                        client_msg_id: record.client_msg_id.clone(),
-                        rejected: reason,
-                        ..Default::default()
-                    });
+            let recipients = match check(&record) {
+                Ok(c) => match c.direct_members() {
+                    Some(users) => Ok(users.into_iter().map(str::to_owned).collect()),
+                    None => group_recipients(&mut groups, &c, &record.sender_user)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                },
+                Err(refusal) => Err(refusal),
+            };
+            match recipients {
+                Ok(users) => accepted.push((record, users)),
+                Err(refusal) => {
+                    tracing::warn!(conversation = %record.conversation, sender = %record.sender_user, reason = %refusal.reason, "inbound record rejected");
+                    receipts.push(rejection(&record, refusal));
                 }
             }
         }
@@ -111,34 +227,41 @@ impl BatchHandler for Persister {
             .map_err(|e| e.to_string())?;
 
         let mut deliveries = Vec::new();
-        for ((record, conversation), outcome) in accepted.iter().zip(&outcomes) {
+        for ((record, recipients), outcome) in accepted.iter().zip(&outcomes) {
             let m = &outcome.message;
             if outcome.duplicate && m.conversation != record.conversation {
                 // client_msg_id is unique per sender: reusing one for another
                 // conversation must not deliver the old message there, nor
                 // tell the sender the new one was stored.
                 tracing::warn!(sender = %record.sender_user, client_msg_id = %record.client_msg_id, "client_msg_id reused for another conversation");
-                receipts.push(Receipt {
-                    origin: record.origin.clone(),
-                    sender_user: record.sender_user.clone(),
-                    client_msg_id: record.client_msg_id.clone(),
-                    rejected: format!(
-                        "client_msg_id {:?} was already used for a message in conversation {}; use a new id for each message",
-                        record.client_msg_id, m.conversation
-                    ),
-                    ..Default::default()
-                });
+                let reason = format!(
+                    "client_msg_id {:?} was already used for a message in conversation {}; use a new id for each message",
+                    record.client_msg_id, m.conversation
+                );
+                receipts.push(rejection(
+                    record,
+                    refuse(ErrorCode::InvalidArgument, reason),
+                ));
                 continue;
             }
             tracing::debug!(message_id = ?tern_core::ids::MessageId::from_slice(&m.message_id), conversation = %m.conversation, seq = m.seq, duplicate = outcome.duplicate, "message persisted");
-            for user in conversation.members() {
+            for user in recipients {
                 let rec = DeliverRecord {
-                    user: user.to_owned(),
+                    user: user.clone(),
                     message_id: m.message_id.clone(),
                     conversation: m.conversation.clone(),
                     seq: m.seq,
                 };
                 deliveries.push(Record::new(user.as_bytes().to_vec(), rec.encode_to_vec()));
+                if deliveries.len() >= MAX_APPEND {
+                    // Receipts wait for the last part: none precedes its
+                    // message's deliveries.
+                    let part = std::mem::take(&mut deliveries);
+                    self.log
+                        .append(topics::DELIVER, part)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
             }
             receipts.push(Receipt {
                 origin: record.origin.clone(),
@@ -149,6 +272,7 @@ impl BatchHandler for Persister {
                 seq: m.seq,
                 sent_at_ms: m.sent_at_ms,
                 rejected: String::new(),
+                reject_code: 0,
             });
         }
         // Receipts go to the node that accepted each send, keyed by sender

@@ -22,6 +22,7 @@ use futures_util::future::try_join_all;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
+use tern_core::groups::{Group, GroupStore, initial_members};
 use tern_core::ids::MessageId;
 use tern_core::store::{
     InboxEntry, InboxPage, MessageStore, PutOutcome, StoreError, StoredMessage,
@@ -33,11 +34,18 @@ const HISTORY_BUCKET: u64 = 10_000;
 const INBOX_BUCKET_BITS: u32 = 20;
 
 /// The migrations, in order: (version, name, CQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "001-init",
-    include_str!("../../../schemas/cql/001-init.cql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "001-init",
+        include_str!("../../../schemas/cql/001-init.cql"),
+    ),
+    (
+        2,
+        "002-groups",
+        include_str!("../../../schemas/cql/002-groups.cql"),
+    ),
+];
 
 #[derive(Debug, Clone)]
 pub struct ScyllaStoreConfig {
@@ -83,6 +91,16 @@ struct Statements {
     select_last_inbox_cursor: PreparedStatement,
     select_cursor: PreparedStatement,
     update_cursor: PreparedStatement,
+    insert_group: PreparedStatement,
+    select_group: PreparedStatement,
+    insert_member: PreparedStatement,
+    delete_member: PreparedStatement,
+    insert_user_group: PreparedStatement,
+    delete_user_group: PreparedStatement,
+    select_members_page: PreparedStatement,
+    select_member: PreparedStatement,
+    count_members: PreparedStatement,
+    select_user_groups: PreparedStatement,
 }
 
 pub struct ScyllaStore {
@@ -246,6 +264,16 @@ async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> 
         select_last_inbox_cursor: p("SELECT cursor FROM {ks}.inbox WHERE user_id = ? AND bucket = ? ORDER BY cursor DESC LIMIT 1").await?,
         select_cursor: p("SELECT cursor FROM {ks}.cursors WHERE user_id = ? AND device = ?").await?,
         update_cursor: p("UPDATE {ks}.cursors SET cursor = ? WHERE user_id = ? AND device = ?").await?,
+        insert_group: p("INSERT INTO {ks}.groups (group_id, name, owner, created_at_ms) VALUES (?, ?, ?, ?)").await?,
+        select_group: p("SELECT name, owner, created_at_ms FROM {ks}.groups WHERE group_id = ?").await?,
+        insert_member: p("INSERT INTO {ks}.group_members (group_id, user_id) VALUES (?, ?)").await?,
+        delete_member: p("DELETE FROM {ks}.group_members WHERE group_id = ? AND user_id = ?").await?,
+        insert_user_group: p("INSERT INTO {ks}.user_groups (user_id, group_id) VALUES (?, ?)").await?,
+        delete_user_group: p("DELETE FROM {ks}.user_groups WHERE user_id = ? AND group_id = ?").await?,
+        select_members_page: p("SELECT user_id FROM {ks}.group_members WHERE group_id = ? AND user_id > ? LIMIT ?").await?,
+        select_member: p("SELECT user_id FROM {ks}.group_members WHERE group_id = ? AND user_id = ?").await?,
+        count_members: p("SELECT COUNT(*) FROM {ks}.group_members WHERE group_id = ?").await?,
+        select_user_groups: p("SELECT group_id FROM {ks}.user_groups WHERE user_id = ?").await?,
     })
 }
 
@@ -494,6 +522,119 @@ impl ScyllaStore {
             )
             .await?
             .map_or(0, |(c,)| c as u64))
+    }
+}
+
+impl ScyllaStore {
+    /// Writes (`add`) or deletes both rows of each membership, in parallel.
+    async fn change_members(
+        &self,
+        group: &str,
+        users: &[String],
+        add: bool,
+    ) -> Result<(), StoreError> {
+        let s = &self.st;
+        let (by_group, by_user) = if add {
+            (&s.insert_member, &s.insert_user_group)
+        } else {
+            (&s.delete_member, &s.delete_user_group)
+        };
+        try_join_all(users.iter().map(|user| async move {
+            cql!(
+                "write group member",
+                self.session.execute_unpaged(by_group, (group, user))
+            )?;
+            cql!(
+                "write user group",
+                self.session.execute_unpaged(by_user, (user, group))
+            )
+        }))
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl GroupStore for ScyllaStore {
+    async fn create_group(&self, group: &Group, members: &[String]) -> Result<(), StoreError> {
+        if self.group(&group.id).await?.is_some() {
+            return Ok(());
+        }
+        // Members first, the group row last: a retry after a crash in
+        // between finds no group and writes the members again.
+        let members = initial_members(&group.owner, members);
+        self.change_members(&group.id, &members, true).await?;
+        cql!(
+            "write group",
+            self.session.execute_unpaged(
+                &self.st.insert_group,
+                (
+                    &group.id,
+                    &group.name,
+                    &group.owner,
+                    group.created_at_ms as i64
+                )
+            )
+        )?;
+        Ok(())
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
+        Ok(self
+            .first::<(String, String, i64)>("read group", &self.st.select_group, (id,))
+            .await?
+            .map(|(name, owner, created)| Group {
+                id: id.to_owned(),
+                name,
+                owner,
+                created_at_ms: created as u64,
+            }))
+    }
+
+    async fn add_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
+        self.change_members(group, users, true).await
+    }
+
+    async fn remove_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
+        self.change_members(group, users, false).await
+    }
+
+    async fn members(
+        &self,
+        group: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = limit.clamp(1, i32::MAX as usize) as i32;
+        let rows: Vec<(String,)> = self
+            .all(
+                "read group members",
+                &self.st.select_members_page,
+                (group, after, limit),
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(u,)| u).collect())
+    }
+
+    async fn is_member(&self, group: &str, user: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .first::<(String,)>("read group member", &self.st.select_member, (group, user))
+            .await?
+            .is_some())
+    }
+
+    async fn member_count(&self, group: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .first::<(i64,)>("count group members", &self.st.count_members, (group,))
+            .await?
+            .map_or(0, |(n,)| n as u64))
+    }
+
+    async fn user_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = self
+            .all("read user groups", &self.st.select_user_groups, (user,))
+            .await?;
+        Ok(rows.into_iter().map(|(g,)| g).collect())
     }
 }
 

@@ -10,8 +10,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Cluster, bodies, infra, receive, send_until_stored};
-use tern_proto::client::Message;
+use common::{Cluster, bodies, infra, receive, send_until_stored, send_until_stored_to};
+use tern_client::Target;
+use tern_proto::client::{ErrorCode, Message};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alice_on_gateway_1_and_bob_on_gateway_2_chat() {
@@ -51,6 +52,66 @@ async fn alice_on_gateway_1_and_bob_on_gateway_2_chat() {
         .collect();
     assert_eq!(bodies(&got), expected);
     assert_eq!(repeats, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_of_three_on_two_gateways() {
+    let Some(infra) = infra() else {
+        eprintln!(
+            "TERN_TEST_KAFKA/CQL/REDIS not set: skipping the distributed test (make test sets them)"
+        );
+        return;
+    };
+    let cluster = Cluster::new(&infra);
+    let [alice_name, bob_name, carol_name, dave_name] =
+        ["alice", "bob", "carol", "dave"].map(tern_core::conformance::fresh);
+    // alice on gateway 1, bob on gateway 2, carol offline for now.
+    let alice = cluster.login(&cluster.gw1_addr, &alice_name, "phone").await;
+    let bob = cluster.login(&cluster.gw2_addr, &bob_name, "phone").await;
+    let token = tern_client::dev_token(&cluster.api_addr, &alice_name)
+        .await
+        .unwrap();
+    let mut groups = tern_client::GroupApi::connect(&cluster.api_addr, token)
+        .await
+        .unwrap();
+    let group = groups
+        .create("e2e", &[bob_name.clone(), carol_name.clone()])
+        .await
+        .expect("group created in Cassandra");
+    let to_group = || Target::Conversation(group.conversation.clone());
+    for i in 0..5 {
+        send_until_stored_to(&alice, to_group(), &format!("g{i}"), format!("g{i}")).await;
+    }
+    let (got, repeats) = receive(&bob, 5).await;
+    assert_eq!(bodies(&got), vec!["g0", "g1", "g2", "g3", "g4"]);
+    assert_eq!(repeats, 0);
+
+    let carol = cluster.login(&cluster.gw2_addr, &carol_name, "phone").await;
+    let (got, _) = receive(&carol, 5).await;
+    assert_eq!(
+        bodies(&got),
+        vec!["g0", "g1", "g2", "g3", "g4"],
+        "from her inbox"
+    );
+
+    groups
+        .remove(&group.id, std::slice::from_ref(&carol_name))
+        .await
+        .unwrap();
+    send_until_stored_to(&bob, to_group(), "after", "after".into()).await;
+    let (got, _) = receive(&alice, 6).await;
+    assert_eq!(bodies(&got).last().map(String::as_str), Some("after"));
+    // Had "after" reached carol's inbox, it would precede this later message.
+    send_until_stored(&alice, &carol_name, "marker", "marker".into()).await;
+    let (got, _) = receive(&carol, 1).await;
+    assert_eq!(bodies(&got), vec!["marker"]);
+
+    let dave = cluster.login(&cluster.gw1_addr, &dave_name, "phone").await;
+    let err = dave
+        .send(tern_client::SendOptions::new(to_group(), "hi"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,7 @@ use prost::Message as _;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::io_err;
+use crate::groups::{Group, GroupStore, initial_members};
 use crate::ids::MessageId;
 use crate::store::{InboxEntry, InboxPage, MessageStore, PutOutcome, StoreError, StoredMessage};
 
@@ -27,6 +28,12 @@ const INBOX: TableDefinition<(&str, u64), (u128, &str)> = TableDefinition::new("
 const INBOX_INDEX: TableDefinition<(&str, u128), u64> = TableDefinition::new("inbox_index");
 /// (user, device) → cursor acknowledged by the device.
 const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+/// group id → (name, owner, created_at_ms).
+const GROUPS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("groups");
+/// (group id, user) → (): the members, in id order.
+const GROUP_MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("group_members");
+/// (user, group id) → (): the groups of a user.
+const USER_GROUPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_groups");
 
 /// How often ACKed cursors are written, coalesced, in one transaction.
 const CURSOR_FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -87,6 +94,9 @@ impl EmbeddedStore {
             tx.open_table(INBOX).map_err(io)?;
             tx.open_table(INBOX_INDEX).map_err(io)?;
             tx.open_table(CURSORS).map_err(io)?;
+            tx.open_table(GROUPS).map_err(io)?;
+            tx.open_table(GROUP_MEMBERS).map_err(io)?;
+            tx.open_table(USER_GROUPS).map_err(io)?;
         }
         tx.commit().map_err(io)?;
         let db = Arc::new(db);
@@ -195,6 +205,151 @@ fn decode(bytes: &[u8]) -> Result<StoredMessage, StoreError> {
 fn message_id(m: &StoredMessage) -> Result<MessageId, StoreError> {
     MessageId::from_slice(&m.message_id)
         .ok_or_else(|| StoreError::Corrupt("message id is not 16 bytes".into()))
+}
+
+/// Adds (`add`) or removes members of `group` in one durable transaction.
+fn change_members(
+    db: &Database,
+    group: &str,
+    users: &[String],
+    add: bool,
+) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(io)?;
+    {
+        let mut members = tx.open_table(GROUP_MEMBERS).map_err(io)?;
+        let mut by_user = tx.open_table(USER_GROUPS).map_err(io)?;
+        for user in users {
+            if add {
+                members.insert((group, user.as_str()), ()).map_err(io)?;
+                by_user.insert((user.as_str(), group), ()).map_err(io)?;
+            } else {
+                members.remove((group, user.as_str())).map_err(io)?;
+                by_user.remove((user.as_str(), group)).map_err(io)?;
+            }
+        }
+    }
+    tx.commit().map_err(io)
+}
+
+#[async_trait]
+impl GroupStore for EmbeddedStore {
+    async fn create_group(&self, group: &Group, members: &[String]) -> Result<(), StoreError> {
+        let group = group.clone();
+        let members = initial_members(&group.owner, members);
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(io)?;
+            {
+                let mut groups = tx.open_table(GROUPS).map_err(io)?;
+                if groups.get(group.id.as_str()).map_err(io)?.is_some() {
+                    return Ok(());
+                }
+                groups
+                    .insert(
+                        group.id.as_str(),
+                        (
+                            group.name.as_str(),
+                            group.owner.as_str(),
+                            group.created_at_ms,
+                        ),
+                    )
+                    .map_err(io)?;
+                let mut by_group = tx.open_table(GROUP_MEMBERS).map_err(io)?;
+                let mut by_user = tx.open_table(USER_GROUPS).map_err(io)?;
+                for user in &members {
+                    by_group
+                        .insert((group.id.as_str(), user.as_str()), ())
+                        .map_err(io)?;
+                    by_user
+                        .insert((user.as_str(), group.id.as_str()), ())
+                        .map_err(io)?;
+                }
+            }
+            tx.commit().map_err(io)
+        })
+        .await
+    }
+
+    async fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let groups = tx.open_table(GROUPS).map_err(io)?;
+        Ok(groups.get(id).map_err(io)?.map(|v| {
+            let (name, owner, created_at_ms) = v.value();
+            Group {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                created_at_ms,
+            }
+        }))
+    }
+
+    async fn add_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
+        let (group, users) = (group.to_owned(), users.to_vec());
+        self.blocking(move |db| change_members(db, &group, &users, true))
+            .await
+    }
+
+    async fn remove_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
+        let (group, users) = (group.to_owned(), users.to_vec());
+        self.blocking(move |db| change_members(db, &group, &users, false))
+            .await
+    }
+
+    async fn members(
+        &self,
+        group: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let members = tx.open_table(GROUP_MEMBERS).map_err(io)?;
+        let mut out = Vec::new();
+        for row in members.range((group, after)..).map_err(io)? {
+            let (key, _) = row.map_err(io)?;
+            let (g, user) = key.value();
+            if g != group || out.len() >= limit {
+                break;
+            }
+            if user != after {
+                out.push(user.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn is_member(&self, group: &str, user: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let members = tx.open_table(GROUP_MEMBERS).map_err(io)?;
+        Ok(members.get((group, user)).map_err(io)?.is_some())
+    }
+
+    async fn member_count(&self, group: &str) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let members = tx.open_table(GROUP_MEMBERS).map_err(io)?;
+        let mut n = 0;
+        for row in members.range((group, "")..).map_err(io)? {
+            if row.map_err(io)?.0.value().0 != group {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn user_groups(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let by_user = tx.open_table(USER_GROUPS).map_err(io)?;
+        let mut out = Vec::new();
+        for row in by_user.range((user, "")..).map_err(io)? {
+            let (key, _) = row.map_err(io)?;
+            let (u, group) = key.value();
+            if u != user {
+                break;
+            }
+            out.push(group.to_owned());
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]

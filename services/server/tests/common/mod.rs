@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tern_client::{Client, ClientError, Event, LoginOptions, SendOptions};
+use tern_client::{Client, ClientError, Event, LoginOptions, SendOptions, Target};
 use tern_proto::client::{ErrorCode, Message};
 
 pub const SECRET: &str = "distributed-test-secret-0123456789";
@@ -232,10 +232,15 @@ async fn tracing_free_sleep(_e: &ClientError) {
 /// real client does when a send is not confirmed (UNAVAILABLE, timeout,
 /// closed connection).
 pub async fn send_until_stored(client: &Client, to: &str, id: &str, body: String) {
+    send_until_stored_to(client, Target::ToUser(to.into()), id, body).await
+}
+
+/// [`send_until_stored`] to any target (a group's conversation, say).
+pub async fn send_until_stored_to(client: &Client, target: Target, id: &str, body: String) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         match client
-            .send(SendOptions::to_user(to, body.clone()).with_client_msg_id(id))
+            .send(SendOptions::new(target.clone(), body.clone()).with_client_msg_id(id))
             .await
         {
             Ok(_) => return,
