@@ -282,6 +282,8 @@ async fn receive(
                     r.errors.add(reason(&e));
                 }
             }
+            // This scenario joins no room.
+            Some(Event::RoomMessages { .. }) => {}
             Some(Event::ServerError(e)) => r.errors.add(e.code().as_str_name()),
             Some(Event::Closed { reason }) => {
                 r.errors.add(format!(

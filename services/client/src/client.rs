@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tern_proto::client::{
-    Codec, Heartbeat, Login, LoginResult, Logout, Message, PushAck, SendResult, SyncPage,
-    SyncRequest, client_frame, server_frame,
+    Codec, Heartbeat, Login, LoginResult, Logout, Message, PushAck, RoomJoin, RoomLeave,
+    RoomResult, RoomSend, SendResult, SyncPage, SyncRequest, client_frame, server_frame,
 };
 use tern_wire::{WireError, decode_server, encode_client, unpack_batch};
 use tokio::sync::{mpsc, oneshot};
@@ -138,6 +138,12 @@ pub enum Event {
         messages: Vec<Message>,
         last_cursor: u64,
         more_pending: bool,
+    },
+    /// Messages of the live room this connection is in (best-effort: not
+    /// ACKed, and a client that reads too slowly misses some).
+    RoomMessages {
+        room: String,
+        messages: Vec<Message>,
     },
     /// An error frame that answers no request of this client (fatal ones
     /// are followed by `Closed`).
@@ -324,18 +330,85 @@ impl Client {
         after_cursor: u64,
         limit: u32,
     ) -> Result<(Vec<Message>, u64, bool), ClientError> {
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let _pending = self.shared.register_sync(request_id, tx)?;
-        self.write(encode_client(client_frame::Kind::Sync(SyncRequest {
-            request_id,
-            after_cursor,
-            limit,
-        })))
-        .await?;
-        let page: SyncPage = self.wait(rx).await?;
+        let answer = self
+            .request(|request_id| {
+                client_frame::Kind::Sync(SyncRequest {
+                    request_id,
+                    after_cursor,
+                    limit,
+                })
+            })
+            .await?;
+        let Answer::Sync(page) = answer else {
+            return Err(ClientError::Protocol(format!(
+                "a sync was answered with {answer:?}"
+            )));
+        };
         let messages = unpack_batch(page.codec, &page.payload, MAX_PAYLOAD)?;
         Ok((messages, page.next_cursor, page.has_more))
+    }
+
+    /// Enters live room `room`, leaving the one this connection was in.
+    /// Once this returns, no message of the old room arrives and every
+    /// message posted to `room` from now on does (as [`Event::RoomMessages`]).
+    pub async fn join_room(&self, room: impl Into<String>) -> Result<(), ClientError> {
+        let room = room.into();
+        self.room_request(|request_id| client_frame::Kind::RoomJoin(RoomJoin { request_id, room }))
+            .await
+    }
+
+    /// Leaves the current room.
+    pub async fn leave_room(&self) -> Result<(), ClientError> {
+        self.room_request(|request_id| client_frame::Kind::RoomLeave(RoomLeave { request_id }))
+            .await
+    }
+
+    /// Posts a `text/plain` message to `room`, which this connection must
+    /// be in. Returns once every gateway can read it; rooms are best-effort,
+    /// so it is not stored and viewers who are too slow may miss it.
+    pub async fn post_to_room(
+        &self,
+        room: impl Into<String>,
+        body: impl Into<Bytes>,
+    ) -> Result<(), ClientError> {
+        let (room, body) = (room.into(), body.into());
+        self.room_request(|request_id| {
+            client_frame::Kind::RoomSend(RoomSend {
+                request_id,
+                room,
+                content_type: "text/plain".into(),
+                body,
+            })
+        })
+        .await
+    }
+
+    async fn room_request(
+        &self,
+        frame: impl FnOnce(u64) -> client_frame::Kind,
+    ) -> Result<(), ClientError> {
+        match self.request(frame).await? {
+            Answer::Room(result) => {
+                debug!(room = %result.room, "room request answered");
+                Ok(())
+            }
+            other => Err(ClientError::Protocol(format!(
+                "a room request was answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Writes the frame `frame` builds with a fresh request id and waits
+    /// for the answer with that id.
+    async fn request(
+        &self,
+        frame: impl FnOnce(u64) -> client_frame::Kind,
+    ) -> Result<Answer, ClientError> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let _pending = self.shared.register_request(request_id, tx)?;
+        self.write(encode_client(frame(request_id))).await?;
+        self.wait(rx).await
     }
 
     /// Says goodbye: sends `Logout`, closes the sending side, and waits
@@ -399,7 +472,14 @@ impl Client {
 }
 
 type SendWaiter = oneshot::Sender<Result<SendResult, ClientError>>;
-type SyncWaiter = oneshot::Sender<Result<SyncPage, ClientError>>;
+/// What a request (sync, room join/leave/post) is answered with.
+#[derive(Debug)]
+enum Answer {
+    Sync(SyncPage),
+    Room(RoomResult),
+}
+
+type RequestWaiter = oneshot::Sender<Result<Answer, ClientError>>;
 
 /// State shared by the client, the reader and the writer.
 #[derive(Default)]
@@ -421,7 +501,8 @@ struct State {
     /// Sends waiting for their answer, by client message id. A queue because
     /// a test may send the same id again before the first answer.
     sends: HashMap<String, VecDeque<(u64, SendWaiter)>>,
-    syncs: HashMap<u64, SyncWaiter>,
+    /// Requests waiting for their answer, by request id.
+    requests: HashMap<u64, RequestWaiter>,
     /// Tells apart waiters that share a client message id.
     next_waiter: u64,
 }
@@ -466,17 +547,17 @@ impl Shared {
         })
     }
 
-    fn register_sync(
+    fn register_request(
         self: &Arc<Self>,
         request_id: u64,
-        waiter: SyncWaiter,
-    ) -> Result<PendingSync, ClientError> {
+        waiter: RequestWaiter,
+    ) -> Result<PendingRequest, ClientError> {
         let mut state = self.state();
         if let Some(reason) = &state.closed {
             return Err(ClientError::Closed(reason.clone()));
         }
-        state.syncs.insert(request_id, waiter);
-        Ok(PendingSync {
+        state.requests.insert(request_id, waiter);
+        Ok(PendingRequest {
             shared: self.clone(),
             request_id,
         })
@@ -501,8 +582,8 @@ impl Shared {
         }
     }
 
-    fn resolve_sync(&self, request_id: u64, answer: Result<SyncPage, ClientError>) -> bool {
-        match self.state().syncs.remove(&request_id) {
+    fn resolve_request(&self, request_id: u64, answer: Result<Answer, ClientError>) -> bool {
+        match self.state().requests.remove(&request_id) {
             Some(tx) => {
                 let _ = tx.send(answer);
                 true
@@ -521,7 +602,7 @@ impl Shared {
                 let _ = tx.send(Err(ClientError::Closed(reason.clone())));
             }
         }
-        for (_, tx) in state.syncs.drain() {
+        for (_, tx) in state.requests.drain() {
             let _ = tx.send(Err(ClientError::Closed(reason.clone())));
         }
         drop(state);
@@ -550,14 +631,14 @@ impl Drop for PendingSend {
     }
 }
 
-struct PendingSync {
+struct PendingRequest {
     shared: Arc<Shared>,
     request_id: u64,
 }
 
-impl Drop for PendingSync {
+impl Drop for PendingRequest {
     fn drop(&mut self) {
-        self.shared.state().syncs.remove(&self.request_id);
+        self.shared.state().requests.remove(&self.request_id);
     }
 }
 
@@ -661,12 +742,26 @@ fn dispatch(
         }
         server_frame::Kind::SyncPage(page) => {
             let request_id = page.request_id;
-            if !shared.resolve_sync(request_id, Ok(page)) {
+            if !shared.resolve_request(request_id, Ok(Answer::Sync(page))) {
                 debug!(
                     request_id,
                     "SyncPage for no waiting sync (timed out?); dropped"
                 );
             }
+        }
+        server_frame::Kind::RoomResult(result) => {
+            let request_id = result.request_id;
+            if !shared.resolve_request(request_id, Ok(Answer::Room(result))) {
+                debug!(request_id, "RoomResult for no waiting request; dropped");
+            }
+        }
+        server_frame::Kind::RoomBatch(batch) => {
+            let messages = unpack_batch(batch.codec, &batch.payload, MAX_PAYLOAD)
+                .map_err(|e| format!("a room batch from the gateway could not be decoded: {e}"))?;
+            let _ = events.send(Event::RoomMessages {
+                room: batch.room,
+                messages,
+            });
         }
         server_frame::Kind::Push(push) => {
             let messages = unpack_batch(push.codec, &push.payload, MAX_PAYLOAD)
@@ -691,7 +786,7 @@ fn dispatch(
             let answered = if !err.client_msg_id.is_empty() {
                 shared.resolve_send(&err.client_msg_id, Err(ClientError::from_frame(&err)))
             } else if err.request_id != 0 {
-                shared.resolve_sync(err.request_id, Err(ClientError::from_frame(&err)))
+                shared.resolve_request(err.request_id, Err(ClientError::from_frame(&err)))
             } else {
                 false
             };
@@ -721,6 +816,8 @@ fn kind_name(kind: &server_frame::Kind) -> &'static str {
         server_frame::Kind::Push(_) => "Push",
         server_frame::Kind::SyncPage(_) => "SyncPage",
         server_frame::Kind::Error(_) => "Error",
+        server_frame::Kind::RoomResult(_) => "RoomResult",
+        server_frame::Kind::RoomBatch(_) => "RoomBatch",
     }
 }
 

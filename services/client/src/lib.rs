@@ -31,6 +31,8 @@ pub use client::{
 pub use dedup::CursorDedup;
 pub use error::ClientError;
 pub use groups::GroupApi;
+/// The gRPC API's types, for calls made with [`connect_api`].
+pub use tern_proto::api as api_proto;
 /// The protocol types callers handle (`Message`, `SendResult`, `LoginResult`, `ErrorCode`, ...).
 pub use tern_proto::client as proto;
 

@@ -19,7 +19,7 @@ use tern_client::{Client, Event, GroupApi, LoginOptions, SendOptions, Target, me
 #[command(
     name = "tern",
     version,
-    about = "Command-line client for tern: dev tokens, send, listen, chat, groups"
+    about = "Command-line client for tern: dev tokens, send, listen, chat, groups, rooms"
 )]
 struct Cli {
     /// Gateway address: tcp://host:port, ws://host:port/, or host:port (TCP).
@@ -71,6 +71,32 @@ enum Command {
     /// Create groups and manage their members (as --user).
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Watch and post to live rooms (best-effort, not stored).
+    #[command(subcommand)]
+    Room(RoomCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Join a room and print its messages as JSON lines.
+    Watch {
+        #[arg(long)]
+        room: String,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Join a room and post one message to it.
+    Post {
+        #[arg(long)]
+        room: String,
+        text: String,
+    },
+    /// Print the approximate viewer count of a room (a few seconds old).
+    Viewers {
+        #[arg(long)]
+        room: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,7 +199,70 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Listen { count } => listen(&cli, *count).await,
         Command::Chat { to } => chat(&cli, to).await,
         Command::Group(command) => group(&cli, command).await,
+        Command::Room(command) => room(&cli, command).await,
     }
+}
+
+async fn room(cli: &Cli, command: &RoomCommand) -> anyhow::Result<()> {
+    match command {
+        RoomCommand::Watch { room, count } => {
+            let (client, _) = connect(cli, "cli-room", false).await?;
+            client
+                .join_room(room)
+                .await
+                .with_context(|| format!("could not join room {room}"))?;
+            eprintln!("watching room {room}");
+            let mut remaining = *count;
+            while remaining != Some(0) {
+                match client.next_event().await {
+                    Some(Event::RoomMessages { messages, .. }) => {
+                        let mut out = std::io::stdout().lock();
+                        for m in messages.iter().take(remaining.unwrap_or(u64::MAX) as usize) {
+                            writeln!(out, "{}", message_json(m))
+                                .context("could not write to stdout")?;
+                            remaining = remaining.map(|n| n - 1);
+                        }
+                        out.flush().context("could not write to stdout")?;
+                    }
+                    // Inbox pushes wait for `tern listen`: not ACKed here.
+                    Some(Event::Messages { .. }) => {}
+                    Some(Event::ServerError(err)) => {
+                        eprintln!("server error: {}", describe_error(&err))
+                    }
+                    Some(Event::Closed { reason }) => bail!("connection closed: {reason}"),
+                    None => bail!("connection closed"),
+                }
+            }
+            let _ = client.logout().await;
+        }
+        RoomCommand::Post { room, text } => {
+            let (client, _) = connect(cli, "cli-room-post", true).await?;
+            client
+                .join_room(room)
+                .await
+                .with_context(|| format!("could not join room {room}"))?;
+            client
+                .post_to_room(room, text.clone().into_bytes())
+                .await
+                .context("could not post to the room")?;
+            let _ = client.logout().await;
+        }
+        RoomCommand::Viewers { room } => {
+            let mut api = tern_client::connect_api(&cli.api)
+                .await
+                .context("could not reach the API")?;
+            let reply = api
+                .room_viewers(tern_client::api_proto::RoomViewersRequest {
+                    rooms: vec![room.clone()],
+                })
+                .await
+                .map_err(tern_client::ClientError::from)
+                .context("could not read the viewer count")?
+                .into_inner();
+            println!("{}", reply.viewers.get(room).copied().unwrap_or(0));
+        }
+    }
+    Ok(())
 }
 
 async fn group(cli: &Cli, command: &GroupCommand) -> anyhow::Result<()> {
@@ -297,6 +386,8 @@ async fn listen(cli: &Cli, count: Option<u64>) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
+            // Not in a room: none come.
+            Some(Event::RoomMessages { .. }) => {}
             Some(Event::ServerError(err)) => eprintln!("server error: {}", describe_error(&err)),
             Some(Event::Closed { reason }) => bail!("connection closed: {reason}"),
             None => bail!("connection closed"),
@@ -357,6 +448,7 @@ async fn chat(cli: &Cli, to: &str) -> anyhow::Result<()> {
                     }
                     client.ack(last_cursor).await.context("could not ACK received messages")?;
                 }
+                Some(Event::RoomMessages { .. }) => {}
                 Some(Event::ServerError(err)) => eprintln!("server error: {}", describe_error(&err)),
                 Some(Event::Closed { reason }) => bail!("connection closed: {reason}"),
                 None => bail!("connection closed"),

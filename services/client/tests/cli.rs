@@ -321,3 +321,61 @@ async fn group_create_send_members_add_and_remove() {
         stderr(&refused)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn room_watch_post_and_viewers() {
+    let server =
+        start(|c| c.gateway.room_report_every = std::time::Duration::from_millis(100)).await;
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_tern"));
+    watch
+        .env_clear()
+        .env(
+            "TERN_SERVER",
+            format!("tcp://{}", server.running.tcp_addr.unwrap()),
+        )
+        .env(
+            "TERN_API",
+            format!("http://{}", server.running.api_addr.unwrap()),
+        )
+        .args([
+            "--user", "viewer", "room", "watch", "--room", "stage", "--count", "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let watcher = watch.spawn().expect("tern runs");
+    // Posts before the watcher joined would be lost (rooms keep nothing):
+    // wait until it is counted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let viewers = tern(&server, &["room", "viewers", "--room", "stage"]).await;
+        assert!(viewers.status.success(), "{}", stderr(&viewers));
+        if last_line(&viewers) == "1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never joined"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for text in ["first", "second"] {
+        let posted = tern(
+            &server,
+            &["--user", "host", "room", "post", "--room", "stage", text],
+        )
+        .await;
+        assert!(posted.status.success(), "{}", stderr(&posted));
+    }
+    let out = tokio::task::spawn_blocking(move || watcher.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let bodies: Vec<&str> = lines.iter().map(|l| l["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, vec!["first", "second"]);
+    assert_eq!(lines[0]["conversation"], "r:stage");
+    assert_eq!(lines[0]["from"], "host");
+}

@@ -418,6 +418,32 @@ pub async fn route_scenarios(routes: Arc<dyn RouteDirectory>) {
             .is_empty()
     );
 
+    // Room viewers: summed over gateways; a report of 0 withdraws one.
+    let (room_a, room_b, gw_a, gw_b) = (fresh("room"), fresh("room"), fresh("gw"), fresh("gw"));
+    routes
+        .report_room_viewers(&gw_a, &[(room_a.clone(), 3), (room_b.clone(), 1)], ttl)
+        .await
+        .unwrap();
+    routes
+        .report_room_viewers(&gw_b, &[(room_a.clone(), 4)], Duration::from_millis(1100))
+        .await
+        .unwrap();
+    let rooms = [room_a.clone(), room_b.clone(), fresh("empty")];
+    let viewers = routes.room_viewers(&rooms).await.unwrap();
+    assert_eq!(viewers.len(), 2, "{viewers:?}");
+    assert_eq!((viewers[&room_a], viewers[&room_b]), (7, 1));
+    routes
+        .report_room_viewers(&gw_a, &[(room_b.clone(), 0)], ttl)
+        .await
+        .unwrap();
+    assert!(
+        !routes
+            .room_viewers(&rooms)
+            .await
+            .unwrap()
+            .contains_key(&room_b)
+    );
+
     // Routes expire when not renewed.
     routes
         .register(&r(&bob, "tablet", "gw1"), Duration::from_millis(1100))
@@ -431,6 +457,11 @@ pub async fn route_scenarios(routes: Arc<dyn RouteDirectory>) {
             .unwrap()
             .is_empty(),
         "expired route still listed"
+    );
+    assert_eq!(
+        routes.room_viewers(&rooms).await.unwrap()[&room_a],
+        3,
+        "a lapsed report no longer counts"
     );
     assert!(
         routes

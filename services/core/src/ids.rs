@@ -49,6 +49,11 @@ pub fn check_group(id: &str) -> Result<(), IdError> {
     check("group", id)
 }
 
+/// Checks the shape of a live room id.
+pub fn check_room(id: &str) -> Result<(), IdError> {
+    check("room", id)
+}
+
 /// A new group id: a UUIDv7 in lowercase hex (32 characters), so ids sort
 /// by creation time and never collide without coordination.
 pub fn new_group_id() -> String {

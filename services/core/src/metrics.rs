@@ -136,6 +136,38 @@ pub static DISCONNECTS: LabeledCounter = LabeledCounter::new(
     "Connections closed by the gateway, by reason.",
     "reason",
 );
+pub static ROOM_VIEWERS: Gauge = Gauge::new(
+    "tern_gateway_room_viewers",
+    "Connections in a live room on this gateway.",
+);
+pub static ROOM_MESSAGES: Counter = Counter::new(
+    "tern_gateway_room_messages_total",
+    "Room messages read from the rooms topic.",
+);
+pub static ROOM_BATCHES: Counter = Counter::new(
+    "tern_gateway_room_batches_total",
+    "Merged room batches fanned out (one per room per merge window).",
+);
+pub static ROOM_ENCODES: Counter = Counter::new(
+    "tern_gateway_room_encodes_total",
+    "Room batches encoded (once per batch and codec, whatever the viewer count).",
+);
+pub static ROOM_FRAMES: Counter = Counter::new(
+    "tern_gateway_room_frames_total",
+    "Room batch frames handed to viewers.",
+);
+pub static ROOM_DROPPED: Counter = Counter::new(
+    "tern_gateway_room_dropped_total",
+    "Room batch frames dropped because a viewer could not keep up.",
+);
+pub static ROOM_PAYLOAD_BYTES: Counter = Counter::new(
+    "tern_gateway_room_payload_bytes_total",
+    "Room batch payload bytes after compression, per encoding.",
+);
+pub static ROOM_RAW_BYTES: Counter = Counter::new(
+    "tern_gateway_room_raw_bytes_total",
+    "Room batch payload bytes before compression, per encoding.",
+);
 pub static STAGE_BATCHES: LabeledCounter = LabeledCounter::new(
     "tern_stage_batches_total",
     "Batches handled and committed, by stage.",
@@ -159,9 +191,10 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 /// Every metric in the Prometheus text format.
 pub fn render() -> String {
     let mut out = String::new();
-    let g = &CONNECTIONS;
-    header(&mut out, g.name, g.help, "gauge");
-    let _ = writeln!(out, "{} {}", g.name, g.get());
+    for g in [&CONNECTIONS, &ROOM_VIEWERS] {
+        header(&mut out, g.name, g.help, "gauge");
+        let _ = writeln!(out, "{} {}", g.name, g.get());
+    }
     for c in [
         &LOGINS,
         &SENDS,
@@ -170,6 +203,13 @@ pub fn render() -> String {
         &PUSH_PAYLOAD_BYTES,
         &PUSH_RAW_BYTES,
         &ACKS,
+        &ROOM_MESSAGES,
+        &ROOM_BATCHES,
+        &ROOM_ENCODES,
+        &ROOM_FRAMES,
+        &ROOM_DROPPED,
+        &ROOM_PAYLOAD_BYTES,
+        &ROOM_RAW_BYTES,
     ] {
         header(&mut out, c.name, c.help, "counter");
         let _ = writeln!(out, "{} {}", c.name, c.get());

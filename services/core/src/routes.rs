@@ -1,4 +1,5 @@
-//! The route directory boundary: which gateway holds a user's device.
+//! The route directory boundary: which gateway holds a user's device, and
+//! how many viewers each gateway has in each live room.
 //! Redis in production, [`crate::embedded::MemoryRoutes`] embedded. Nothing
 //! here is the only copy of anything: a lost route means a push waits in the
 //! inbox until the device reconnects.
@@ -50,6 +51,20 @@ pub trait RouteDirectory: Send + Sync + 'static {
     /// by a sweeper once it is dead) and forgets the gateway. Returns how
     /// many routes were removed.
     async fn remove_gateway(&self, gateway: &str) -> Result<usize, RouteError>;
+
+    /// Reports how many viewers `gateway` has in each room of `counts`
+    /// (0: none any more), valid for `ttl`: a gateway that dies stops
+    /// counting once its reports lapse.
+    async fn report_room_viewers(
+        &self,
+        gateway: &str,
+        counts: &[(String, u64)],
+        ttl: Duration,
+    ) -> Result<(), RouteError>;
+
+    /// Viewers of each room, summed over the gateways whose reports have
+    /// not lapsed (one round trip). Rooms nobody watches are absent.
+    async fn room_viewers(&self, rooms: &[String]) -> Result<HashMap<String, u64>, RouteError>;
 }
 
 /// Removes the routes of every dead gateway; returns the gateways swept.

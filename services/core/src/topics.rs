@@ -4,6 +4,13 @@
 pub const INBOUND: &str = "inbound";
 /// One record per recipient, keyed by user: the router's input.
 pub const DELIVER: &str = "deliver";
+/// Live room messages, keyed by room: every gateway reads all of it.
+pub const ROOMS: &str = "rooms";
+
+/// The conversation id room messages carry (`r:<room>`).
+pub fn room_conversation(room: &str) -> String {
+    format!("r:{room}")
+}
 
 /// Work for one gateway or ingest node: deliveries and send receipts.
 pub fn push_topic(node_id: &str) -> String {

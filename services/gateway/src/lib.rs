@@ -9,6 +9,8 @@
 //! - Consumes its own push topic ([`pusher`]): inbox entries for its users,
 //!   batched per connection over a short window, bodies fetched from the
 //!   store, compressed when it pays, re-sent until ACKed ([`session`]).
+//! - Reads every live room message and fans it out to its own viewers,
+//!   merged and encoded once per batch ([`rooms`]).
 //!
 //! Every connection has a bounded outbound queue and a bounded mailbox: a
 //! client that cannot keep up is disconnected with a reason instead of
@@ -16,6 +18,7 @@
 
 pub mod hub;
 pub mod pusher;
+pub mod rooms;
 pub mod session;
 pub mod transport;
 
@@ -77,6 +80,13 @@ pub struct GatewayConfig {
     pub max_sends_in_flight: usize,
     /// A socket write that takes longer than this drops the connection.
     pub write_timeout: Duration,
+    /// Room messages are merged this long before one batch goes to every
+    /// viewer (zero: as they arrive).
+    pub room_window: Duration,
+    /// Room batches queued per viewer; past it the viewer loses batches.
+    pub room_queue: usize,
+    /// How often viewer counts are reported to the route directory.
+    pub room_report_every: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -102,6 +112,9 @@ impl Default for GatewayConfig {
             receipt_timeout: Duration::from_secs(10),
             max_sends_in_flight: 256,
             write_timeout: Duration::from_secs(10),
+            room_window: Duration::from_millis(20),
+            room_queue: 32,
+            room_report_every: Duration::from_secs(5),
         }
     }
 }
@@ -120,6 +133,7 @@ pub(crate) struct Shared {
     pub config: GatewayConfig,
     pub deps: GatewayDeps,
     pub hub: hub::Hub,
+    pub rooms: rooms::Rooms,
 }
 
 /// A gateway with its listeners bound (so callers can learn the ports).
@@ -159,6 +173,7 @@ impl Gateway {
                 config,
                 deps,
                 hub: hub::Hub::new(),
+                rooms: rooms::Rooms::default(),
             }),
             tcp,
             ws,
@@ -181,6 +196,9 @@ impl Gateway {
         let Gateway { shared, tcp, ws } = self;
         let sub = pusher::subscribe(&shared).await?;
         let pusher = tokio::spawn(pusher::run(shared.clone(), sub, shutdown.clone()));
+        let room_sub = rooms::subscribe(&shared).await?;
+        let room_feed = tokio::spawn(rooms::run_feed(shared.clone(), room_sub, shutdown.clone()));
+        let room_reports = tokio::spawn(rooms::report_viewers(shared.clone(), shutdown.clone()));
         let alive = tokio::spawn(keep_alive(shared.clone(), shutdown.clone()));
         let accept_tcp = tokio::spawn(accept_loop(
             shared.clone(),
@@ -206,6 +224,16 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = alive.await;
+        let _ = room_feed.await;
+        let _ = room_reports.await;
+        // This gateway's viewers are gone: withdraw its counts now rather
+        // than when the reports lapse.
+        let counts = shared.rooms.counts();
+        let _ = shared
+            .deps
+            .routes
+            .report_room_viewers(&shared.config.node_id, &counts, Duration::from_secs(1))
+            .await;
         // Whatever a session could not remove goes now, and the gateway is forgotten.
         let node = &shared.config.node_id;
         match shared.deps.routes.remove_gateway(node).await {

@@ -48,6 +48,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+mod rooms;
+
 use crate::Shared;
 use crate::hub::{ConnHandle, Kick, SessionEvent};
 use crate::transport::{FrameReader, FrameWriter, TransportError};
@@ -132,6 +134,16 @@ struct Session {
     awaiting: HashMap<String, (Instant, u32)>,
     /// The same, in deadline order (entries already answered are skipped).
     deadlines: VecDeque<(Instant, String)>,
+    /// The live room this connection is in.
+    room: Option<String>,
+    /// Grows on every join and leave; batches tagged with an older one are
+    /// of a room the connection has left.
+    room_epoch: u64,
+    /// Room batches for this connection (made on the first join).
+    room_feed: Option<mpsc::Receiver<crate::rooms::RoomFrame>>,
+    room_tx: Option<mpsc::Sender<crate::rooms::RoomFrame>>,
+    /// Room posts being appended to the log.
+    room_posts: FuturesUnordered<BoxFuture<'static, rooms::PostResult>>,
 }
 
 /// Serves one connection until it ends.
@@ -167,6 +179,11 @@ pub(crate) async fn serve(
             appends: FuturesUnordered::new(),
             awaiting: HashMap::new(),
             deadlines: VecDeque::new(),
+            room: None,
+            room_epoch: 0,
+            room_feed: None,
+            room_tx: None,
+            room_posts: FuturesUnordered::new(),
         };
         metrics::CONNECTIONS.inc();
         let close = session.run(reader, shutdown).await;
@@ -308,6 +325,14 @@ impl Session {
                     Some(done) => self.on_appended(done),
                     None => Ok(()),
                 },
+                frame = rooms::next_room_frame(&mut self.room_feed) => match frame {
+                    Some(frame) => self.on_room_frame(frame),
+                    None => Ok(()),
+                },
+                done = self.room_posts.next(), if !self.room_posts.is_empty() => match done {
+                    Some(done) => self.on_room_posted(done),
+                    None => Ok(()),
+                },
                 _ = tokio::time::sleep_until(wake) => self.on_timer().await,
                 // The writer gave up on a blocked socket (and said why, if it could).
                 _ = self.out.closed() => Err(Close::Quiet),
@@ -397,6 +422,9 @@ impl Session {
                 let (cmid, rid) = match &other {
                     client_frame::Kind::Send(s) => (s.client_msg_id.clone(), 0),
                     client_frame::Kind::Sync(s) => (String::new(), s.request_id),
+                    client_frame::Kind::RoomJoin(j) => (String::new(), j.request_id),
+                    client_frame::Kind::RoomLeave(l) => (String::new(), l.request_id),
+                    client_frame::Kind::RoomSend(s) => (String::new(), s.request_id),
                     _ => (String::new(), 0),
                 };
                 self.reject(ErrorCode::NotLoggedIn, "log in first", &cmid, rid)
@@ -404,6 +432,9 @@ impl Session {
             client_frame::Kind::Send(send) => self.on_send(send),
             client_frame::Kind::PushAck(ack) => self.on_ack(ack.cursor).await,
             client_frame::Kind::Sync(req) => self.on_sync(req).await,
+            client_frame::Kind::RoomJoin(join) => self.on_room_join(join),
+            client_frame::Kind::RoomLeave(leave) => self.on_room_leave(leave),
+            client_frame::Kind::RoomSend(send) => self.on_room_send(send),
         }
     }
 
@@ -989,6 +1020,7 @@ impl Session {
     /// Forgets the connection; removes the route unless the device already
     /// logged in again elsewhere on this gateway.
     async fn cleanup(&mut self) {
+        self.leave_room();
         let Some(login) = self.login.take() else {
             return;
         };

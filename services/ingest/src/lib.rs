@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tern_core::auth::TokenAuthority;
-use tern_core::ids::{Conversation, IdError, MessageId, check_user};
+use tern_core::ids::{Conversation, IdError, MessageId, check_room, check_user};
 use tern_core::log::{EventLog, LogError, Record};
 use tern_core::proto::api::tern_server::{Tern, TernServer};
 use tern_core::proto::api::*;
 use tern_core::proto::client::ErrorCode;
-use tern_core::proto::records::{InboundRecord, Origin, Receipt, push_record};
+use tern_core::proto::records::{InboundRecord, Origin, Receipt, RoomRecord, push_record};
 use tern_core::stage::stopped;
 use tern_core::store::{MessageStore, StoreError, client_message, load_entries};
 use tern_core::{now_ms, topics};
@@ -64,6 +64,8 @@ impl Default for IngestConfig {
 pub struct IngestDeps {
     pub log: Arc<dyn EventLog>,
     pub store: Arc<dyn MessageStore>,
+    /// For room viewer counts.
+    pub routes: Arc<dyn tern_core::routes::RouteDirectory>,
     pub auth: TokenAuthority,
 }
 
@@ -80,6 +82,8 @@ pub enum IngestError {
     Log(#[from] LogError),
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
+    #[error("route directory unavailable: {0}")]
+    Routes(#[from] tern_core::routes::RouteError),
     #[error(
         "send not confirmed within {0:?}; retry with the same client_msg_id (it is stored once)"
     )]
@@ -116,9 +120,10 @@ impl From<IngestError> for Status {
             IngestError::TooLarge { .. } | IngestError::BadContentType(_) => {
                 Status::invalid_argument(msg)
             }
-            IngestError::Log(_) | IngestError::Store(_) | IngestError::NotConfirmed(_) => {
-                Status::unavailable(msg)
-            }
+            IngestError::Log(_)
+            | IngestError::Store(_)
+            | IngestError::Routes(_)
+            | IngestError::NotConfirmed(_) => Status::unavailable(msg),
             IngestError::DevModeOff => Status::permission_denied(msg),
         }
     }
@@ -393,6 +398,65 @@ impl Api {
         })
     }
 
+    async fn post_to_room(
+        &self,
+        req: PostToRoomRequest,
+    ) -> Result<PostToRoomResponse, IngestError> {
+        check_room(&req.room)?;
+        check_user(&req.from_user)?;
+        let max = self.config.max_body_bytes;
+        if req.body.len() > max {
+            return Err(IngestError::TooLarge {
+                len: req.body.len(),
+                max,
+            });
+        }
+        if req.content_type.len() > MAX_CONTENT_TYPE {
+            return Err(IngestError::BadContentType(MAX_CONTENT_TYPE));
+        }
+        let message_id = MessageId::new().to_vec();
+        let record = RoomRecord {
+            room: req.room.clone(),
+            message_id: message_id.clone(),
+            sender_user: req.from_user,
+            sender_device: "api".into(),
+            content_type: if req.content_type.is_empty() {
+                "text/plain".into()
+            } else {
+                req.content_type
+            },
+            body: req.body,
+            sent_at_ms: now_ms(),
+        };
+        self.deps
+            .log
+            .append(
+                topics::ROOMS,
+                vec![Record::new(req.room, record.encode_to_vec())],
+            )
+            .await?;
+        Ok(PostToRoomResponse { message_id })
+    }
+
+    async fn room_viewers(
+        &self,
+        req: RoomViewersRequest,
+    ) -> Result<RoomViewersResponse, IngestError> {
+        if req.rooms.len() > MAX_PAGE as usize {
+            return Err(IngestError::BadRequest(format!(
+                "{} rooms in one call; the limit is {MAX_PAGE}",
+                req.rooms.len()
+            )));
+        }
+        for room in &req.rooms {
+            check_room(room)?;
+        }
+        let viewers = self.deps.routes.room_viewers(&req.rooms).await?;
+        Ok(RoomViewersResponse {
+            viewers: viewers.into_iter().collect(),
+        })
+    }
+
     fn issue_dev_token(
         &self,
         req: IssueDevTokenRequest,
@@ -491,6 +555,24 @@ impl Tern for Api {
         let caller = self.caller(r.metadata())?;
         Ok(Response::new(
             Api::list_groups(self, caller, r.into_inner()).await?,
+        ))
+    }
+
+    async fn post_to_room(
+        &self,
+        r: Request<PostToRoomRequest>,
+    ) -> Result<Response<PostToRoomResponse>, Status> {
+        Ok(Response::new(
+            Api::post_to_room(self, r.into_inner()).await?,
+        ))
+    }
+
+    async fn room_viewers(
+        &self,
+        r: Request<RoomViewersRequest>,
+    ) -> Result<Response<RoomViewersResponse>, Status> {
+        Ok(Response::new(
+            Api::room_viewers(self, r.into_inner()).await?,
         ))
     }
 }

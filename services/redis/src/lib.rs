@@ -9,6 +9,9 @@
 //!   gateway's routes can be removed when it shuts down or dies.
 //! - `{p}alive:{gateway}` — present while the gateway renews its liveness.
 //! - `{p}gateways` — every gateway that registered routes, for the sweeper.
+//! - `{p}room:{room}` — hash, gateway → `viewers|expires_at_ms`, the viewer
+//!   counts each gateway reports; lapsed fields are ignored on read and the
+//!   key expires with the newest report.
 //!
 //! Nothing here is the only copy of anything: after a Redis restart, routes
 //! come back with the next heartbeat of each connection.
@@ -110,6 +113,10 @@ impl RedisRoutes {
 
     fn alive_key(&self, gateway: &str) -> String {
         format!("{}alive:{gateway}", self.prefix)
+    }
+
+    fn room_key(&self, room: &str) -> String {
+        format!("{}room:{room}", self.prefix)
     }
 
     fn gateways_key(&self) -> String {
@@ -278,6 +285,72 @@ impl RouteDirectory for RedisRoutes {
             .await
             .map_err(self.err())?;
         Ok(removed.into_iter().filter(|r| *r == 1).count())
+    }
+
+    async fn report_room_viewers(
+        &self,
+        gateway: &str,
+        counts: &[(String, u64)],
+        ttl: Duration,
+    ) -> Result<(), RouteError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let ttl_ms = ttl.as_millis() as u64;
+        let expires = now_ms() + ttl_ms;
+        let mut pipe = redis::pipe();
+        for (room, viewers) in counts {
+            let key = self.room_key(room);
+            if *viewers == 0 {
+                pipe.hdel(&key, gateway).ignore();
+            } else {
+                // The key lives as long as its longest report: NX sets an
+                // expiry on a new key, GT only ever extends it.
+                pipe.hset(&key, gateway, format!("{viewers}|{expires}"))
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ttl_ms)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ttl_ms)
+                    .arg("GT")
+                    .ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(self.err())
+    }
+
+    async fn room_viewers(&self, rooms: &[String]) -> Result<HashMap<String, u64>, RouteError> {
+        if rooms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = redis::pipe();
+        for room in rooms {
+            pipe.hgetall(self.room_key(room));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(self.err())?;
+        let now = now_ms();
+        Ok(rooms
+            .iter()
+            .zip(replies)
+            .filter_map(|(room, by_gateway)| {
+                let n: u64 = by_gateway
+                    .values()
+                    .filter_map(|v| {
+                        let (n, expires) = v.split_once('|')?;
+                        let expires: u64 = expires.parse().ok()?;
+                        (expires > now).then(|| n.parse::<u64>().ok()).flatten()
+                    })
+                    .sum();
+                (n > 0).then(|| (room.clone(), n))
+            })
+            .collect())
     }
 }
 

@@ -73,6 +73,15 @@ pub struct Settings {
     #[arg(long, env = "TERN_PUSH_WINDOW_MS")]
     pub push_window_ms: Option<u64>,
 
+    /// Live room messages are merged this long into one batch per room, in
+    /// ms; 0 sends them as they arrive [default: 20].
+    #[arg(long, env = "TERN_ROOM_WINDOW_MS")]
+    pub room_window_ms: Option<u64>,
+
+    /// Room batches queued per viewer before a slow viewer loses some [default: 32].
+    #[arg(long, env = "TERN_ROOM_QUEUE")]
+    pub room_queue: Option<usize>,
+
     /// Most messages per push frame [default: 500].
     #[arg(long, env = "TERN_PUSH_MAX_MESSAGES")]
     pub push_max_messages: Option<usize>,
@@ -182,7 +191,7 @@ impl Settings {
         Ok(
             overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
-            push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
+            room_window_ms, room_queue, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
             topic_partitions, retention_days, sweep_every_ms, admin_listen, log),
         )
@@ -224,6 +233,12 @@ impl Settings {
         }
         if let Some(v) = self.push_window_ms {
             gateway.push_window = ms(v);
+        }
+        if let Some(v) = self.room_window_ms {
+            gateway.room_window = ms(v);
+        }
+        if let Some(v) = self.room_queue {
+            gateway.room_queue = positive("room_queue", v as u64) as usize;
         }
         if let Some(v) = self.push_max_messages {
             gateway.push_max_messages = positive("push_max_messages", v as u64) as usize;

@@ -264,6 +264,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         let deps = IngestDeps {
             log: log.clone(),
             store: store.clone(),
+            routes: routes.clone(),
             auth,
         };
         let ingest = Ingest::bind(ingest_config.clone(), deps)

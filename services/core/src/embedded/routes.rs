@@ -11,6 +11,8 @@ use crate::routes::{Route, RouteDirectory, RouteError};
 
 /// device → (gateway, expiry) of one user.
 type Devices = HashMap<String, (String, Instant)>;
+/// gateway → (viewers, when the report lapses) of one room.
+type RoomReports = HashMap<String, (u64, Instant)>;
 
 #[derive(Default)]
 pub struct MemoryRoutes {
@@ -18,6 +20,8 @@ pub struct MemoryRoutes {
     routes: Mutex<HashMap<String, Devices>>,
     /// gateway → when its liveness lapses.
     gateways: Mutex<HashMap<String, Instant>>,
+    /// room → gateway → (viewers, when the report lapses).
+    rooms: Mutex<HashMap<String, RoomReports>>,
 }
 
 impl MemoryRoutes {
@@ -117,5 +121,45 @@ impl RouteDirectory for MemoryRoutes {
             .expect("gateway map poisoned")
             .remove(gateway);
         Ok(removed)
+    }
+
+    async fn report_room_viewers(
+        &self,
+        gateway: &str,
+        counts: &[(String, u64)],
+        ttl: Duration,
+    ) -> Result<(), RouteError> {
+        let now = Instant::now();
+        let mut rooms = self.rooms.lock().expect("room map poisoned");
+        for (room, viewers) in counts {
+            let by_gateway = rooms.entry(room.clone()).or_default();
+            by_gateway.retain(|_, (_, until)| *until > now);
+            if *viewers == 0 {
+                by_gateway.remove(gateway);
+            } else {
+                by_gateway.insert(gateway.to_owned(), (*viewers, now + ttl));
+            }
+            if by_gateway.is_empty() {
+                rooms.remove(room);
+            }
+        }
+        Ok(())
+    }
+
+    async fn room_viewers(&self, rooms: &[String]) -> Result<HashMap<String, u64>, RouteError> {
+        let now = Instant::now();
+        let known = self.rooms.lock().expect("room map poisoned");
+        Ok(rooms
+            .iter()
+            .filter_map(|room| {
+                let n: u64 = known
+                    .get(room)?
+                    .values()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(n, _)| n)
+                    .sum();
+                (n > 0).then(|| (room.clone(), n))
+            })
+            .collect())
     }
 }

@@ -282,6 +282,7 @@ pub async fn receive(client: &Client, n: usize) -> (Vec<Message>, usize) {
                 }
                 client.ack(last_cursor).await.expect("ack");
             }
+            Some(Event::RoomMessages { .. }) => {}
             Some(Event::ServerError(e)) => panic!("server error: {e:?}"),
             Some(Event::Closed { reason }) => panic!("connection closed: {reason}"),
             None => panic!("events ended"),
