@@ -40,19 +40,28 @@ pub struct DirectArgs {
 }
 
 #[derive(Default)]
-struct Counters {
-    sent: AtomicU64,
-    confirmed: AtomicU64,
-    delivered: AtomicU64,
+pub(crate) struct Counters {
+    pub sent: AtomicU64,
+    pub confirmed: AtomicU64,
+    pub delivered: AtomicU64,
 }
 
 /// What one receiver saw.
 #[derive(Default)]
-struct Received {
-    latencies_us: Vec<u64>,
-    duplicates: u64,
-    out_of_order: u64,
-    errors: Errors,
+pub(crate) struct Received {
+    pub latencies_us: Vec<u64>,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub errors: Errors,
+}
+
+impl Received {
+    pub fn merge(&mut self, other: Received) {
+        self.latencies_us.extend(other.latencies_us);
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.errors.merge(other.errors);
+    }
 }
 
 pub async fn run(target: &Target, args: &DirectArgs) -> anyhow::Result<Report> {
@@ -99,10 +108,10 @@ pub async fn run(target: &Target, args: &DirectArgs) -> anyhow::Result<Report> {
         let per_sender_rate = (args.rate > 0).then(|| args.rate as f64 / args.pairs as f64);
         sending.spawn(send(
             client.clone(),
-            receivers[i].clone(),
+            tern_client::Target::ToUser(receivers[i].clone()),
             share,
             per_sender_rate,
-            args.clone(),
+            (args.window, args.body_bytes),
             counters.clone(),
         ));
     }
@@ -139,11 +148,7 @@ pub async fn run(target: &Target, args: &DirectArgs) -> anyhow::Result<Report> {
     let _ = stop.send(true);
     let mut received = Received::default();
     while let Some(r) = receiving.join_next().await {
-        let r = r.context("a receiver task failed")?;
-        received.latencies_us.extend(r.latencies_us);
-        received.duplicates += r.duplicates;
-        received.out_of_order += r.out_of_order;
-        received.errors.merge(r.errors);
+        received.merge(r.context("a receiver task failed")?);
     }
     progress.abort();
 
@@ -181,15 +186,17 @@ pub async fn run(target: &Target, args: &DirectArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn send(
+/// Sends `count` messages of `body_bytes` to `to`, `window` at a time, at
+/// `rate` per second if given; returns send → confirm latencies.
+pub(crate) async fn send(
     client: Arc<Client>,
-    to: String,
+    to: tern_client::Target,
     count: u64,
     rate: Option<f64>,
-    args: DirectArgs,
+    (window, body_bytes): (usize, usize),
     counters: Arc<Counters>,
 ) -> (Vec<u64>, Errors) {
-    let window = Arc::new(Semaphore::new(args.window));
+    let window = Arc::new(Semaphore::new(window));
     let mut ticker = rate.map(|r| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -214,12 +221,12 @@ async fn send(
             .await
             .expect("semaphore open");
         let (client, to, counters) = (client.clone(), to.clone(), counters.clone());
-        let mut body = vec![b'.'; args.body_bytes];
+        let mut body = vec![b'.'; body_bytes];
         inflight.spawn(async move {
             let start = now_micros();
             body[..8].copy_from_slice(&start.to_be_bytes());
             counters.sent.fetch_add(1, Ordering::Relaxed);
-            let r = client.send_to(to, body).await;
+            let r = client.send(tern_client::SendOptions::new(to, body)).await;
             drop(permit);
             r.map(|_| {
                 counters.confirmed.fetch_add(1, Ordering::Relaxed);
@@ -237,7 +244,9 @@ async fn send(
     (latencies, errors)
 }
 
-async fn receive(
+/// Receives and ACKs pushes until `stop`, timing each message by the send
+/// time its body starts with.
+pub(crate) async fn receive(
     client: Client,
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
@@ -298,7 +307,7 @@ async fn receive(
     r
 }
 
-async fn progress(counters: Arc<Counters>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn progress(counters: Arc<Counters>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last = 0;

@@ -2,14 +2,18 @@
 //! distributed) with real client connections on loopback and reports what
 //! it measured, for people (a summary) or scripts (`--json`).
 //!
-//! Scenarios: `direct` (1:1 messages at a target or maximum rate) and
-//! `idle` (hold many connections; server memory per connection).
+//! Scenarios: `direct` (1:1 messages at a target or maximum rate), `idle`
+//! (hold many connections; server memory per connection), `group` (one
+//! sender, a group of many online members) and `room` (one publisher, many
+//! viewers of a live room).
 //! Runs are bounded in count and time and stop by themselves.
 
 mod direct;
+mod group;
 mod idle;
 mod procstat;
 mod report;
+mod room;
 mod stats;
 
 use std::process::ExitCode;
@@ -52,6 +56,10 @@ enum Scenario {
     Direct(direct::DirectArgs),
     /// Many idle logged-in connections: how many, and memory per connection.
     Idle(idle::IdleArgs),
+    /// One sender, one group of many online members: fan-out in the pipeline.
+    Group(group::GroupArgs),
+    /// One publisher, many viewers of a live room: fan-out in the gateway.
+    Room(room::RoomArgs),
 }
 
 fn check_loopback(addr: &str) -> anyhow::Result<()> {
@@ -81,6 +89,8 @@ async fn main() -> ExitCode {
         match &cli.scenario {
             Scenario::Direct(args) => direct::run(&cli.target, args).await,
             Scenario::Idle(args) => idle::run(&cli.target, args).await,
+            Scenario::Group(args) => group::run(&cli.target, args).await,
+            Scenario::Room(args) => room::run(&cli.target, args).await,
         }
     }
     .await;

@@ -49,6 +49,10 @@ impl Watch {
         }
     }
 
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }

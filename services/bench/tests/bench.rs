@@ -90,6 +90,12 @@ async fn bad_arguments_and_unreachable_servers_fail_clearly() {
     let zero = run(vec!["direct".into(), "--pairs".into(), "0".into()]).await;
     assert!(!zero.status.success());
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--pairs must be at least 1"));
+    for (scenario, flag) in [("group", "--members"), ("room", "--viewers")] {
+        let zero = run(vec![scenario.into(), flag.into(), "0".into()]).await;
+        assert_eq!(zero.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&zero.stderr);
+        assert!(err.contains(&format!("{flag} must be at least 1")), "{err}");
+    }
 
     let unreachable = run(vec![
         "--api".into(),
@@ -111,4 +117,56 @@ async fn bad_arguments_and_unreachable_servers_fail_clearly() {
     .await;
     assert!(!remote.status.success());
     assert!(String::from_utf8_lossy(&remote.stderr).contains("loopback"));
+}
+
+async fn report_of(rest: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()))
+        .await
+        .unwrap();
+    let out = run(args(&running, rest)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_group_run_counts_every_member_delivery() {
+    let report = report_of(&["group", "--members", "20", "--messages", "30"]).await;
+    let counts = &report["counts"];
+    assert_eq!(counts["confirmed"], 30);
+    assert_eq!(counts["expected_deliveries"], 600);
+    assert_eq!(counts["delivered"], 600);
+    assert_eq!(counts["duplicates"], 0);
+    assert_eq!(counts["out_of_order"], 0);
+    assert_eq!(report["latency"]["send_to_push"]["count"], 600);
+    assert!(
+        report["errors"].as_object().unwrap().is_empty(),
+        "{}",
+        report["errors"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_room_run_counts_every_viewer_delivery() {
+    let report = report_of(&[
+        "room",
+        "--viewers",
+        "20",
+        "--messages",
+        "40",
+        "--rate",
+        "400",
+    ])
+    .await;
+    let counts = &report["counts"];
+    assert_eq!(counts["confirmed"], 40);
+    assert_eq!(counts["expected_deliveries"], 800);
+    assert_eq!(counts["delivered"], 800, "{report}");
+    assert_eq!(counts["lost"], 0);
+    assert_eq!(report["latency"]["post_to_viewer"]["count"], 800);
+    assert!(counts["batches_received"].as_u64().unwrap() <= 800);
 }
