@@ -4,10 +4,12 @@
 //!
 //! Scenarios: `direct` (1:1 messages at a target or maximum rate), `idle`
 //! (hold many connections; server memory per connection), `group` (one
-//! sender, a group of many online members) and `room` (one publisher, many
-//! viewers of a live room).
+//! sender, a group of many online members), `room` (one publisher, many
+//! viewers of a live room) and `backlog` (a user logs in to a long offline
+//! backlog).
 //! Runs are bounded in count and time and stop by themselves.
 
+mod backlog;
 mod direct;
 mod group;
 mod idle;
@@ -60,6 +62,9 @@ enum Scenario {
     Group(group::GroupArgs),
     /// One publisher, many viewers of a live room: fan-out in the gateway.
     Room(room::RoomArgs),
+    /// A user logs in to a long offline backlog: login push, conversation
+    /// list, history pages; time, bytes on the wire, ACKs.
+    Backlog(backlog::BacklogArgs),
 }
 
 fn check_loopback(addr: &str) -> anyhow::Result<()> {
@@ -91,6 +96,7 @@ async fn main() -> ExitCode {
             Scenario::Idle(args) => idle::run(&cli.target, args).await,
             Scenario::Group(args) => group::run(&cli.target, args).await,
             Scenario::Room(args) => room::run(&cli.target, args).await,
+            Scenario::Backlog(args) => backlog::run(&cli.target, args).await,
         }
     }
     .await;

@@ -9,8 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tern_proto::client::{
-    Codec, Heartbeat, Login, LoginResult, Logout, Message, PushAck, RoomJoin, RoomLeave,
-    RoomResult, RoomSend, SendResult, SyncPage, SyncRequest, client_frame, server_frame,
+    Codec, ConversationList, ConversationSummary, ConversationsRequest, Heartbeat, HistoryPage,
+    HistoryRequest, Login, LoginResult, Logout, MarkRead, MarkReadResult, Message, PushAck,
+    RoomJoin, RoomLeave, RoomResult, RoomSend, SendResult, SyncPage, SyncRequest, client_frame,
+    server_frame,
 };
 use tern_wire::{WireError, decode_server, encode_client, unpack_batch};
 use tokio::sync::{mpsc, oneshot};
@@ -138,6 +140,9 @@ pub enum Event {
         messages: Vec<Message>,
         last_cursor: u64,
         more_pending: bool,
+        /// Only the newest of a long backlog were pushed after login: page
+        /// back through older ones with [`Client::history`] when needed.
+        older_not_pushed: bool,
     },
     /// Messages of the live room this connection is in (best-effort: not
     /// ACKed, and a client that reads too slowly misses some).
@@ -348,6 +353,78 @@ impl Client {
         Ok((messages, page.next_cursor, page.has_more))
     }
 
+    /// A page of `conversation`'s history, newest first: messages with seq
+    /// below `before_seq` (0: from the newest). Returns the messages, the
+    /// `before_seq` for the next (older) page, and whether there is one.
+    pub async fn history(
+        &self,
+        conversation: impl Into<String>,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<(Vec<Message>, u64, bool), ClientError> {
+        let conversation = conversation.into();
+        let answer = self
+            .request(|request_id| {
+                client_frame::Kind::History(HistoryRequest {
+                    request_id,
+                    conversation,
+                    before_seq,
+                    limit,
+                })
+            })
+            .await?;
+        let Answer::History(page) = answer else {
+            return Err(ClientError::Protocol(format!(
+                "a history request was answered with {answer:?}"
+            )));
+        };
+        let messages = unpack_batch(page.codec, &page.payload, MAX_PAYLOAD)?;
+        Ok((messages, page.next_before_seq, page.has_more))
+    }
+
+    /// Up to `limit` (0: the server's default) of this user's
+    /// conversations, most recently active first, with the newest message
+    /// and the unread count of each.
+    pub async fn conversations(&self, limit: u32) -> Result<Vec<ConversationSummary>, ClientError> {
+        match self
+            .request(|request_id| {
+                client_frame::Kind::Conversations(ConversationsRequest { request_id, limit })
+            })
+            .await?
+        {
+            Answer::Conversations(list) => Ok(list.conversations),
+            other => Err(ClientError::Protocol(format!(
+                "a conversation list request was answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Marks `conversation` read up to `seq` for this user (on every
+    /// device). Returns the read mark now stored: never lower than before,
+    /// never past the newest message.
+    pub async fn mark_read(
+        &self,
+        conversation: impl Into<String>,
+        seq: u64,
+    ) -> Result<u64, ClientError> {
+        let conversation = conversation.into();
+        match self
+            .request(|request_id| {
+                client_frame::Kind::MarkRead(MarkRead {
+                    request_id,
+                    conversation,
+                    seq,
+                })
+            })
+            .await?
+        {
+            Answer::MarkRead(result) => Ok(result.read_seq),
+            other => Err(ClientError::Protocol(format!(
+                "a mark-read request was answered with {other:?}"
+            ))),
+        }
+    }
+
     /// Enters live room `room`, leaving the one this connection was in.
     /// Once this returns, no message of the old room arrives and every
     /// message posted to `room` from now on does (as [`Event::RoomMessages`]).
@@ -477,6 +554,9 @@ type SendWaiter = oneshot::Sender<Result<SendResult, ClientError>>;
 enum Answer {
     Sync(SyncPage),
     Room(RoomResult),
+    History(HistoryPage),
+    Conversations(ConversationList),
+    MarkRead(MarkReadResult),
 }
 
 type RequestWaiter = oneshot::Sender<Result<Answer, ClientError>>;
@@ -755,6 +835,27 @@ fn dispatch(
                 debug!(request_id, "RoomResult for no waiting request; dropped");
             }
         }
+        server_frame::Kind::HistoryPage(page) => {
+            let request_id = page.request_id;
+            if !shared.resolve_request(request_id, Ok(Answer::History(page))) {
+                debug!(request_id, "HistoryPage for no waiting request; dropped");
+            }
+        }
+        server_frame::Kind::ConversationList(list) => {
+            let request_id = list.request_id;
+            if !shared.resolve_request(request_id, Ok(Answer::Conversations(list))) {
+                debug!(
+                    request_id,
+                    "ConversationList for no waiting request; dropped"
+                );
+            }
+        }
+        server_frame::Kind::MarkReadResult(result) => {
+            let request_id = result.request_id;
+            if !shared.resolve_request(request_id, Ok(Answer::MarkRead(result))) {
+                debug!(request_id, "MarkReadResult for no waiting request; dropped");
+            }
+        }
         server_frame::Kind::RoomBatch(batch) => {
             let messages = unpack_batch(batch.codec, &batch.payload, MAX_PAYLOAD)
                 .map_err(|e| format!("a room batch from the gateway could not be decoded: {e}"))?;
@@ -772,6 +873,7 @@ fn dispatch(
                         messages,
                         last_cursor: push.last_cursor,
                         more_pending: push.more_pending,
+                        older_not_pushed: push.older_not_pushed,
                     });
                 }
                 None => debug!(
@@ -818,6 +920,9 @@ fn kind_name(kind: &server_frame::Kind) -> &'static str {
         server_frame::Kind::Error(_) => "Error",
         server_frame::Kind::RoomResult(_) => "RoomResult",
         server_frame::Kind::RoomBatch(_) => "RoomBatch",
+        server_frame::Kind::HistoryPage(_) => "HistoryPage",
+        server_frame::Kind::ConversationList(_) => "ConversationList",
+        server_frame::Kind::MarkReadResult(_) => "MarkReadResult",
     }
 }
 

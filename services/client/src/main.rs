@@ -74,6 +74,65 @@ enum Command {
     /// Watch and post to live rooms (best-effort, not stored).
     #[command(subcommand)]
     Room(RoomCommand),
+    /// Print a conversation's history as JSON lines, oldest first: the
+    /// newest --limit messages, or those before --before.
+    History {
+        #[command(flatten)]
+        target: ConversationArgs,
+        /// How many messages.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only messages with a seq below this one.
+        #[arg(long, default_value_t = 0)]
+        before: u64,
+    },
+    /// Print --user's conversations as JSON lines, most recently active
+    /// first, with the newest message and the unread count of each.
+    Conversations {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Mark a conversation read up to --seq (default: everything) for --user.
+    Read {
+        #[command(flatten)]
+        target: ConversationArgs,
+        #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
+        seq: u64,
+    },
+}
+
+/// One conversation: with a user, a group, or by id.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("conversation_target").required(true).args(["with", "group", "conversation"])))]
+struct ConversationArgs {
+    /// The other user of a 1:1 conversation.
+    #[arg(long)]
+    with: Option<String>,
+    /// A group id.
+    #[arg(long)]
+    group: Option<String>,
+    /// A conversation id (d:alice:bob, g:<group>).
+    #[arg(long)]
+    conversation: Option<String>,
+}
+
+impl ConversationArgs {
+    /// The conversation id, as --user sees it.
+    fn id(&self, me: &str) -> String {
+        match (&self.with, &self.group, &self.conversation) {
+            (Some(other), _, _) => {
+                let (low, high) = if me <= other.as_str() {
+                    (me, other.as_str())
+                } else {
+                    (other.as_str(), me)
+                };
+                format!("d:{low}:{high}")
+            }
+            (None, Some(group), _) => format!("g:{group}"),
+            (None, None, Some(conversation)) => conversation.clone(),
+            (None, None, None) => unreachable!("clap requires one of them"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,7 +259,80 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat { to } => chat(&cli, to).await,
         Command::Group(command) => group(&cli, command).await,
         Command::Room(command) => room(&cli, command).await,
+        Command::History {
+            target,
+            limit,
+            before,
+        } => history(&cli, target, *limit, *before).await,
+        Command::Conversations { limit } => conversations(&cli, *limit).await,
+        Command::Read { target, seq } => mark_read(&cli, target, *seq).await,
     }
+}
+
+async fn history(
+    cli: &Cli,
+    target: &ConversationArgs,
+    limit: u32,
+    before: u64,
+) -> anyhow::Result<()> {
+    let (client, login) = connect(cli, "cli-read", true).await?;
+    let conversation = target.id(&login.user_id);
+    let mut messages = Vec::new();
+    let mut before = before;
+    while messages.len() < limit as usize {
+        let want = limit - messages.len() as u32;
+        let (page, next, more) = client
+            .history(&conversation, before, want)
+            .await
+            .with_context(|| format!("could not read the history of {conversation}"))?;
+        messages.extend(page);
+        before = next;
+        if !more {
+            break;
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for m in messages.iter().rev() {
+        writeln!(out, "{}", message_json(m)).context("could not write to stdout")?;
+    }
+    out.flush().context("could not write to stdout")?;
+    let _ = client.logout().await;
+    Ok(())
+}
+
+async fn conversations(cli: &Cli, limit: u32) -> anyhow::Result<()> {
+    let (client, _) = connect(cli, "cli-read", true).await?;
+    let list = client
+        .conversations(limit)
+        .await
+        .context("could not read the conversation list")?;
+    let mut out = std::io::stdout().lock();
+    for c in &list {
+        let line = serde_json::json!({
+            "conversation": c.conversation,
+            "last_seq": c.last_seq,
+            "unread": c.unread,
+            "read_seq": c.read_seq,
+            "last_message": c.last_message.as_ref().map(message_json),
+        });
+        writeln!(out, "{line}").context("could not write to stdout")?;
+    }
+    out.flush().context("could not write to stdout")?;
+    let _ = client.logout().await;
+    Ok(())
+}
+
+async fn mark_read(cli: &Cli, target: &ConversationArgs, seq: u64) -> anyhow::Result<()> {
+    let (client, login) = connect(cli, "cli-read", true).await?;
+    let conversation = target.id(&login.user_id);
+    let read_seq = client
+        .mark_read(&conversation, seq)
+        .await
+        .with_context(|| format!("could not mark {conversation} read"))?;
+    eprintln!("{conversation} is read up to seq {read_seq}");
+    println!("{read_seq}");
+    let _ = client.logout().await;
+    Ok(())
 }
 
 async fn room(cli: &Cli, command: &RoomCommand) -> anyhow::Result<()> {

@@ -379,3 +379,86 @@ async fn room_watch_post_and_viewers() {
     assert_eq!(lines[0]["conversation"], "r:stage");
     assert_eq!(lines[0]["from"], "host");
 }
+
+#[tokio::test]
+async fn conversations_history_and_read_marks() {
+    let server = start(|_| {}).await;
+    for i in 1..=3 {
+        let sent = tern(
+            &server,
+            &["--user", "alice", "send", "--to", "bob", &format!("m{i}")],
+        )
+        .await;
+        assert!(sent.status.success(), "{}", stderr(&sent));
+    }
+    // The router writes the list just after the send is confirmed.
+    let mut list = String::new();
+    for _ in 0..100 {
+        let out = tern(&server, &["--user", "bob", "conversations"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        list = stdout(&out);
+        if list.contains("\"last_seq\":3") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let line: serde_json::Value = serde_json::from_str(list.trim()).expect(&list);
+    assert_eq!(line["conversation"], "d:alice:bob");
+    assert_eq!(line["unread"], 3);
+    assert_eq!(line["last_message"]["body"], "m3");
+
+    let history = tern(
+        &server,
+        &[
+            "--user", "bob", "history", "--with", "alice", "--limit", "2",
+        ],
+    )
+    .await;
+    assert!(history.status.success(), "{}", stderr(&history));
+    let bodies: Vec<String> = stdout(&history)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["body"].to_string())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec!["\"m2\"", "\"m3\""],
+        "the newest two, oldest first"
+    );
+    let older = tern(
+        &server,
+        &[
+            "--user", "bob", "history", "--with", "alice", "--before", "2",
+        ],
+    )
+    .await;
+    assert!(stdout(&older).contains("\"m1\"") && !stdout(&older).contains("\"m2\""));
+
+    let read = tern(
+        &server,
+        &["--user", "bob", "read", "--with", "alice", "--seq", "2"],
+    )
+    .await;
+    assert!(read.status.success(), "{}", stderr(&read));
+    assert_eq!(last_line(&read), "2");
+    let out = tern(&server, &["--user", "bob", "conversations"]).await;
+    assert!(stdout(&out).contains("\"unread\":1"), "{}", stdout(&out));
+
+    // Someone else's conversation: a clear refusal, exit 1.
+    let refused = tern(
+        &server,
+        &[
+            "--user",
+            "mallory",
+            "history",
+            "--conversation",
+            "d:alice:bob",
+        ],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("FORBIDDEN"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -10,7 +10,7 @@ use crate::groups::Group;
 use crate::ids::MessageId;
 use crate::log::{EventLog, Record, StartFrom};
 use crate::routes::{Route, RouteDirectory};
-use crate::store::{InboxEntry, MessageStore, StoredMessage};
+use crate::store::{ConversationNote, InboxEntry, MessageStore, StoredMessage};
 
 /// A short random suffix for names, so runs never collide.
 pub fn fresh(prefix: &str) -> String {
@@ -132,7 +132,96 @@ pub async fn store_scenarios(store: Arc<dyn MessageStore>) {
     assert_eq!(store.cursor(&bob, "phone").await.unwrap(), 11);
     assert_eq!(store.cursor(&bob, "laptop").await.unwrap(), 0);
 
+    // Newest first, after a cursor; in a bucketed store the scan crosses
+    // buckets (cursors 2^20 apart).
+    let far = 3 << 20;
+    store
+        .append_inbox(vec![entry(far, ids[1]), entry(far + 1, other_id(&other))])
+        .await
+        .expect("append");
+    let newest = store.read_inbox_newest(&bob, 0, 3).await.expect("newest");
+    assert_eq!(
+        newest.iter().map(|e| e.cursor).collect::<Vec<_>>(),
+        vec![far + 1, 11, 10],
+        "ids[1] at `far` is a repeat, so it keeps cursor 11"
+    );
+    let newest = store.read_inbox_newest(&bob, 10, 10).await.expect("newest");
+    assert_eq!(
+        newest.iter().map(|e| e.cursor).collect::<Vec<_>>(),
+        vec![far + 1, 11]
+    );
+    assert!(
+        store
+            .read_inbox_newest(&bob, far + 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    conversation_list_scenarios(store.as_ref()).await;
     group_scenarios(store.as_ref()).await;
+}
+
+fn other_id(outcomes: &[crate::store::PutOutcome]) -> MessageId {
+    MessageId::from_slice(&outcomes[0].message.message_id).unwrap()
+}
+
+async fn conversation_list_scenarios(store: &dyn MessageStore) {
+    let (carol, dave, erin) = (fresh("carol"), fresh("dave"), fresh("erin"));
+    let with_dave = format!("d:{carol}:{dave}");
+    let with_erin = format!("d:{carol}:{erin}");
+    let note = |conversation: &str, seq, sent_by_user| ConversationNote {
+        user: carol.clone(),
+        conversation: conversation.to_owned(),
+        seq,
+        message_id: MessageId::new(),
+        sent_by_user,
+    };
+    let (d5, d3, e2) = (
+        note(&with_dave, 5, false),
+        note(&with_dave, 3, false),
+        note(&with_erin, 2, false),
+    );
+    // A replayed older note (seq 3) after seq 5 changes nothing.
+    store
+        .note_conversations(vec![d5.clone(), e2.clone(), d3])
+        .await
+        .expect("note");
+    let list = store.conversations(&carol, 10).await.expect("list");
+    assert_eq!(
+        list.iter()
+            .map(|c| (c.conversation.as_str(), c.last_seq, c.unread()))
+            .collect::<Vec<_>>(),
+        vec![(with_erin.as_str(), 2, 2), (with_dave.as_str(), 5, 5)],
+        "most recently active first (erin's message id is newer)"
+    );
+    assert_eq!(list[1].last_message_id, d5.message_id);
+    assert_eq!(store.conversations(&carol, 1).await.unwrap().len(), 1);
+
+    // Read marks: forward only, never past the newest message; carol's own
+    // message marks the conversation read.
+    assert_eq!(store.mark_read(&carol, &with_dave, 4).await.unwrap(), 4);
+    assert_eq!(store.mark_read(&carol, &with_dave, 2).await.unwrap(), 4);
+    assert_eq!(store.mark_read(&carol, &with_dave, 99).await.unwrap(), 5);
+    assert_eq!(store.mark_read(&carol, "d:x:y", 3).await.unwrap(), 0);
+    store
+        .note_conversations(vec![note(&with_erin, 3, true)])
+        .await
+        .expect("note");
+    let list = store.conversations(&carol, 10).await.expect("list");
+    assert_eq!(
+        list.iter()
+            .map(|c| (c.conversation.as_str(), c.last_seq, c.read_seq))
+            .collect::<Vec<_>>(),
+        vec![(with_erin.as_str(), 3, 3), (with_dave.as_str(), 5, 5)]
+    );
+    assert!(
+        store
+            .conversations(&fresh("nobody"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn group_scenarios(store: &dyn MessageStore) {

@@ -46,6 +46,43 @@ pub struct InboxPage {
     pub head: u64,
 }
 
+/// A message that went into a user's inbox, as the user's conversation list
+/// records it (the router writes one per user and conversation it appends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationNote {
+    pub user: String,
+    pub conversation: String,
+    pub seq: u64,
+    pub message_id: MessageId,
+    /// The user sent it: the conversation is read up to `seq`.
+    pub sent_by_user: bool,
+}
+
+/// One row of a user's conversation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationState {
+    pub conversation: String,
+    /// The newest message the user's inbox got in this conversation.
+    pub last_seq: u64,
+    pub last_message_id: MessageId,
+    /// Every message up to this seq is read (on any of the user's devices).
+    pub read_seq: u64,
+}
+
+impl ConversationState {
+    pub fn unread(&self) -> u64 {
+        self.last_seq.saturating_sub(self.read_seq)
+    }
+}
+
+/// Sorts a user's conversations most recently active first (message ids
+/// are UUIDv7, ordered by time) and keeps `limit` of them.
+pub fn newest_first(mut list: Vec<ConversationState>, limit: usize) -> Vec<ConversationState> {
+    list.sort_by_key(|c| std::cmp::Reverse(c.last_message_id.0));
+    list.truncate(limit);
+    list
+}
+
 /// Groups live in the same database as messages, so every store keeps them.
 #[async_trait]
 pub trait MessageStore: crate::groups::GroupStore {
@@ -72,6 +109,34 @@ pub trait MessageStore: crate::groups::GroupStore {
         after: u64,
         limit: usize,
     ) -> Result<InboxPage, StoreError>;
+
+    /// Up to `limit` entries of `user`'s inbox after `after`, newest first:
+    /// what a device back from a long absence is pushed first.
+    async fn read_inbox_newest(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError>;
+
+    /// Records, per user and conversation, the newest message the inbox got
+    /// (the highest seq wins, so replays and reordering change nothing) and
+    /// moves the read mark to the user's own messages.
+    async fn note_conversations(&self, notes: Vec<ConversationNote>) -> Result<(), StoreError>;
+
+    /// Up to `limit` of `user`'s conversations, most recently active first
+    /// (message ids are time-ordered).
+    async fn conversations(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationState>, StoreError>;
+
+    /// Moves `user`'s read mark in `conversation` forward to `seq`, but not
+    /// past the newest message the user got there (so a huge `seq` marks
+    /// everything read). Returns the read mark now stored (0 for a
+    /// conversation the user has no message in).
+    async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError>;
 
     /// Up to `limit` messages of a conversation with seq < `before_seq`
     /// (0: from the newest), newest first.
@@ -118,12 +183,7 @@ pub async fn load_entries(
     entries: &[InboxEntry],
 ) -> Result<Vec<tern_proto::client::Message>, StoreError> {
     let ids: Vec<MessageId> = entries.iter().map(|e| e.message_id).collect();
-    let mut bodies: std::collections::HashMap<Vec<u8>, StoredMessage> = store
-        .get_messages(&ids)
-        .await?
-        .into_iter()
-        .map(|m| (m.message_id.to_vec(), m))
-        .collect();
+    let mut bodies = bodies_by_id(store, &ids).await?;
     Ok(entries
         .iter()
         .filter_map(|e| {
@@ -131,5 +191,42 @@ pub async fn load_entries(
             // The same message can sit at one cursor only, so take it out.
             bodies.remove(&key[..]).map(|m| client_message(m, e.cursor))
         })
+        .collect())
+}
+
+/// A user's conversation list, most recently active first, with the newest
+/// message of each: two store calls whatever the number of conversations.
+pub async fn conversation_summaries(
+    store: &dyn MessageStore,
+    user: &str,
+    limit: usize,
+) -> Result<Vec<tern_proto::client::ConversationSummary>, StoreError> {
+    let states = store.conversations(user, limit).await?;
+    let ids: Vec<MessageId> = states.iter().map(|s| s.last_message_id).collect();
+    let mut bodies = bodies_by_id(store, &ids).await?;
+    Ok(states
+        .into_iter()
+        .map(|s| tern_proto::client::ConversationSummary {
+            last_message: bodies
+                .remove(&s.last_message_id.to_bytes()[..])
+                .map(|m| client_message(m, 0)),
+            unread: s.unread(),
+            conversation: s.conversation,
+            last_seq: s.last_seq,
+            read_seq: s.read_seq,
+        })
+        .collect())
+}
+
+/// The stored messages with these ids, by id bytes, in one store call.
+async fn bodies_by_id(
+    store: &dyn MessageStore,
+    ids: &[MessageId],
+) -> Result<std::collections::HashMap<Vec<u8>, StoredMessage>, StoreError> {
+    Ok(store
+        .get_messages(ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.message_id.to_vec(), m))
         .collect())
 }

@@ -87,6 +87,13 @@ pub struct GatewayConfig {
     pub room_queue: usize,
     /// How often viewer counts are reported to the route directory.
     pub room_report_every: Duration,
+    /// With more pending messages than this at login, only the newest this
+    /// many are pushed; older ones are read through history pages (0: push
+    /// everything).
+    pub login_push_max: usize,
+    /// In that case, at most this many of one conversation (so one busy
+    /// group does not crowd out every other conversation).
+    pub login_push_per_conversation: usize,
 }
 
 impl Default for GatewayConfig {
@@ -115,6 +122,8 @@ impl Default for GatewayConfig {
             room_window: Duration::from_millis(20),
             room_queue: 32,
             room_report_every: Duration::from_secs(5),
+            login_push_max: 500,
+            login_push_per_conversation: 100,
         }
     }
 }

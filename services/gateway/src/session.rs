@@ -48,6 +48,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+mod history;
 mod rooms;
 
 use crate::Shared;
@@ -425,6 +426,9 @@ impl Session {
                     client_frame::Kind::RoomJoin(j) => (String::new(), j.request_id),
                     client_frame::Kind::RoomLeave(l) => (String::new(), l.request_id),
                     client_frame::Kind::RoomSend(s) => (String::new(), s.request_id),
+                    client_frame::Kind::History(h) => (String::new(), h.request_id),
+                    client_frame::Kind::Conversations(c) => (String::new(), c.request_id),
+                    client_frame::Kind::MarkRead(m) => (String::new(), m.request_id),
                     _ => (String::new(), 0),
                 };
                 self.reject(ErrorCode::NotLoggedIn, "log in first", &cmid, rid)
@@ -435,6 +439,9 @@ impl Session {
             client_frame::Kind::RoomJoin(join) => self.on_room_join(join),
             client_frame::Kind::RoomLeave(leave) => self.on_room_leave(leave),
             client_frame::Kind::RoomSend(send) => self.on_room_send(send),
+            client_frame::Kind::History(req) => self.on_history(req).await,
+            client_frame::Kind::Conversations(req) => self.on_conversations(req).await,
+            client_frame::Kind::MarkRead(req) => self.on_mark_read(req).await,
         }
     }
 
@@ -507,12 +514,12 @@ impl Session {
             max_body_bytes: c.max_body_bytes as u32,
             cursor,
             server_time_ms: now_ms(),
+            login_push_max: c.login_push_max as u32,
+            login_push_per_conversation: c.login_push_per_conversation as u32,
         };
         self.emit(server_frame::Kind::LoginResult(result))?;
         if !login.send_only {
-            self.last_pushed = cursor;
-            self.behind = true;
-            self.catch_up().await?;
+            self.login_push(cursor).await?;
         }
         Ok(())
     }
@@ -789,7 +796,7 @@ impl Session {
                             return Ok(());
                         }
                         let through = frame.last().map_or(read_to, |m| m.cursor);
-                        self.push(std::mem::take(&mut frame), through, true)?;
+                        self.push(std::mem::take(&mut frame), through, true, false)?;
                         frame_bytes = 0;
                     }
                     frame_bytes += len;
@@ -803,7 +810,7 @@ impl Session {
                         self.wait_for_room();
                         return Ok(());
                     }
-                    self.push(std::mem::take(&mut frame), read_to, false)?;
+                    self.push(std::mem::take(&mut frame), read_to, false, false)?;
                 }
                 // Entries whose message is gone are skipped, not pushed.
                 self.last_pushed = self.last_pushed.max(read_to);
@@ -834,6 +841,7 @@ impl Session {
         messages: Vec<Message>,
         through: u64,
         more_pending: bool,
+        older_not_pushed: bool,
     ) -> Result<(), Close> {
         let codec = self.login.as_ref().map_or(Codec::None, |l| l.codec);
         let first_cursor = messages.first().map_or(through, |m| m.cursor);
@@ -851,6 +859,7 @@ impl Session {
             codec: used as i32,
             payload,
             more_pending,
+            older_not_pushed,
         }));
         tracing::debug!(
             first_cursor,

@@ -168,17 +168,7 @@ impl Api {
         caller: Caller,
         req: ListGroupsRequest,
     ) -> Result<GroupList, IngestError> {
-        let user = match (caller, req.user.as_str()) {
-            (Some(me), "") => me,
-            (Some(me), user) if user == me => me,
-            (Some(me), user) => {
-                return Err(IngestError::Forbidden(format!(
-                    "{me} cannot list the groups of {user}"
-                )));
-            }
-            (None, user) => user.to_owned(),
-        };
-        check_user(&user)?;
+        let user = subject(caller, &req.user, "list the groups of")?;
         let mut groups = Vec::new();
         for id in self.deps.store.user_groups(&user).await? {
             // A group removed between the two reads is left out.
@@ -188,6 +178,22 @@ impl Api {
         }
         Ok(GroupList { groups })
     }
+}
+
+/// The user a call is about: the caller's own (`requested` empty or the
+/// same), or any user for a trusted back end. `what` names the action in
+/// the error for a user asking about someone else.
+pub(crate) fn subject(caller: Caller, requested: &str, what: &str) -> Result<String, IngestError> {
+    let user = match (caller, requested) {
+        (Some(me), "") => me,
+        (Some(me), user) if user == me => me,
+        (Some(me), user) => {
+            return Err(IngestError::Forbidden(format!("{me} cannot {what} {user}")));
+        }
+        (None, user) => user.to_owned(),
+    };
+    check_user(&user)?;
+    Ok(user)
 }
 
 fn check_users(users: &[String]) -> Result<(), IngestError> {

@@ -21,12 +21,13 @@ use tern_core::proto::api::*;
 use tern_core::proto::client::ErrorCode;
 use tern_core::proto::records::{InboundRecord, Origin, Receipt, RoomRecord, push_record};
 use tern_core::stage::stopped;
-use tern_core::store::{MessageStore, StoreError, client_message, load_entries};
+use tern_core::store::{MessageStore, StoreError, load_entries};
 use tern_core::{now_ms, topics};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 
+mod conversations;
 mod groups;
 
 /// Most messages one page returns.
@@ -381,23 +382,6 @@ impl Api {
         })
     }
 
-    async fn history(&self, req: HistoryRequest) -> Result<HistoryPage, IngestError> {
-        let conversation = Conversation::parse(&req.conversation)?;
-        let limit = page_limit(req.limit);
-        // One extra tells whether there is more.
-        let mut stored = self
-            .deps
-            .store
-            .history(&conversation.to_string(), req.before_seq, limit + 1)
-            .await?;
-        let has_more = stored.len() > limit;
-        stored.truncate(limit);
-        Ok(HistoryPage {
-            messages: stored.into_iter().map(|m| client_message(m, 0)).collect(),
-            has_more,
-        })
-    }
-
     async fn post_to_room(
         &self,
         req: PostToRoomRequest,
@@ -498,7 +482,30 @@ impl Tern for Api {
     }
 
     async fn history(&self, r: Request<HistoryRequest>) -> Result<Response<HistoryPage>, Status> {
-        Ok(Response::new(Api::history(self, r.into_inner()).await?))
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            Api::history(self, caller, r.into_inner()).await?,
+        ))
+    }
+
+    async fn list_conversations(
+        &self,
+        r: Request<ListConversationsRequest>,
+    ) -> Result<Response<ConversationList>, Status> {
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            Api::list_conversations(self, caller, r.into_inner()).await?,
+        ))
+    }
+
+    async fn mark_read(
+        &self,
+        r: Request<MarkReadRequest>,
+    ) -> Result<Response<MarkReadResponse>, Status> {
+        let caller = self.caller(r.metadata())?;
+        Ok(Response::new(
+            Api::mark_read(self, caller, r.into_inner()).await?,
+        ))
     }
 
     async fn issue_dev_token(

@@ -251,6 +251,7 @@ impl BatchHandler for Persister {
                     message_id: m.message_id.clone(),
                     conversation: m.conversation.clone(),
                     seq: m.seq,
+                    sender_user: m.sender_user.clone(),
                 };
                 deliveries.push(Record::new(user.as_bytes().to_vec(), rec.encode_to_vec()));
                 if deliveries.len() >= MAX_APPEND {

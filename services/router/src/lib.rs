@@ -21,7 +21,7 @@ use tern_core::log::{Delivery, EventLog, Record};
 use tern_core::proto::records::{DeliverRecord, Deliveries, InboxRef, PushRecord, push_record};
 use tern_core::routes::RouteDirectory;
 use tern_core::stage::{BatchHandler, run_topic_stage};
-use tern_core::store::{InboxEntry, MessageStore};
+use tern_core::store::{ConversationNote, InboxEntry, MessageStore};
 use tern_core::topics;
 use tokio::sync::watch;
 
@@ -81,6 +81,7 @@ pub fn cursor_of(d: &Delivery) -> u64 {
 impl BatchHandler for Router {
     async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String> {
         let mut entries = Vec::with_capacity(batch.len());
+        let mut notes = Vec::with_capacity(batch.len());
         for d in batch {
             let record = match DeliverRecord::decode(d.value.clone()) {
                 Ok(r) => r,
@@ -96,6 +97,13 @@ impl BatchHandler for Router {
                 );
                 continue;
             };
+            notes.push(ConversationNote {
+                sent_by_user: record.sender_user == record.user,
+                user: record.user.clone(),
+                conversation: record.conversation.clone(),
+                seq: record.seq,
+                message_id,
+            });
             entries.push(InboxEntry {
                 user: record.user,
                 cursor: cursor_of(d),
@@ -106,17 +114,25 @@ impl BatchHandler for Router {
         if entries.is_empty() {
             return Ok(());
         }
+        // In this order, each step retried with the batch on failure (all
+        // are idempotent): the conversation list first, so a device that
+        // finds a message in its inbox finds its conversation listed; the
+        // inbox before the route lookup, so a device that registers its
+        // route after the lookup still reads the entry at login (see the
+        // gateway's session docs); skipping the push would leave online
+        // devices waiting.
+        self.store
+            .note_conversations(notes)
+            .await
+            .map_err(|e| e.to_string())?;
         let cursors = self
             .store
             .append_inbox(entries.clone())
             .await
             .map_err(|e| e.to_string())?;
-
         let mut users: Vec<String> = entries.iter().map(|e| e.user.clone()).collect();
         users.sort_unstable();
         users.dedup();
-        // A failed lookup retries the batch: the inbox appends above are
-        // idempotent, and skipping the push would leave online devices waiting.
         let routes = self
             .routes
             .lookup(&users)

@@ -15,6 +15,7 @@
 //!   `put_one`). Inbox entries are keyed by the deliver record's offset and
 //!   deduplicated per (user, message).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +26,8 @@ use scylla::statement::prepared::PreparedStatement;
 use tern_core::groups::{Group, GroupStore, initial_members};
 use tern_core::ids::MessageId;
 use tern_core::store::{
-    InboxEntry, InboxPage, MessageStore, PutOutcome, StoreError, StoredMessage,
+    ConversationNote, ConversationState, InboxEntry, InboxPage, MessageStore, PutOutcome,
+    StoreError, StoredMessage, newest_first,
 };
 
 /// Messages per history bucket.
@@ -44,6 +46,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "002-groups",
         include_str!("../../../schemas/cql/002-groups.cql"),
+    ),
+    (
+        3,
+        "003-conversations",
+        include_str!("../../../schemas/cql/003-conversations.cql"),
     ),
 ];
 
@@ -101,6 +108,12 @@ struct Statements {
     select_member: PreparedStatement,
     count_members: PreparedStatement,
     select_user_groups: PreparedStatement,
+    select_inbox_buckets_desc: PreparedStatement,
+    select_inbox_page_desc: PreparedStatement,
+    note_last: PreparedStatement,
+    note_read: PreparedStatement,
+    select_conversations: PreparedStatement,
+    select_conversation: PreparedStatement,
 }
 
 pub struct ScyllaStore {
@@ -274,6 +287,12 @@ async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> 
         select_member: p("SELECT user_id FROM {ks}.group_members WHERE group_id = ? AND user_id = ?").await?,
         count_members: p("SELECT COUNT(*) FROM {ks}.group_members WHERE group_id = ?").await?,
         select_user_groups: p("SELECT group_id FROM {ks}.user_groups WHERE user_id = ?").await?,
+        select_inbox_buckets_desc: p("SELECT bucket FROM {ks}.inbox_buckets WHERE user_id = ? AND bucket >= ? ORDER BY bucket DESC").await?,
+        select_inbox_page_desc: p("SELECT cursor, message_id, conversation FROM {ks}.inbox WHERE user_id = ? AND bucket = ? AND cursor > ? ORDER BY cursor DESC LIMIT ?").await?,
+        note_last: p("UPDATE {ks}.user_conversations USING TIMESTAMP ? SET last_seq = ?, last_message_id = ? WHERE user_id = ? AND conversation = ?").await?,
+        note_read: p("UPDATE {ks}.user_conversations USING TIMESTAMP ? SET read_seq = ? WHERE user_id = ? AND conversation = ?").await?,
+        select_conversations: p("SELECT conversation, last_seq, last_message_id, read_seq FROM {ks}.user_conversations WHERE user_id = ?").await?,
+        select_conversation: p("SELECT last_seq, read_seq FROM {ks}.user_conversations WHERE user_id = ? AND conversation = ?").await?,
     })
 }
 
@@ -301,6 +320,11 @@ fn from_row(r: MessageRow) -> StoredMessage {
         body: r.7.into(),
         sent_at_ms: r.8 as u64,
     }
+}
+
+fn inbox_message_id(id: &[u8]) -> Result<MessageId, StoreError> {
+    MessageId::from_slice(id)
+        .ok_or_else(|| StoreError::Corrupt("stored message id is not 16 bytes".into()))
 }
 
 fn rows_err(e: impl std::fmt::Display) -> StoreError {
@@ -525,7 +549,76 @@ impl ScyllaStore {
     }
 }
 
+/// Which end of an inbox a scan starts from.
+#[derive(Clone, Copy)]
+enum Scan {
+    OldestFirst,
+    NewestFirst,
+}
+
 impl ScyllaStore {
+    /// Up to `limit` entries of `user`'s inbox after `after`, bucket by
+    /// bucket (only buckets that hold entries), from either end.
+    async fn scan_inbox(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+        from: Scan,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let (buckets_st, page_st) = match from {
+            Scan::OldestFirst => (
+                &self.st.select_inbox_buckets_from,
+                &self.st.select_inbox_page,
+            ),
+            Scan::NewestFirst => (
+                &self.st.select_inbox_buckets_desc,
+                &self.st.select_inbox_page_desc,
+            ),
+        };
+        let from_bucket = ((after + 1) >> INBOX_BUCKET_BITS) as i64;
+        let buckets: Vec<(i64,)> = self
+            .all("read inbox buckets", buckets_st, (user, from_bucket))
+            .await?;
+        let mut entries = Vec::new();
+        for (bucket,) in buckets {
+            let want = (limit - entries.len()) as i32;
+            let rows: Vec<(i64, Vec<u8>, String)> = self
+                .all("read inbox", page_st, (user, bucket, after as i64, want))
+                .await?;
+            for (cursor, id, conversation) in rows {
+                entries.push(InboxEntry {
+                    user: user.to_owned(),
+                    cursor: cursor as u64,
+                    message_id: inbox_message_id(&id)?,
+                    conversation,
+                });
+            }
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The read mark's write timestamp is its value: a lower mark written
+    /// later (a replay, a race between devices) loses to a higher one.
+    async fn write_read_seq(
+        &self,
+        user: &str,
+        conversation: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        cql!(
+            "write read mark",
+            self.session.execute_unpaged(
+                &self.st.note_read,
+                (seq as i64, seq as i64, user, conversation)
+            )
+        )?;
+        Ok(())
+    }
+
     /// Writes (`add`) or deletes both rows of each membership, in parallel.
     async fn change_members(
         &self,
@@ -707,43 +800,113 @@ impl MessageStore for ScyllaStore {
         limit: usize,
     ) -> Result<InboxPage, StoreError> {
         let head = self.inbox_head(user).await?;
-        let mut entries = Vec::new();
         if after >= head || limit == 0 {
-            return Ok(InboxPage { entries, head });
+            return Ok(InboxPage {
+                entries: Vec::new(),
+                head,
+            });
         }
-        let from_bucket = ((after + 1) >> INBOX_BUCKET_BITS) as i64;
-        let buckets: Vec<(i64,)> = self
+        let entries = self
+            .scan_inbox(user, after, limit, Scan::OldestFirst)
+            .await?;
+        Ok(InboxPage { entries, head })
+    }
+
+    async fn read_inbox_newest(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        if after >= i64::MAX as u64 || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.scan_inbox(user, after, limit, Scan::NewestFirst).await
+    }
+
+    async fn note_conversations(&self, notes: Vec<ConversationNote>) -> Result<(), StoreError> {
+        // Only the newest note per (user, conversation) needs writing.
+        let mut newest: HashMap<(&str, &str), &ConversationNote> = HashMap::new();
+        let mut read: HashMap<(&str, &str), u64> = HashMap::new();
+        for n in &notes {
+            let key = (n.user.as_str(), n.conversation.as_str());
+            let slot = newest.entry(key).or_insert(n);
+            if n.seq > slot.seq {
+                *slot = n;
+            }
+            if n.sent_by_user {
+                let r = read.entry(key).or_default();
+                *r = (*r).max(n.seq);
+            }
+        }
+        let last = newest.values().map(|n| {
+            let id = n.message_id.to_bytes();
+            let (user, conversation) = (n.user.as_str(), n.conversation.as_str());
+            async move {
+                cql!(
+                    "write conversation list",
+                    self.session.execute_unpaged(
+                        &self.st.note_last,
+                        (n.seq as i64, n.seq as i64, &id[..], user, conversation)
+                    )
+                )
+            }
+        });
+        try_join_all(last).await?;
+        try_join_all(
+            read.iter()
+                .map(|(&(user, conversation), &seq)| self.write_read_seq(user, conversation, seq)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn conversations(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationState>, StoreError> {
+        type Row = (String, Option<i64>, Option<Vec<u8>>, Option<i64>);
+        let rows: Vec<Row> = self
             .all(
-                "read inbox buckets",
-                &self.st.select_inbox_buckets_from,
-                (user, from_bucket),
+                "read conversation list",
+                &self.st.select_conversations,
+                (user,),
             )
             .await?;
-        for (bucket,) in buckets {
-            let want = (limit - entries.len()) as i32;
-            let rows: Vec<(i64, Vec<u8>, String)> = self
-                .all(
-                    "read inbox",
-                    &self.st.select_inbox_page,
-                    (user, bucket, after as i64, want),
-                )
-                .await?;
-            for (cursor, id, conversation) in rows {
-                let message_id = MessageId::from_slice(&id).ok_or_else(|| {
-                    StoreError::Corrupt("inbox message id is not 16 bytes".into())
-                })?;
-                entries.push(InboxEntry {
-                    user: user.to_owned(),
-                    cursor: cursor as u64,
-                    message_id,
-                    conversation,
-                });
-            }
-            if entries.len() >= limit {
-                break;
-            }
+        let mut list = Vec::with_capacity(rows.len());
+        for (conversation, last_seq, last_id, read_seq) in rows {
+            // A row with only a read mark has had no message yet.
+            let (Some(last_seq), Some(last_id)) = (last_seq, last_id) else {
+                continue;
+            };
+            list.push(ConversationState {
+                conversation,
+                last_seq: last_seq as u64,
+                last_message_id: inbox_message_id(&last_id)?,
+                read_seq: read_seq.unwrap_or(0) as u64,
+            });
         }
-        Ok(InboxPage { entries, head })
+        Ok(newest_first(list, limit))
+    }
+
+    async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError> {
+        let Some((Some(last_seq), read_seq)) = self
+            .first::<(Option<i64>, Option<i64>)>(
+                "read conversation list",
+                &self.st.select_conversation,
+                (user, conversation),
+            )
+            .await?
+        else {
+            return Ok(0);
+        };
+        let read_seq = read_seq.unwrap_or(0) as u64;
+        let new = read_seq.max(seq.min(last_seq as u64));
+        if new > read_seq {
+            self.write_read_seq(user, conversation, new).await?;
+        }
+        Ok(new)
     }
 
     async fn history(

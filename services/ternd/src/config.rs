@@ -82,6 +82,16 @@ pub struct Settings {
     #[arg(long, env = "TERN_ROOM_QUEUE")]
     pub room_queue: Option<usize>,
 
+    /// With more pending messages than this at login, only the newest this
+    /// many are pushed and older ones are left to history pages; 0 pushes
+    /// everything [default: 500].
+    #[arg(long, env = "TERN_LOGIN_PUSH_MAX")]
+    pub login_push_max: Option<usize>,
+
+    /// Of the login push, at most this many messages of one conversation [default: 100].
+    #[arg(long, env = "TERN_LOGIN_PUSH_PER_CONVERSATION")]
+    pub login_push_per_conversation: Option<usize>,
+
     /// Most messages per push frame [default: 500].
     #[arg(long, env = "TERN_PUSH_MAX_MESSAGES")]
     pub push_max_messages: Option<usize>,
@@ -191,7 +201,7 @@ impl Settings {
         Ok(
             overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
-            room_window_ms, room_queue, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
+            room_window_ms, room_queue, login_push_max, login_push_per_conversation, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
             topic_partitions, retention_days, sweep_every_ms, admin_listen, log),
         )
@@ -239,6 +249,13 @@ impl Settings {
         }
         if let Some(v) = self.room_queue {
             gateway.room_queue = positive("room_queue", v as u64) as usize;
+        }
+        if let Some(v) = self.login_push_max {
+            gateway.login_push_max = v;
+        }
+        if let Some(v) = self.login_push_per_conversation {
+            gateway.login_push_per_conversation =
+                positive("login_push_per_conversation", v as u64) as usize;
         }
         if let Some(v) = self.push_max_messages {
             gateway.push_max_messages = positive("push_max_messages", v as u64) as usize;

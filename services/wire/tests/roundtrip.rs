@@ -183,6 +183,7 @@ proptest! {
             codec: used as i32,
             payload,
             more_pending: false,
+            older_not_pushed: false,
         };
         let framing = LengthPrefixed::default();
         let stream = length_prefix(&[encode_server(server_frame::Kind::Push(push.clone()))], &framing);

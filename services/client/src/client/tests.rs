@@ -71,6 +71,7 @@ fn login_result(cursor: u64, heartbeat_interval_ms: u32) -> LoginResult {
         max_body_bytes: 1024,
         cursor,
         server_time_ms: 1,
+        ..Default::default()
     }
 }
 
@@ -130,6 +131,7 @@ fn push(cursors: std::ops::RangeInclusive<u64>, codec: Codec) -> server_frame::K
         codec: codec as i32,
         payload,
         more_pending: false,
+        older_not_pushed: false,
     })
 }
 
@@ -272,6 +274,7 @@ async fn pushes_are_decoded_deduplicated_and_acked_by_the_application() {
             messages,
             last_cursor,
             more_pending,
+            ..
         }) => {
             assert_eq!(
                 messages.iter().map(|m| m.cursor).collect::<Vec<_>>(),

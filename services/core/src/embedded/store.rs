@@ -12,7 +12,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use super::io_err;
 use crate::groups::{Group, GroupStore, initial_members};
 use crate::ids::MessageId;
-use crate::store::{InboxEntry, InboxPage, MessageStore, PutOutcome, StoreError, StoredMessage};
+use crate::store::{
+    ConversationNote, ConversationState, InboxEntry, InboxPage, MessageStore, PutOutcome,
+    StoreError, StoredMessage, newest_first,
+};
 
 /// message id → encoded `StoredMessage` (the one copy of the body).
 const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages");
@@ -34,6 +37,10 @@ const GROUPS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("g
 const GROUP_MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("group_members");
 /// (user, group id) → (): the groups of a user.
 const USER_GROUPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_groups");
+/// (user, conversation) → (last seq, last message id, read seq): the
+/// conversation list.
+const USER_CONVERSATIONS: TableDefinition<(&str, &str), (u64, u128, u64)> =
+    TableDefinition::new("user_conversations");
 
 /// How often ACKed cursors are written, coalesced, in one transaction.
 const CURSOR_FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -97,6 +104,7 @@ impl EmbeddedStore {
             tx.open_table(GROUPS).map_err(io)?;
             tx.open_table(GROUP_MEMBERS).map_err(io)?;
             tx.open_table(USER_GROUPS).map_err(io)?;
+            tx.open_table(USER_CONVERSATIONS).map_err(io)?;
         }
         tx.commit().map_err(io)?;
         let db = Arc::new(db);
@@ -491,6 +499,113 @@ impl MessageStore for EmbeddedStore {
             }
         }
         Ok(InboxPage { entries, head })
+    }
+
+    async fn read_inbox_newest(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let inbox = tx.open_table(INBOX).map_err(io)?;
+        let mut entries = Vec::new();
+        if after == u64::MAX {
+            return Ok(entries);
+        }
+        for row in inbox
+            .range((user, after + 1)..=(user, u64::MAX))
+            .map_err(io)?
+            .rev()
+            .take(limit)
+        {
+            let (k, v) = row.map_err(io)?;
+            let (id, conversation) = v.value();
+            entries.push(InboxEntry {
+                user: user.to_owned(),
+                cursor: k.value().1,
+                message_id: MessageId(id),
+                conversation: conversation.to_owned(),
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn note_conversations(&self, notes: Vec<ConversationNote>) -> Result<(), StoreError> {
+        if notes.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(io)?;
+            {
+                let mut table = tx.open_table(USER_CONVERSATIONS).map_err(io)?;
+                for n in notes {
+                    let key = (n.user.as_str(), n.conversation.as_str());
+                    let (mut last_seq, mut last_id, mut read_seq) =
+                        table.get(key).map_err(io)?.map_or((0, 0, 0), |v| v.value());
+                    if n.seq > last_seq {
+                        (last_seq, last_id) = (n.seq, n.message_id.0);
+                    }
+                    if n.sent_by_user {
+                        read_seq = read_seq.max(n.seq);
+                    }
+                    table
+                        .insert(key, (last_seq, last_id, read_seq))
+                        .map_err(io)?;
+                }
+            }
+            tx.commit().map_err(io)
+        })
+        .await
+    }
+
+    async fn conversations(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationState>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let table = tx.open_table(USER_CONVERSATIONS).map_err(io)?;
+        let mut out = Vec::new();
+        for row in table.range((user, "")..).map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            let (row_user, conversation) = k.value();
+            if row_user != user {
+                break;
+            }
+            let (last_seq, last_id, read_seq) = v.value();
+            out.push(ConversationState {
+                conversation: conversation.to_owned(),
+                last_seq,
+                last_message_id: MessageId(last_id),
+                read_seq,
+            });
+        }
+        Ok(newest_first(out, limit))
+    }
+
+    async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError> {
+        let (user, conversation) = (user.to_owned(), conversation.to_owned());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(io)?;
+            let read_seq = {
+                let mut table = tx.open_table(USER_CONVERSATIONS).map_err(io)?;
+                let key = (user.as_str(), conversation.as_str());
+                let Some((last_seq, last_id, read_seq)) =
+                    table.get(key).map_err(io)?.map(|v| v.value())
+                else {
+                    return Ok(0);
+                };
+                let new = read_seq.max(seq.min(last_seq));
+                if new != read_seq {
+                    table.insert(key, (last_seq, last_id, new)).map_err(io)?;
+                }
+                new
+            };
+            tx.commit().map_err(io)?;
+            Ok(read_seq)
+        })
+        .await
     }
 
     async fn history(

@@ -12,8 +12,9 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tern_proto::client::{
-    Codec, Error, Heartbeat, HeartbeatAck, Login, LoginResult, Logout, Message, Push, PushAck,
-    Send, SendResult, SyncPage, SyncRequest, client_frame, send, server_frame,
+    Codec, Error, Heartbeat, HeartbeatAck, HistoryPage, HistoryRequest, Login, LoginResult, Logout,
+    MarkRead, Message, Push, PushAck, Send, SendResult, SyncPage, SyncRequest, client_frame, send,
+    server_frame,
 };
 
 /// Short text, any Unicode, including the empty string.
@@ -75,6 +76,38 @@ pub fn sync_request() -> impl Strategy<Value = SyncRequest> {
     })
 }
 
+pub fn history_request() -> impl Strategy<Value = HistoryRequest> {
+    (any::<u64>(), text(), any::<u64>(), any::<u32>()).prop_map(
+        |(request_id, conversation, before_seq, limit)| HistoryRequest {
+            request_id,
+            conversation,
+            before_seq,
+            limit,
+        },
+    )
+}
+
+pub fn history_page() -> impl Strategy<Value = HistoryPage> {
+    (
+        any::<u64>(),
+        text(),
+        codec_number(),
+        blob(512),
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(request_id, conversation, codec, payload, next_before_seq, has_more)| HistoryPage {
+                request_id,
+                conversation,
+                codec,
+                payload,
+                next_before_seq,
+                has_more,
+            },
+        )
+}
+
 /// Every kind of frame a client sends.
 pub fn client_kind() -> impl Strategy<Value = client_frame::Kind> {
     prop_oneof![
@@ -84,6 +117,14 @@ pub fn client_kind() -> impl Strategy<Value = client_frame::Kind> {
         any::<u64>().prop_map(|cursor| client_frame::Kind::PushAck(PushAck { cursor })),
         sync_request().prop_map(client_frame::Kind::Sync),
         Just(client_frame::Kind::Logout(Logout {})),
+        history_request().prop_map(client_frame::Kind::History),
+        (any::<u64>(), text(), any::<u64>()).prop_map(|(request_id, conversation, seq)| {
+            client_frame::Kind::MarkRead(MarkRead {
+                request_id,
+                conversation,
+                seq,
+            })
+        }),
     ]
 }
 
@@ -96,9 +137,19 @@ pub fn login_result() -> impl Strategy<Value = LoginResult> {
         any::<u32>(),
         any::<u64>(),
         any::<u64>(),
+        (any::<u32>(), any::<u32>()),
     )
         .prop_map(
-            |(user_id, device_id, codec, heartbeat_interval_ms, max_body_bytes, cursor, now)| {
+            |(
+                user_id,
+                device_id,
+                codec,
+                heartbeat_interval_ms,
+                max_body_bytes,
+                cursor,
+                now,
+                (login_push_max, login_push_per_conversation),
+            )| {
                 LoginResult {
                     user_id,
                     device_id,
@@ -107,6 +158,8 @@ pub fn login_result() -> impl Strategy<Value = LoginResult> {
                     max_body_bytes,
                     cursor,
                     server_time_ms: now,
+                    login_push_max,
+                    login_push_per_conversation,
                 }
             },
         )
@@ -131,14 +184,16 @@ pub fn push() -> impl Strategy<Value = Push> {
         codec_number(),
         blob(512),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(first_cursor, last_cursor, codec, payload, more_pending)| Push {
+            |(first_cursor, last_cursor, codec, payload, more_pending, older_not_pushed)| Push {
                 first_cursor,
                 last_cursor,
                 codec,
                 payload,
                 more_pending,
+                older_not_pushed,
             },
         )
 }
@@ -185,6 +240,7 @@ pub fn server_kind() -> impl Strategy<Value = server_frame::Kind> {
         push().prop_map(server_frame::Kind::Push),
         sync_page().prop_map(server_frame::Kind::SyncPage),
         error().prop_map(server_frame::Kind::Error),
+        history_page().prop_map(server_frame::Kind::HistoryPage),
     ]
 }
 

@@ -1,0 +1,351 @@
+//! A session's reading side beyond live pushes: the login push of a long
+//! backlog (newest first), history pages, the conversation list and read
+//! marks.
+//!
+//! A device back after a long absence may have 100,000 pending messages.
+//! Pushing them all, oldest first, would make the user wait for messages
+//! they will mostly never scroll to. So when more than `login_push_max` are
+//! pending, the login push carries only the newest of them (at most
+//! `login_push_per_conversation` per conversation, so one busy group does
+//! not crowd out every 1:1), flagged `older_not_pushed`; once ACKed, the
+//! device's cursor is past the whole backlog. The rest stays readable
+//! through history pages, per conversation, newest first: exactly what a
+//! client shows when the user scrolls up, and no message is both pushed
+//! and paged (a page before the oldest pushed seq starts below it).
+
+use std::collections::HashMap;
+
+use prost::Message as _;
+
+use tern_core::groups::is_in_conversation;
+use tern_core::ids::Conversation;
+use tern_core::proto::client::{
+    ConversationList, ConversationsRequest, ErrorCode, HistoryPage, HistoryRequest, MarkRead,
+    MarkReadResult, Message, server_frame,
+};
+use tern_core::store::{
+    InboxEntry, MessageStore, StoreError, client_message, conversation_summaries, load_entries,
+};
+
+use super::{BODY_BATCH, Close, MAX_SYNC_LIMIT, Session, fitting_prefix, frame_budget};
+
+/// Inbox entries looked at, per message the login push may carry, to find
+/// the newest per conversation (ids only: bodies are read for the chosen)...
+const LOGIN_SCAN_FACTOR: usize = 4;
+/// ...and at least this many, so that the conversations of a long backlog
+/// are all in the push unless one is quieter than the newest 20,000 pending
+/// entries. Those are still in the conversation list, with their unread
+/// counts. Reading 20,000 ids is a few milliseconds embedded.
+const LOGIN_SCAN_MIN: usize = 20_000;
+/// Most conversations one list returns.
+const MAX_CONVERSATIONS: u32 = 1000;
+
+/// Which of the newest entries (newest first) the login push carries: all
+/// of them if they are at most `max`; else at most `max`, and at most
+/// `per_conversation` of one conversation. Returns them oldest first, and
+/// whether any pending entry was left out.
+pub(super) fn choose_login_push(
+    newest: &[InboxEntry],
+    scanned_all: bool,
+    max: usize,
+    per_conversation: usize,
+) -> (Vec<InboxEntry>, bool) {
+    if scanned_all && newest.len() <= max {
+        // A short absence: everything, as ordinary pushes.
+        return (newest.iter().rev().cloned().collect(), false);
+    }
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    let mut chosen = Vec::new();
+    for e in newest {
+        if chosen.len() >= max {
+            break;
+        }
+        let n = per.entry(e.conversation.as_str()).or_default();
+        if *n < per_conversation {
+            *n += 1;
+            chosen.push(e.clone());
+        }
+    }
+    let left_out = !scanned_all || chosen.len() < newest.len();
+    chosen.reverse();
+    (chosen, left_out)
+}
+
+/// Splits messages into frames of at most `max_bytes` of encoded messages
+/// and `max_messages` messages (an oversized message gets a frame alone).
+pub(super) fn pack_frames(
+    messages: Vec<Message>,
+    max_bytes: usize,
+    max_messages: usize,
+) -> Vec<Vec<Message>> {
+    let mut frames = Vec::new();
+    let mut frame: Vec<Message> = Vec::new();
+    let mut bytes = 0;
+    for m in messages {
+        let len = m.encoded_len() + 4;
+        if !frame.is_empty() && (bytes + len > max_bytes || frame.len() >= max_messages) {
+            frames.push(std::mem::take(&mut frame));
+            bytes = 0;
+        }
+        bytes += len;
+        frame.push(m);
+    }
+    if !frame.is_empty() {
+        frames.push(frame);
+    }
+    frames
+}
+
+impl Session {
+    /// Starts pushing after login from `cursor`: the whole backlog if it is
+    /// short, else its newest part (see the module docs).
+    pub(super) async fn login_push(&mut self, cursor: u64) -> Result<(), Close> {
+        let c = self.shared.config.clone();
+        self.last_pushed = cursor;
+        self.behind = true;
+        if c.login_push_max == 0 {
+            return self.catch_up().await;
+        }
+        let user = self.login.as_ref().expect("after login").user.clone();
+        let store = self.shared.deps.store.clone();
+        let scan = c
+            .login_push_max
+            .saturating_mul(LOGIN_SCAN_FACTOR)
+            .max(LOGIN_SCAN_MIN);
+        let newest = match store.read_inbox_newest(&user, cursor, scan + 1).await {
+            Ok(n) => n,
+            // The ordinary path retries store errors.
+            Err(_) => return self.catch_up().await,
+        };
+        let scanned_all = newest.len() <= scan;
+        let newest = &newest[..newest.len().min(scan)];
+        let (chosen, left_out) = choose_login_push(
+            newest,
+            scanned_all,
+            c.login_push_max,
+            c.login_push_per_conversation,
+        );
+        if !left_out {
+            return self.catch_up().await;
+        }
+        let head = newest.first().map_or(cursor, |e| e.cursor);
+        let mut messages = Vec::with_capacity(chosen.len());
+        for chunk in chosen.chunks(BODY_BATCH) {
+            match load_entries(store.as_ref(), chunk).await {
+                Ok(m) => messages.extend(m),
+                Err(_) => return self.catch_up().await,
+            }
+        }
+        let frames = pack_frames(messages, frame_budget(&c), c.push_max_messages);
+        let count = frames.len();
+        tracing::info!(
+            %user,
+            cursor,
+            head,
+            pushed = chosen.len(),
+            frames = count,
+            "long backlog: pushing its newest messages, the rest is left to history pages"
+        );
+        if count == 0 {
+            // Every chosen message had expired: only the cursor moves.
+            self.push(Vec::new(), head, false, true)?;
+        }
+        for (i, frame) in frames.into_iter().enumerate() {
+            let last = i + 1 == count;
+            // The last frame covers the whole backlog, up to its newest entry.
+            let through = if last {
+                head
+            } else {
+                frame.last().map_or(head, |m| m.cursor)
+            };
+            self.push(frame, through, !last, true)?;
+        }
+        self.behind = false;
+        Ok(())
+    }
+
+    pub(super) async fn on_history(&mut self, req: HistoryRequest) -> Result<(), Close> {
+        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let store = self.shared.deps.store.clone();
+        let conv = match readable(store.as_ref(), &user, &req.conversation).await {
+            Ok(c) => c,
+            Err((code, msg)) => return self.reject(code, msg, "", req.request_id),
+        };
+        let limit = page_limit(req.limit);
+        let conversation = conv.to_string();
+        // One extra tells whether there is more.
+        let stored = match store
+            .history(&conversation, req.before_seq, limit + 1)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let (code, msg) = unavailable(e);
+                return self.reject(code, msg, "", req.request_id);
+            }
+        };
+        let more_stored = stored.len() > limit;
+        let messages: Vec<Message> = stored
+            .into_iter()
+            .take(limit)
+            .map(|m| client_message(m, 0))
+            .collect();
+        let total = messages.len();
+        let c = &self.shared.config;
+        let page = if messages.is_empty() {
+            messages
+        } else {
+            fitting_prefix(messages, frame_budget(c))
+        };
+        let next_before_seq = page.last().map_or(req.before_seq, |m| m.seq);
+        let has_more = (more_stored || page.len() < total) && next_before_seq > 1;
+        let codec = self.login.as_ref().expect("checked by caller").codec;
+        let (used, payload) = tern_wire::pack_batch(page, codec, c.compress_min_bytes);
+        self.emit(server_frame::Kind::HistoryPage(HistoryPage {
+            request_id: req.request_id,
+            conversation,
+            codec: used as i32,
+            payload,
+            next_before_seq,
+            has_more,
+        }))
+    }
+
+    pub(super) async fn on_conversations(
+        &mut self,
+        req: ConversationsRequest,
+    ) -> Result<(), Close> {
+        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let limit = match req.limit {
+            0 => 100,
+            n => n.min(MAX_CONVERSATIONS),
+        } as usize;
+        let store = self.shared.deps.store.clone();
+        match conversation_summaries(store.as_ref(), &user, limit).await {
+            Ok(conversations) => {
+                self.emit(server_frame::Kind::ConversationList(ConversationList {
+                    request_id: req.request_id,
+                    conversations,
+                }))
+            }
+            Err(e) => {
+                let (code, msg) = unavailable(e);
+                self.reject(code, msg, "", req.request_id)
+            }
+        }
+    }
+
+    pub(super) async fn on_mark_read(&mut self, req: MarkRead) -> Result<(), Close> {
+        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let store = self.shared.deps.store.clone();
+        let conversation = match readable(store.as_ref(), &user, &req.conversation).await {
+            Ok(c) => c.to_string(),
+            Err((code, msg)) => return self.reject(code, msg, "", req.request_id),
+        };
+        match store.mark_read(&user, &conversation, req.seq).await {
+            Ok(read_seq) => self.emit(server_frame::Kind::MarkReadResult(MarkReadResult {
+                request_id: req.request_id,
+                conversation,
+                read_seq,
+            })),
+            Err(e) => {
+                let (code, msg) = unavailable(e);
+                self.reject(code, msg, "", req.request_id)
+            }
+        }
+    }
+}
+
+/// Checks that `user` may read `conversation`; Err is the reply.
+async fn readable(
+    store: &dyn MessageStore,
+    user: &str,
+    conversation: &str,
+) -> Result<Conversation, (ErrorCode, String)> {
+    let conv = Conversation::parse(conversation)
+        .map_err(|e| (ErrorCode::InvalidArgument, e.to_string()))?;
+    let allowed = is_in_conversation(store, user, &conv)
+        .await
+        .map_err(unavailable)?;
+    if allowed {
+        Ok(conv)
+    } else {
+        Err((
+            ErrorCode::Forbidden,
+            format!("{user} is not in conversation {conversation}"),
+        ))
+    }
+}
+
+fn page_limit(limit: u32) -> usize {
+    let limit = match limit {
+        0 => 100,
+        n => n.min(MAX_SYNC_LIMIT),
+    };
+    limit as usize
+}
+
+fn unavailable(e: StoreError) -> (ErrorCode, String) {
+    (ErrorCode::Unavailable, format!("message store: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_core::ids::MessageId;
+
+    fn entry(cursor: u64, conversation: &str) -> InboxEntry {
+        InboxEntry {
+            user: "bob".into(),
+            cursor,
+            message_id: MessageId::new(),
+            conversation: conversation.into(),
+        }
+    }
+
+    fn cursors(entries: &[InboxEntry]) -> Vec<u64> {
+        entries.iter().map(|e| e.cursor).collect()
+    }
+
+    #[test]
+    fn the_login_push_takes_the_newest_within_both_limits() {
+        // Newest first, as the store returns them.
+        let newest = vec![
+            entry(9, "a"),
+            entry(8, "a"),
+            entry(7, "a"),
+            entry(6, "b"),
+            entry(5, "a"),
+            entry(4, "c"),
+        ];
+        let (chosen, left_out) = choose_login_push(&newest, true, 4, 2);
+        assert_eq!(cursors(&chosen), vec![4, 6, 8, 9], "oldest first");
+        assert!(left_out);
+        let (chosen, left_out) = choose_login_push(&newest, true, 6, 1);
+        assert_eq!(cursors(&chosen), vec![4, 5, 6, 7, 8, 9]);
+        assert!(
+            !left_out,
+            "everything fits: an ordinary push, whatever the conversation"
+        );
+        let (_, left_out) = choose_login_push(&newest, false, 10, 10);
+        assert!(left_out, "entries beyond the scan were not looked at");
+    }
+
+    #[test]
+    fn frames_respect_bytes_and_counts() {
+        let m = |cursor| Message {
+            cursor,
+            body: vec![0; 100].into(),
+            ..Default::default()
+        };
+        let frames = pack_frames((1..=10).map(m).collect(), 350, 100);
+        assert!(frames.iter().all(|f| f.len() <= 3), "{frames:?}");
+        assert_eq!(frames.iter().map(Vec::len).sum::<usize>(), 10);
+        let frames = pack_frames((1..=10).map(m).collect(), 1 << 20, 4);
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+        assert!(pack_frames(Vec::new(), 10, 10).is_empty());
+    }
+}
