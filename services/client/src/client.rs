@@ -130,6 +130,18 @@ impl SendOptions {
     }
 }
 
+/// A page of the inbox, from [`Client::sync`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxSlice {
+    pub messages: Vec<Message>,
+    /// Pass as `after_cursor` for the next page.
+    pub next_cursor: u64,
+    pub has_more: bool,
+    /// Retention trimmed entries after the cursor asked for: this page
+    /// starts at the trim point, and the device missed what was before.
+    pub gap: bool,
+}
+
 /// What the connection reports besides answers to requests.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -143,6 +155,9 @@ pub enum Event {
         /// Only the newest of a long backlog were pushed after login: page
         /// back through older ones with [`Client::history`] when needed.
         older_not_pushed: bool,
+        /// Retention trimmed inbox entries this device had not received
+        /// (it was away too long, or too much arrived meanwhile).
+        gap: bool,
     },
     /// Messages of the live room this connection is in (best-effort: not
     /// ACKed, and a client that reads too slowly misses some).
@@ -328,13 +343,8 @@ impl Client {
         .await
     }
 
-    /// Pulls up to `limit` inbox messages after `after_cursor`. Returns the
-    /// messages, the cursor to pass for the next page, and whether there are more.
-    pub async fn sync(
-        &self,
-        after_cursor: u64,
-        limit: u32,
-    ) -> Result<(Vec<Message>, u64, bool), ClientError> {
+    /// Pulls up to `limit` inbox messages after `after_cursor`.
+    pub async fn sync(&self, after_cursor: u64, limit: u32) -> Result<InboxSlice, ClientError> {
         let answer = self
             .request(|request_id| {
                 client_frame::Kind::Sync(SyncRequest {
@@ -350,7 +360,12 @@ impl Client {
             )));
         };
         let messages = unpack_batch(page.codec, &page.payload, MAX_PAYLOAD)?;
-        Ok((messages, page.next_cursor, page.has_more))
+        Ok(InboxSlice {
+            messages,
+            next_cursor: page.next_cursor,
+            has_more: page.has_more,
+            gap: page.gap,
+        })
     }
 
     /// A page of `conversation`'s history, newest first: messages with seq
@@ -874,6 +889,7 @@ fn dispatch(
                         last_cursor: push.last_cursor,
                         more_pending: push.more_pending,
                         older_not_pushed: push.older_not_pushed,
+                        gap: push.gap,
                     });
                 }
                 None => debug!(

@@ -25,8 +25,8 @@ mod transport;
 pub use address::{DEFAULT_TCP_PORT, ServerAddr};
 pub use api::{DEFAULT_API_ADDR, connect_api, dev_token, dev_token_with_ttl};
 pub use client::{
-    Client, DEFAULT_CLIENT_MAX_FRAME, DEFAULT_REQUEST_TIMEOUT, Event, LoginOptions, MAX_PAYLOAD,
-    SendOptions, Target, message_id_string,
+    Client, DEFAULT_CLIENT_MAX_FRAME, DEFAULT_REQUEST_TIMEOUT, Event, InboxSlice, LoginOptions,
+    MAX_PAYLOAD, SendOptions, Target, message_id_string,
 };
 pub use dedup::CursorDedup;
 pub use error::ClientError;

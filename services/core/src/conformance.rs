@@ -159,7 +159,75 @@ pub async fn store_scenarios(store: Arc<dyn MessageStore>) {
     );
 
     conversation_list_scenarios(store.as_ref()).await;
+    retention_scenarios(store.as_ref()).await;
     group_scenarios(store.as_ref()).await;
+}
+
+async fn retention_scenarios(store: &dyn MessageStore) {
+    use crate::store::InboxLimits;
+    let user = fresh("erin");
+    let now = crate::now_ms();
+    // Cursors 1..=10: the first three are a day old, the rest are new.
+    let entries: Vec<InboxEntry> = (1..=10)
+        .map(|cursor| InboxEntry {
+            user: user.clone(),
+            cursor,
+            message_id: MessageId::at_time_ms(if cursor <= 3 { now - 86_400_000 } else { now }),
+            conversation: "d:a:erin".into(),
+        })
+        .collect();
+    store.append_inbox(entries).await.expect("append");
+    let cursors = |page: crate::store::InboxPage| -> Vec<u64> {
+        page.entries.iter().map(|e| e.cursor).collect()
+    };
+    let limits = |max_entries, min_time_ms| InboxLimits {
+        max_entries,
+        min_time_ms,
+    };
+    assert_eq!(store.trimmed_through(&user).await.unwrap(), 0);
+    // Nothing past the limits: nothing trimmed.
+    assert_eq!(store.trim_inbox(&user, limits(10, 0)).await.unwrap(), 0);
+    // By age: an hour ago as the limit trims the day-old three.
+    let hour_ago = now - 3_600_000;
+    assert_eq!(
+        store
+            .trim_inbox(&user, limits(100, hour_ago))
+            .await
+            .unwrap(),
+        3
+    );
+    let page = store.read_inbox(&user, 0, 100).await.unwrap();
+    assert_eq!(cursors(page), (4..=10).collect::<Vec<_>>());
+    // By count: 7 left, keep 5.
+    assert_eq!(
+        store.trim_inbox(&user, limits(5, hour_ago)).await.unwrap(),
+        5
+    );
+    let page = store.read_inbox(&user, 0, 100).await.unwrap();
+    assert_eq!(page.head, 10);
+    assert_eq!(cursors(page), (6..=10).collect::<Vec<_>>());
+    assert_eq!(
+        store.trim_inbox(&user, limits(5, hour_ago)).await.unwrap(),
+        5
+    );
+    assert_eq!(store.trimmed_through(&user).await.unwrap(), 5);
+    // The count follows appends after a trim.
+    store
+        .append_inbox(vec![InboxEntry {
+            user: user.clone(),
+            cursor: 11,
+            message_id: MessageId::new(),
+            conversation: "d:a:erin".into(),
+        }])
+        .await
+        .expect("append");
+    assert_eq!(
+        store.trim_inbox(&user, limits(5, hour_ago)).await.unwrap(),
+        6
+    );
+    let page = store.read_inbox(&user, 0, 100).await.unwrap();
+    assert_eq!(cursors(page), (7..=11).collect::<Vec<_>>());
+    assert_eq!(store.trimmed_through(&fresh("nobody")).await.unwrap(), 0);
 }
 
 fn other_id(outcomes: &[crate::store::PutOutcome]) -> MessageId {

@@ -153,6 +153,18 @@ impl MessageId {
         self.0.to_be_bytes()
     }
 
+    /// When the id was made, in ms since the Unix epoch (UUIDv7 keeps it
+    /// in the top 48 bits): the age retention goes by.
+    pub fn time_ms(self) -> u64 {
+        (self.0 >> 80) as u64
+    }
+
+    /// An id made at `ms` (for tests and tools that need a given age).
+    pub fn at_time_ms(ms: u64) -> Self {
+        let low = MessageId::new().0 & ((1u128 << 80) - 1);
+        MessageId(((ms as u128) << 80) | low)
+    }
+
     pub fn to_vec(self) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(&self.to_bytes())
     }
@@ -228,6 +240,13 @@ mod tests {
         let b = MessageId::new();
         assert!(a < b);
         assert_eq!(MessageId::from_slice(&a.to_bytes()), Some(a));
+        let now = crate::now_ms();
+        assert!(
+            a.time_ms().abs_diff(now) < 60_000,
+            "{} vs {now}",
+            a.time_ms()
+        );
+        assert_eq!(MessageId::at_time_ms(12_345).time_ms(), 12_345);
         assert_eq!(MessageId::from_slice(&[1, 2, 3]), None);
     }
 }

@@ -75,6 +75,49 @@ impl ConversationState {
     }
 }
 
+/// How much of a user's inbox is kept: at most `max_entries` entries, none
+/// whose message is older than `min_time_ms` (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLimits {
+    pub max_entries: u64,
+    pub min_time_ms: u64,
+}
+
+/// Inbox retention as configured: at most `max_entries` entries per user,
+/// none older than `max_age` (zero: no bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxRetention {
+    pub max_entries: u64,
+    pub max_age: std::time::Duration,
+}
+
+impl Default for InboxRetention {
+    fn default() -> Self {
+        InboxRetention {
+            max_entries: 100_000,
+            max_age: std::time::Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+impl InboxRetention {
+    /// The limits at `now_ms`.
+    pub fn limits_at(&self, now_ms: u64) -> InboxLimits {
+        InboxLimits {
+            max_entries: if self.max_entries == 0 {
+                u64::MAX
+            } else {
+                self.max_entries
+            },
+            min_time_ms: if self.max_age.is_zero() {
+                0
+            } else {
+                now_ms.saturating_sub(self.max_age.as_millis() as u64)
+            },
+        }
+    }
+}
+
 /// Sorts a user's conversations most recently active first (message ids
 /// are UUIDv7, ordered by time) and keeps `limit` of them.
 pub fn newest_first(mut list: Vec<ConversationState>, limit: usize) -> Vec<ConversationState> {
@@ -109,6 +152,21 @@ pub trait MessageStore: crate::groups::GroupStore {
         after: u64,
         limit: usize,
     ) -> Result<InboxPage, StoreError>;
+
+    /// Deletes the oldest entries of `user`'s inbox past `limits` (beyond
+    /// the newest `max_entries`, or with a message older than
+    /// `min_time_ms`), and returns the trim point: the highest cursor ever
+    /// trimmed (0: none). A device whose cursor is below it lost entries.
+    async fn trim_inbox(&self, user: &str, limits: InboxLimits) -> Result<u64, StoreError>;
+
+    /// The trim point of `user`'s inbox (see [`Self::trim_inbox`]).
+    async fn trimmed_through(&self, user: &str) -> Result<u64, StoreError>;
+
+    /// Deletes messages made before `before_ms` (bodies, history rows and
+    /// idempotency keys), at most `max` per call; returns how many. Inbox
+    /// entries pointing at them are skipped from then on. A store that
+    /// expires rows by itself (CQL TTLs) does nothing and returns 0.
+    async fn expire_messages(&self, before_ms: u64, max: usize) -> Result<u64, StoreError>;
 
     /// Up to `limit` entries of `user`'s inbox after `after`, newest first:
     /// what a device back from a long absence is pushed first.

@@ -90,3 +90,70 @@ async fn store_survives_reopen() {
     assert_eq!(store.cursor("bob", "phone").await.unwrap(), 7);
     assert_eq!(store.history("d:alice:bob", 0, 10).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn expired_messages_leave_history_bodies_and_pushes() {
+    use tern_core::ids::MessageId;
+    use tern_core::store::{InboxEntry, MessageStore, StoredMessage, load_entries};
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store.redb"), 16 << 20).unwrap();
+    let now = tern_core::now_ms();
+    let day_ago = now - 86_400_000;
+    let message = |id: MessageId, client_id: &str| StoredMessage {
+        message_id: id.to_vec(),
+        conversation: "d:alice:bob".into(),
+        sender_user: "alice".into(),
+        sender_device: "d1".into(),
+        client_msg_id: client_id.into(),
+        content_type: "text/plain".into(),
+        body: client_id.as_bytes().to_vec().into(),
+        sent_at_ms: id.time_ms(),
+        seq: 0,
+    };
+    let ids = [
+        MessageId::at_time_ms(day_ago),
+        MessageId::at_time_ms(day_ago + 1),
+        MessageId::new(),
+    ];
+    let stored = store
+        .put_messages(vec![
+            message(ids[0], "old1"),
+            message(ids[1], "old2"),
+            message(ids[2], "new"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    let entries: Vec<InboxEntry> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| InboxEntry {
+            user: "bob".into(),
+            cursor: i as u64 + 1,
+            message_id: *id,
+            conversation: "d:alice:bob".into(),
+        })
+        .collect();
+    store.append_inbox(entries.clone()).await.unwrap();
+
+    // Everything made over an hour ago goes, a bounded number at a time.
+    let hour_ago = now - 3_600_000;
+    assert_eq!(store.expire_messages(hour_ago, 1).await.unwrap(), 1);
+    assert_eq!(store.expire_messages(hour_ago, 100).await.unwrap(), 1);
+    assert_eq!(store.expire_messages(hour_ago, 100).await.unwrap(), 0);
+    let history = store.history("d:alice:bob", 0, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].client_msg_id, "new");
+    assert_eq!(store.get_messages(&ids).await.unwrap().len(), 1);
+    // The inbox still lists three entries; only the live body is pushed.
+    let pushed = load_entries(&store, &entries).await.unwrap();
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].cursor, 3);
+    // The expired client id is free again: a new send with it is stored.
+    let again = store
+        .put_messages(vec![message(MessageId::new(), "old1")])
+        .await
+        .unwrap();
+    assert!(!again[0].duplicate);
+    assert_eq!(again[0].message.seq, 4, "seq keeps counting");
+}

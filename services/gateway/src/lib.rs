@@ -94,6 +94,9 @@ pub struct GatewayConfig {
     /// In that case, at most this many of one conversation (so one busy
     /// group does not crowd out every other conversation).
     pub login_push_per_conversation: usize,
+    /// Inbox bounds, applied at each login (and by the router as inboxes
+    /// grow); a device behind the trim point gets a gap marker.
+    pub inbox_retention: tern_core::store::InboxRetention,
 }
 
 impl Default for GatewayConfig {
@@ -124,6 +127,7 @@ impl Default for GatewayConfig {
             room_report_every: Duration::from_secs(5),
             login_push_max: 500,
             login_push_per_conversation: 100,
+            inbox_retention: Default::default(),
         }
     }
 }

@@ -128,6 +128,9 @@ struct Session {
     /// When to push what live deliveries announced (the merge window).
     flush_at: Option<Instant>,
     unacked: VecDeque<Unacked>,
+    /// The next push tells the device that retention trimmed entries it
+    /// had not received.
+    gap_pending: bool,
     /// Sends being appended to the log.
     appends: FuturesUnordered<BoxFuture<'static, AppendResult>>,
     /// Sends waiting for their receipt: client_msg_id → (deadline, how many
@@ -177,6 +180,7 @@ pub(crate) async fn serve(
             behind: false,
             flush_at: None,
             unacked: VecDeque::new(),
+            gap_pending: false,
             appends: FuturesUnordered::new(),
             awaiting: HashMap::new(),
             deadlines: VecDeque::new(),
@@ -860,6 +864,7 @@ impl Session {
             payload,
             more_pending,
             older_not_pushed,
+            gap: std::mem::take(&mut self.gap_pending),
         }));
         tracing::debug!(
             first_cursor,
@@ -918,14 +923,16 @@ impl Session {
             0 => 100,
             n => n.min(MAX_SYNC_LIMIT),
         } as usize;
-        let page = match self
-            .shared
-            .deps
-            .store
-            .read_inbox(&user, req.after_cursor, limit)
-            .await
-        {
-            Ok(p) => p,
+        let store = self.shared.deps.store.clone();
+        // Behind the trim point: the page starts there and says so.
+        let read = async {
+            let trimmed = store.trimmed_through(&user).await?;
+            let after = req.after_cursor.max(trimmed);
+            let page = store.read_inbox(&user, after, limit).await?;
+            Ok::<_, tern_core::store::StoreError>((req.after_cursor < trimmed, after, page))
+        };
+        let (gap, after, page) = match read.await {
+            Ok(read) => read,
             Err(e) => {
                 return self.reject(
                     ErrorCode::Unavailable,
@@ -959,9 +966,9 @@ impl Session {
         // All fitted: the page covers every entry read, bodies or not (an
         // entry whose message expired must not be asked for forever).
         let next_cursor = if page_messages.len() == total {
-            page.entries.last().map_or(req.after_cursor, |e| e.cursor)
+            page.entries.last().map_or(after, |e| e.cursor)
         } else {
-            page_messages.last().map_or(req.after_cursor, |m| m.cursor)
+            page_messages.last().map_or(after, |m| m.cursor)
         };
         let (used, payload) = tern_wire::pack_batch(page_messages, codec, c.compress_min_bytes);
         self.emit(server_frame::Kind::SyncPage(SyncPage {
@@ -970,6 +977,7 @@ impl Session {
             payload,
             next_cursor,
             has_more: page.head > next_cursor,
+            gap,
         }))
     }
 

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prost::Message as _;
@@ -21,17 +22,26 @@ use tern_core::log::{Delivery, EventLog, Record};
 use tern_core::proto::records::{DeliverRecord, Deliveries, InboxRef, PushRecord, push_record};
 use tern_core::routes::RouteDirectory;
 use tern_core::stage::{BatchHandler, run_topic_stage};
-use tern_core::store::{ConversationNote, InboxEntry, MessageStore};
+use tern_core::store::{ConversationNote, InboxEntry, InboxRetention, MessageStore};
 use tern_core::topics;
 use tokio::sync::watch;
 
 /// Consumer group of every router instance.
 pub const GROUP: &str = "router";
 
+/// A user's inbox is checked against the retention limits at most this
+/// often by one router (the gateway checks it exactly at each login).
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+/// Users remembered as recently checked; past it the memory starts over.
+const MAX_TRIM_MEMORY: usize = 100_000;
+
 pub struct Router {
     log: Arc<dyn EventLog>,
     store: Arc<dyn MessageStore>,
     routes: Arc<dyn RouteDirectory>,
+    retention: InboxRetention,
+    /// When each user's inbox was last checked for trimming.
+    last_trim: HashMap<String, Instant>,
 }
 
 impl Router {
@@ -39,8 +49,39 @@ impl Router {
         log: Arc<dyn EventLog>,
         store: Arc<dyn MessageStore>,
         routes: Arc<dyn RouteDirectory>,
+        retention: InboxRetention,
     ) -> Self {
-        Router { log, store, routes }
+        Router {
+            log,
+            store,
+            routes,
+            retention,
+            last_trim: HashMap::new(),
+        }
+    }
+
+    /// Trims the inboxes of `users` not checked lately. A failure is only
+    /// logged: the next check (or the user's next login) trims instead.
+    async fn trim(&mut self, users: &[String]) {
+        let now = Instant::now();
+        if self.last_trim.len() > MAX_TRIM_MEMORY {
+            self.last_trim.clear();
+        }
+        let limits = self.retention.limits_at(tern_core::now_ms());
+        for user in users {
+            if self
+                .last_trim
+                .get(user)
+                .is_some_and(|at| now.duration_since(*at) < TRIM_EVERY)
+            {
+                continue;
+            }
+            self.last_trim.insert(user.clone(), now);
+            match self.store.trim_inbox(user, limits).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%user, error = %e, "inbox trim failed"),
+            }
+        }
     }
 
     /// Consumes `deliver` until `shutdown` turns true.
@@ -177,6 +218,8 @@ impl BatchHandler for Router {
             out.push((topics::push_topic(gateway), records));
         }
         self.log.append_many(out).await.map_err(|e| e.to_string())?;
+        // Retention last: it is not urgent, and pushes should not wait on it.
+        self.trim(&users).await;
         Ok(())
     }
 }

@@ -23,11 +23,12 @@ use futures_util::future::try_join_all;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::value::Counter;
 use tern_core::groups::{Group, GroupStore, initial_members};
 use tern_core::ids::MessageId;
 use tern_core::store::{
-    ConversationNote, ConversationState, InboxEntry, InboxPage, MessageStore, PutOutcome,
-    StoreError, StoredMessage, newest_first,
+    ConversationNote, ConversationState, InboxEntry, InboxLimits, InboxPage, MessageStore,
+    PutOutcome, StoreError, StoredMessage, newest_first,
 };
 
 /// Messages per history bucket.
@@ -52,7 +53,17 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "003-conversations",
         include_str!("../../../schemas/cql/003-conversations.cql"),
     ),
+    (
+        4,
+        "004-retention",
+        include_str!("../../../schemas/cql/004-retention.cql"),
+    ),
 ];
+
+/// Inbox entries read per page while looking for what to trim.
+const TRIM_PAGE: usize = 1000;
+/// Most entries one trim deletes; the rest go next time.
+const MAX_TRIM: usize = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct ScyllaStoreConfig {
@@ -114,6 +125,12 @@ struct Statements {
     note_read: PreparedStatement,
     select_conversations: PreparedStatement,
     select_conversation: PreparedStatement,
+    add_inbox_count: PreparedStatement,
+    select_inbox_count: PreparedStatement,
+    select_trim: PreparedStatement,
+    update_trim: PreparedStatement,
+    delete_inbox: PreparedStatement,
+    delete_inbox_index: PreparedStatement,
 }
 
 pub struct ScyllaStore {
@@ -293,6 +310,12 @@ async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> 
         note_read: p("UPDATE {ks}.user_conversations USING TIMESTAMP ? SET read_seq = ? WHERE user_id = ? AND conversation = ?").await?,
         select_conversations: p("SELECT conversation, last_seq, last_message_id, read_seq FROM {ks}.user_conversations WHERE user_id = ?").await?,
         select_conversation: p("SELECT last_seq, read_seq FROM {ks}.user_conversations WHERE user_id = ? AND conversation = ?").await?,
+        add_inbox_count: p("UPDATE {ks}.inbox_counts SET entry_count = entry_count + ? WHERE user_id = ?").await?,
+        select_inbox_count: p("SELECT entry_count FROM {ks}.inbox_counts WHERE user_id = ?").await?,
+        select_trim: p("SELECT trimmed_through FROM {ks}.inbox_trims WHERE user_id = ?").await?,
+        update_trim: p("UPDATE {ks}.inbox_trims USING TIMESTAMP ? SET trimmed_through = ? WHERE user_id = ?").await?,
+        delete_inbox: p("DELETE FROM {ks}.inbox WHERE user_id = ? AND bucket = ? AND cursor = ?").await?,
+        delete_inbox_index: p("DELETE FROM {ks}.inbox_index WHERE user_id = ? AND message_id = ?").await?,
     })
 }
 
@@ -484,7 +507,8 @@ impl ScyllaStore {
         })
     }
 
-    async fn append_one(&self, e: &InboxEntry) -> Result<u64, StoreError> {
+    /// Appends one entry; returns its cursor and whether it is new.
+    async fn append_one(&self, e: &InboxEntry) -> Result<(u64, bool), StoreError> {
         let id = e.message_id.to_bytes();
         let s = &self.st;
         if let Some((c,)) = self
@@ -495,7 +519,7 @@ impl ScyllaStore {
             )
             .await?
         {
-            return Ok(c as u64);
+            return Ok((c as u64, false));
         }
         let bucket = (e.cursor >> INBOX_BUCKET_BITS) as i64;
         cql!(
@@ -524,7 +548,7 @@ impl ScyllaStore {
                 (&e.user, &id[..], e.cursor as i64, self.ttl)
             )
         )?;
-        Ok(e.cursor)
+        Ok((e.cursor, true))
     }
 
     async fn inbox_head(&self, user: &str) -> Result<u64, StoreError> {
@@ -780,10 +804,22 @@ impl MessageStore for ScyllaStore {
                 None => by_user.push((&e.user, vec![(i, e)])),
             }
         }
-        let done = try_join_all(by_user.into_iter().map(|(_, list)| async move {
+        let done = try_join_all(by_user.into_iter().map(|(user, list)| async move {
             let mut out = Vec::with_capacity(list.len());
+            let mut added = 0i64;
             for (i, e) in list {
-                out.push((i, self.append_one(e).await?));
+                let (cursor, new) = self.append_one(e).await?;
+                added += i64::from(new);
+                out.push((i, cursor));
+            }
+            // After the entries: a crash in between undercounts (the
+            // replay finds the entries and adds nothing), never overcounts.
+            if added > 0 {
+                cql!(
+                    "count inbox entries",
+                    self.session
+                        .execute_unpaged(&self.st.add_inbox_count, (Counter(added), user))
+                )?;
             }
             Ok::<_, StoreError>(out)
         }))
@@ -810,6 +846,86 @@ impl MessageStore for ScyllaStore {
             .scan_inbox(user, after, limit, Scan::OldestFirst)
             .await?;
         Ok(InboxPage { entries, head })
+    }
+
+    async fn trim_inbox(&self, user: &str, limits: InboxLimits) -> Result<u64, StoreError> {
+        let trimmed = self.trimmed_through(user).await?;
+        let count = self
+            .first::<(Option<Counter>,)>("read inbox count", &self.st.select_inbox_count, (user,))
+            .await?
+            .and_then(|(c,)| c)
+            .map_or(0, |c| c.0.max(0) as u64);
+        let excess = count.saturating_sub(limits.max_entries) as usize;
+        // Oldest first, from the trim point (older rows are deleted already).
+        // A young entry ends the age trim: entries are in arrival order.
+        let mut doomed: Vec<InboxEntry> = Vec::new();
+        let mut after = trimmed;
+        // Without excess, one entry tells whether the oldest is too old.
+        let mut page = if excess > 0 { TRIM_PAGE } else { 1 };
+        'scan: while doomed.len() < MAX_TRIM {
+            let entries = self
+                .scan_inbox(user, after, page, Scan::OldestFirst)
+                .await?;
+            let Some(last) = entries.last() else { break };
+            after = last.cursor;
+            let full = entries.len() == page;
+            for e in entries {
+                if doomed.len() >= excess && e.message_id.time_ms() >= limits.min_time_ms {
+                    break 'scan;
+                }
+                doomed.push(e);
+            }
+            if !full {
+                break;
+            }
+            page = TRIM_PAGE;
+        }
+        let Some(last) = doomed.last().map(|e| e.cursor) else {
+            return Ok(trimmed);
+        };
+        for chunk in doomed.chunks(64) {
+            try_join_all(chunk.iter().map(|e| async move {
+                let bucket = (e.cursor >> INBOX_BUCKET_BITS) as i64;
+                let id = e.message_id.to_bytes();
+                cql!(
+                    "trim inbox",
+                    self.session
+                        .execute_unpaged(&self.st.delete_inbox, (user, bucket, e.cursor as i64))
+                )?;
+                cql!(
+                    "trim inbox index",
+                    self.session
+                        .execute_unpaged(&self.st.delete_inbox_index, (user, &id[..]))
+                )
+            }))
+            .await?;
+        }
+        cql!(
+            "count inbox entries",
+            self.session.execute_unpaged(
+                &self.st.add_inbox_count,
+                (Counter(-(doomed.len() as i64)), user)
+            )
+        )?;
+        cql!(
+            "write trim point",
+            self.session
+                .execute_unpaged(&self.st.update_trim, (last as i64, last as i64, user))
+        )?;
+        Ok(trimmed.max(last))
+    }
+
+    async fn expire_messages(&self, _before_ms: u64, _max: usize) -> Result<u64, StoreError> {
+        // Every row is written with the retention TTL: CQL expires them.
+        Ok(0)
+    }
+
+    async fn trimmed_through(&self, user: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .first::<(Option<i64>,)>("read trim point", &self.st.select_trim, (user,))
+            .await?
+            .and_then(|(t,)| t)
+            .unwrap_or(0) as u64)
     }
 
     async fn read_inbox_newest(

@@ -154,10 +154,20 @@ pub struct Settings {
     #[arg(long, env = "TERN_TOPIC_PARTITIONS")]
     pub topic_partitions: Option<u32>,
 
-    /// Days messages and inbox entries are kept in the CQL store; 0 keeps
-    /// them [default: 0].
+    /// Days messages are kept (bodies and history; in the CQL store inbox
+    /// rows too, by TTL; embedded, a sweep every 10 minutes); 0 keeps them
+    /// [default: 0].
     #[arg(long, env = "TERN_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+
+    /// Most entries kept in a user's inbox; older ones are trimmed and a
+    /// device behind them gets a gap marker; 0: no bound [default: 100000].
+    #[arg(long, env = "TERN_INBOX_MAX_ENTRIES")]
+    pub inbox_max_entries: Option<u64>,
+
+    /// Days an inbox entry is kept; 0: no bound [default: 30].
+    #[arg(long, env = "TERN_INBOX_MAX_AGE_DAYS")]
+    pub inbox_max_age_days: Option<u32>,
 
     /// How often routers remove the routes of dead gateways, in ms [default: 10000].
     #[arg(long, env = "TERN_SWEEP_EVERY_MS")]
@@ -203,7 +213,7 @@ impl Settings {
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             room_window_ms, room_queue, login_push_max, login_push_per_conversation, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
-            topic_partitions, retention_days, sweep_every_ms, admin_listen, log),
+            topic_partitions, retention_days, inbox_max_entries, inbox_max_age_days, sweep_every_ms, admin_listen, log),
         )
     }
 
@@ -256,6 +266,12 @@ impl Settings {
         if let Some(v) = self.login_push_per_conversation {
             gateway.login_push_per_conversation =
                 positive("login_push_per_conversation", v as u64) as usize;
+        }
+        if let Some(v) = self.inbox_max_entries {
+            gateway.inbox_retention.max_entries = v;
+        }
+        if let Some(days) = self.inbox_max_age_days {
+            gateway.inbox_retention.max_age = Duration::from_secs(u64::from(days) * 86_400);
         }
         if let Some(v) = self.push_max_messages {
             gateway.push_max_messages = positive("push_max_messages", v as u64) as usize;

@@ -211,6 +211,49 @@ pub fn open_embedded(config: &TerndConfig) -> anyhow::Result<Backends> {
     })
 }
 
+/// How often messages past retention are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(600);
+/// Messages expired per store call (one transaction embedded).
+const EXPIRE_BATCH: usize = 10_000;
+
+/// Deletes messages older than `retention` now and every `EXPIRE_EVERY`
+/// until `shutdown` (a no-op for stores with TTLs).
+async fn expire_messages(
+    store: Arc<dyn tern_core::store::MessageStore>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let before = tern_core::now_ms().saturating_sub(retention.as_millis() as u64);
+        let mut total = 0;
+        loop {
+            match store.expire_messages(before, EXPIRE_BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if n < EXPIRE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "message expiry failed; trying again later");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(
+                expired = total,
+                before_ms = before,
+                "messages past retention deleted"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRE_EVERY) => {}
+            _ = tern_core::stage::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// Opens the embedded backends and starts every configured service.
 pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
     let backends = open_embedded(&config)?;
@@ -278,9 +321,22 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         let persister = Persister::new(log.clone(), store.clone());
         let r = rx.clone();
         tasks.spawn(async move { ("persister", persister.run(r).await.map_err(Into::into)) });
+        if config.retention_days > 0 {
+            let retention = Duration::from_secs(u64::from(config.retention_days) * 86_400);
+            let (r, store) = (rx.clone(), store.clone());
+            tasks.spawn(async move {
+                expire_messages(store, retention, r).await;
+                ("message expiry", Ok(()))
+            });
+        }
     }
     if services.router {
-        let router = Router::new(log.clone(), store.clone(), routes.clone());
+        let router = Router::new(
+            log.clone(),
+            store.clone(),
+            routes.clone(),
+            config.gateway.inbox_retention,
+        );
         let r = rx.clone();
         tasks.spawn(async move { ("router", router.run(r).await.map_err(Into::into)) });
         let (r, every, routes) = (rx.clone(), config.sweep_every, routes.clone());

@@ -53,6 +53,7 @@ async fn login_push(client: &Client) -> (Vec<Message>, bool, usize) {
                 last_cursor,
                 more_pending,
                 older_not_pushed,
+                ..
             }) => {
                 frames += 1;
                 got.extend(messages);
@@ -109,10 +110,10 @@ async fn a_long_backlog_is_pushed_newest_first_and_paged_back_exactly_once() {
     common::eventually("bob's inbox to hold everything", || async {
         let (mut after, mut count) = (0, 0);
         loop {
-            let (page, next, more) = probe.sync(after, 1000).await.expect("sync");
-            count += page.len();
-            after = next;
-            if !more {
+            let page = probe.sync(after, 1000).await.expect("sync");
+            count += page.messages.len();
+            after = page.next_cursor;
+            if !page.has_more {
                 break;
             }
         }
@@ -334,4 +335,67 @@ async fn bad_history_requests_get_clear_errors() {
     assert_eq!(bodies(&page), vec!["hi"]);
     assert!(!more);
     assert!(mallory.conversations(0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_device_behind_the_trim_point_is_told_of_the_gap() {
+    let server = Server::start_with(|c| c.gateway.inbox_retention.max_entries = 50).await;
+    let alice = server.login("alice", "phone").await;
+    let phone = server.login("bob", "phone").await;
+    for i in 0..5 {
+        alice
+            .send(SendOptions::to_user("bob", format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(receive(&phone, 5, WAIT).await.len(), 5);
+    phone.logout().await.unwrap();
+    // 80 more while the phone is away; the inbox keeps the newest 50.
+    let alice = Arc::new(alice);
+    send_many(alice.clone(), "bob", 80, true).await;
+    let options = LoginOptions::new(server.token("bob").await, "probe").send_only();
+    let (probe, _) = Client::connect(&server.tcp(), options)
+        .await
+        .expect("probe");
+    common::eventually("the 80 in bob's inbox", || async {
+        let page = probe.sync(0, 1000).await.ok()?;
+        (page.messages.len() >= 80).then_some(())
+    })
+    .await;
+
+    let phone = server.login("bob", "phone").await;
+    let (mut got, mut gap) = (Vec::new(), false);
+    while got.len() < 50 {
+        match tokio::time::timeout(WAIT, phone.next_event())
+            .await
+            .expect("push")
+        {
+            Some(Event::Messages {
+                messages,
+                last_cursor,
+                gap: g,
+                ..
+            }) => {
+                gap |= g;
+                got.extend(messages);
+                phone.ack(last_cursor).await.unwrap();
+            }
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+    assert!(gap, "the push says entries were trimmed");
+    assert_eq!(got.len(), 50);
+    let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (36..=85).collect::<Vec<_>>(), "the newest 50");
+    assert_quiet(&phone, Duration::from_millis(300)).await;
+
+    // A sync from before the trim point says so and starts at it.
+    let page = probe.sync(0, 1000).await.unwrap();
+    assert!(page.gap);
+    assert_eq!(page.messages.len(), 50);
+    assert_eq!(page.messages[0].seq, 36);
+    // The conversation's history still has everything.
+    let (history, _, more) = phone.history("d:alice:bob", 0, 1000).await.unwrap();
+    assert_eq!(history.len(), 85);
+    assert!(!more);
 }

@@ -360,15 +360,15 @@ async fn sync_pulls_pages_and_rejects_a_cursor_past_the_end() {
     .await
     .unwrap();
     eventually("five inbox entries", || async {
-        (bob.sync(0, 100).await.ok()?.0.len() == 5).then_some(())
+        (bob.sync(0, 100).await.ok()?.messages.len() == 5).then_some(())
     })
     .await;
-    let (page, next, more) = bob.sync(0, 3).await.unwrap();
-    assert_eq!(bodies(&page), vec!["m0", "m1", "m2"]);
-    assert!(more);
-    let (page, _, more) = bob.sync(next, 100).await.unwrap();
-    assert_eq!(bodies(&page), vec!["m3", "m4"]);
-    assert!(!more);
+    let page = bob.sync(0, 3).await.unwrap();
+    assert_eq!(bodies(&page.messages), vec!["m0", "m1", "m2"]);
+    assert!(page.has_more && !page.gap);
+    let page = bob.sync(page.next_cursor, 100).await.unwrap();
+    assert_eq!(bodies(&page.messages), vec!["m3", "m4"]);
+    assert!(!page.has_more);
     let err = bob.sync(1 << 40, 10).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::BadCursor), "{err}");
 }

@@ -184,6 +184,7 @@ proptest! {
             payload,
             more_pending: false,
             older_not_pushed: false,
+            gap: false,
         };
         let framing = LengthPrefixed::default();
         let stream = length_prefix(&[encode_server(server_frame::Kind::Push(push.clone()))], &framing);

@@ -132,6 +132,7 @@ fn push(cursors: std::ops::RangeInclusive<u64>, codec: Codec) -> server_frame::K
         payload,
         more_pending: false,
         older_not_pushed: false,
+        gap: false,
     })
 }
 
@@ -308,6 +309,7 @@ async fn sync_pages_are_matched_by_request_id_and_decoded() {
             payload,
             next_cursor: 13,
             has_more: true,
+            gap: false,
         }))
         .await;
         let client_frame::Kind::Sync(request) = gw.recv().await else {
@@ -326,12 +328,15 @@ async fn sync_pages_are_matched_by_request_id_and_decoded() {
         let bad = client.sync(99, 3).await.unwrap_err();
         (page, bad)
     };
-    let (((messages, next, more), bad), ()) = tokio::join!(run, gateway);
+    let ((page, bad), ()) = tokio::join!(run, gateway);
     assert_eq!(
-        messages.iter().map(|m| m.cursor).collect::<Vec<_>>(),
+        page.messages.iter().map(|m| m.cursor).collect::<Vec<_>>(),
         [11, 12, 13]
     );
-    assert_eq!((next, more), (13, true));
+    assert_eq!(
+        (page.next_cursor, page.has_more, page.gap),
+        (13, true, false)
+    );
     assert_eq!(bad.code(), Some(ErrorCode::BadCursor));
 }
 

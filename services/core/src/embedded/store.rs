@@ -13,8 +13,8 @@ use super::io_err;
 use crate::groups::{Group, GroupStore, initial_members};
 use crate::ids::MessageId;
 use crate::store::{
-    ConversationNote, ConversationState, InboxEntry, InboxPage, MessageStore, PutOutcome,
-    StoreError, StoredMessage, newest_first,
+    ConversationNote, ConversationState, InboxEntry, InboxLimits, InboxPage, MessageStore,
+    PutOutcome, StoreError, StoredMessage, newest_first,
 };
 
 /// message id → encoded `StoredMessage` (the one copy of the body).
@@ -37,6 +37,12 @@ const GROUPS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("g
 const GROUP_MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("group_members");
 /// (user, group id) → (): the groups of a user.
 const USER_GROUPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_groups");
+/// user → entries in their inbox (kept with the inbox, for the count bound).
+const INBOX_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("inbox_counts");
+/// user → highest inbox cursor trimmed by retention.
+const INBOX_TRIMS: TableDefinition<&str, u64> = TableDefinition::new("inbox_trims");
+/// Most entries one trim deletes (one transaction); the rest go next time.
+const MAX_TRIM: usize = 100_000;
 /// (user, conversation) → (last seq, last message id, read seq): the
 /// conversation list.
 const USER_CONVERSATIONS: TableDefinition<(&str, &str), (u64, u128, u64)> =
@@ -105,6 +111,8 @@ impl EmbeddedStore {
             tx.open_table(GROUP_MEMBERS).map_err(io)?;
             tx.open_table(USER_GROUPS).map_err(io)?;
             tx.open_table(USER_CONVERSATIONS).map_err(io)?;
+            tx.open_table(INBOX_COUNTS).map_err(io)?;
+            tx.open_table(INBOX_TRIMS).map_err(io)?;
         }
         tx.commit().map_err(io)?;
         let db = Arc::new(db);
@@ -441,7 +449,8 @@ impl MessageStore for EmbeddedStore {
             {
                 let mut inbox = tx.open_table(INBOX).map_err(io)?;
                 let mut index = tx.open_table(INBOX_INDEX).map_err(io)?;
-                for e in entries {
+                let mut added: HashMap<&str, u64> = HashMap::new();
+                for e in &entries {
                     let key = (e.user.as_str(), e.message_id.0);
                     if let Some(existing) = index.get(key).map_err(io)? {
                         cursors.push(existing.value());
@@ -455,6 +464,12 @@ impl MessageStore for EmbeddedStore {
                         )
                         .map_err(io)?;
                     cursors.push(e.cursor);
+                    *added.entry(e.user.as_str()).or_default() += 1;
+                }
+                let mut counts = tx.open_table(INBOX_COUNTS).map_err(io)?;
+                for (user, n) in added {
+                    let old = counts.get(user).map_err(io)?.map_or(0, |v| v.value());
+                    counts.insert(user, old + n).map_err(io)?;
                 }
             }
             tx.commit().map_err(io)?;
@@ -499,6 +514,125 @@ impl MessageStore for EmbeddedStore {
             }
         }
         Ok(InboxPage { entries, head })
+    }
+
+    async fn trim_inbox(&self, user: &str, limits: InboxLimits) -> Result<u64, StoreError> {
+        // Most calls find nothing to trim: decide that without a write.
+        {
+            let tx = self.db.begin_read().map_err(io)?;
+            let count = tx
+                .open_table(INBOX_COUNTS)
+                .map_err(io)?
+                .get(user)
+                .map_err(io)?
+                .map_or(0, |v| v.value());
+            let inbox = tx.open_table(INBOX).map_err(io)?;
+            let oldest = inbox
+                .range((user, 0)..=(user, u64::MAX))
+                .map_err(io)?
+                .next()
+                .transpose()
+                .map_err(io)?
+                .map(|(_, v)| MessageId(v.value().0).time_ms());
+            if count <= limits.max_entries && oldest.is_none_or(|t| t >= limits.min_time_ms) {
+                return self.trimmed_through(user).await;
+            }
+        }
+        let user = user.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(io)?;
+            let trimmed = {
+                let mut inbox = tx.open_table(INBOX).map_err(io)?;
+                let mut index = tx.open_table(INBOX_INDEX).map_err(io)?;
+                let mut counts = tx.open_table(INBOX_COUNTS).map_err(io)?;
+                let mut trims = tx.open_table(INBOX_TRIMS).map_err(io)?;
+                let count = counts
+                    .get(user.as_str())
+                    .map_err(io)?
+                    .map_or(0, |v| v.value());
+                let mut trimmed = trims
+                    .get(user.as_str())
+                    .map_err(io)?
+                    .map_or(0, |v| v.value());
+                let excess = count.saturating_sub(limits.max_entries);
+                // Oldest first: past the count bound, or too old. Entries
+                // are in arrival order, so the first young one ends it.
+                let mut doomed: Vec<(u64, u128)> = Vec::new();
+                for row in inbox
+                    .range((user.as_str(), 0)..=(user.as_str(), u64::MAX))
+                    .map_err(io)?
+                {
+                    let (k, v) = row.map_err(io)?;
+                    let id = v.value().0;
+                    let too_many = (doomed.len() as u64) < excess;
+                    if !(too_many || MessageId(id).time_ms() < limits.min_time_ms)
+                        || doomed.len() >= MAX_TRIM
+                    {
+                        break;
+                    }
+                    doomed.push((k.value().1, id));
+                }
+                for (cursor, id) in &doomed {
+                    inbox.remove((user.as_str(), *cursor)).map_err(io)?;
+                    index.remove((user.as_str(), *id)).map_err(io)?;
+                }
+                if let Some((last, _)) = doomed.last() {
+                    counts
+                        .insert(user.as_str(), count.saturating_sub(doomed.len() as u64))
+                        .map_err(io)?;
+                    trimmed = trimmed.max(*last);
+                    trims.insert(user.as_str(), trimmed).map_err(io)?;
+                }
+                trimmed
+            };
+            tx.commit().map_err(io)?;
+            Ok(trimmed)
+        })
+        .await
+    }
+
+    async fn expire_messages(&self, before_ms: u64, max: usize) -> Result<u64, StoreError> {
+        // Message ids are UUIDv7: the messages table is in time order, and
+        // everything made before `before_ms` sorts below this id.
+        let below = (before_ms as u128) << 80;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(io)?;
+            let mut expired = 0;
+            {
+                let mut messages = tx.open_table(MESSAGES).map_err(io)?;
+                let mut history = tx.open_table(HISTORY).map_err(io)?;
+                let mut idempotency = tx.open_table(IDEMPOTENCY).map_err(io)?;
+                let mut doomed = Vec::new();
+                for row in messages.range(..below).map_err(io)?.take(max) {
+                    let (k, v) = row.map_err(io)?;
+                    doomed.push((k.value(), decode(v.value())?));
+                }
+                for (id, m) in doomed {
+                    history
+                        .remove((m.conversation.as_str(), m.seq))
+                        .map_err(io)?;
+                    let key = (m.sender_user.as_str(), m.client_msg_id.as_str());
+                    if idempotency.get(key).map_err(io)?.map(|v| v.value()) == Some(id) {
+                        idempotency.remove(key).map_err(io)?;
+                    }
+                    messages.remove(id).map_err(io)?;
+                    expired += 1;
+                }
+            }
+            tx.commit().map_err(io)?;
+            Ok(expired)
+        })
+        .await
+    }
+
+    async fn trimmed_through(&self, user: &str) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        Ok(tx
+            .open_table(INBOX_TRIMS)
+            .map_err(io)?
+            .get(user)
+            .map_err(io)?
+            .map_or(0, |v| v.value()))
     }
 
     async fn read_inbox_newest(

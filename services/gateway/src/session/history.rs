@@ -101,18 +101,48 @@ impl Session {
     /// short, else its newest part (see the module docs).
     pub(super) async fn login_push(&mut self, cursor: u64) -> Result<(), Close> {
         let c = self.shared.config.clone();
+        let user = self.login.as_ref().expect("after login").user.clone();
+        let store = self.shared.deps.store.clone();
+        // Retention first, exactly at login: a device behind the trim
+        // point starts from it and is told it missed entries.
+        let limits = c.inbox_retention.limits_at(tern_core::now_ms());
+        let trimmed = match store.trim_inbox(&user, limits).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%user, error = %e, "inbox trim failed at login");
+                store.trimmed_through(&user).await.unwrap_or(0)
+            }
+        };
+        let cursor = if cursor < trimmed {
+            tracing::info!(%user, cursor, trimmed, "device behind the inbox trim point: gap");
+            self.gap_pending = true;
+            trimmed
+        } else {
+            cursor
+        };
         self.last_pushed = cursor;
         self.behind = true;
+        self.newest_first(cursor, &user).await?;
+        if self.gap_pending && !self.behind {
+            // Nothing left to push: an empty push carries the news.
+            self.push(Vec::new(), cursor, false, false)?;
+        }
+        Ok(())
+    }
+
+    /// The login push proper: the whole backlog after `cursor` if it is
+    /// short, else its newest part.
+    async fn newest_first(&mut self, cursor: u64, user: &str) -> Result<(), Close> {
+        let c = self.shared.config.clone();
         if c.login_push_max == 0 {
             return self.catch_up().await;
         }
-        let user = self.login.as_ref().expect("after login").user.clone();
         let store = self.shared.deps.store.clone();
         let scan = c
             .login_push_max
             .saturating_mul(LOGIN_SCAN_FACTOR)
             .max(LOGIN_SCAN_MIN);
-        let newest = match store.read_inbox_newest(&user, cursor, scan + 1).await {
+        let newest = match store.read_inbox_newest(user, cursor, scan + 1).await {
             Ok(n) => n,
             // The ordinary path retries store errors.
             Err(_) => return self.catch_up().await,
@@ -139,7 +169,7 @@ impl Session {
         let frames = pack_frames(messages, frame_budget(&c), c.push_max_messages);
         let count = frames.len();
         tracing::info!(
-            %user,
+            user,
             cursor,
             head,
             pushed = chosen.len(),

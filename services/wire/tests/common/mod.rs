@@ -184,16 +184,19 @@ pub fn push() -> impl Strategy<Value = Push> {
         codec_number(),
         blob(512),
         any::<bool>(),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(first_cursor, last_cursor, codec, payload, more_pending, older_not_pushed)| Push {
-                first_cursor,
-                last_cursor,
-                codec,
-                payload,
-                more_pending,
-                older_not_pushed,
+            |(first_cursor, last_cursor, codec, payload, more_pending, (older_not_pushed, gap))| {
+                Push {
+                    first_cursor,
+                    last_cursor,
+                    codec,
+                    payload,
+                    more_pending,
+                    older_not_pushed,
+                    gap,
+                }
             },
         )
 }
@@ -205,14 +208,16 @@ pub fn sync_page() -> impl Strategy<Value = SyncPage> {
         blob(512),
         any::<u64>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(request_id, codec, payload, next_cursor, has_more)| SyncPage {
+            |(request_id, codec, payload, next_cursor, has_more, gap)| SyncPage {
                 request_id,
                 codec,
                 payload,
                 next_cursor,
                 has_more,
+                gap,
             },
         )
 }
