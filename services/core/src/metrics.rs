@@ -131,6 +131,14 @@ pub static PUSH_RAW_BYTES: Counter = Counter::new(
     "Push payload bytes before compression (the ratio is the compression ratio).",
 );
 pub static ACKS: Counter = Counter::new("tern_gateway_acks_total", "Push ACKs received.");
+pub static BODY_CACHE_HITS: Counter = Counter::new(
+    "tern_gateway_body_cache_hits_total",
+    "Message bodies for pushes and pages found in the gateway's cache.",
+);
+pub static BODY_CACHE_MISSES: Counter = Counter::new(
+    "tern_gateway_body_cache_misses_total",
+    "Message bodies for pushes and pages read from the store.",
+);
 pub static DISCONNECTS: LabeledCounter = LabeledCounter::new(
     "tern_gateway_disconnects_total",
     "Connections closed by the gateway, by reason.",
@@ -203,6 +211,8 @@ pub fn render() -> String {
         &PUSH_PAYLOAD_BYTES,
         &PUSH_RAW_BYTES,
         &ACKS,
+        &BODY_CACHE_HITS,
+        &BODY_CACHE_MISSES,
         &ROOM_MESSAGES,
         &ROOM_BATCHES,
         &ROOM_ENCODES,

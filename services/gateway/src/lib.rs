@@ -16,6 +16,7 @@
 //! client that cannot keep up is disconnected with a reason instead of
 //! growing the gateway's memory.
 
+mod bodies;
 pub mod hub;
 pub mod pusher;
 pub mod rooms;
@@ -97,6 +98,9 @@ pub struct GatewayConfig {
     /// Inbox bounds, applied at each login (and by the router as inboxes
     /// grow); a device behind the trim point gets a gap marker.
     pub inbox_retention: tern_core::store::InboxRetention,
+    /// Message bodies kept in memory for pushes and pages (shared by all
+    /// sessions: a group message is read from the store once per gateway).
+    pub body_cache_entries: usize,
 }
 
 impl Default for GatewayConfig {
@@ -128,6 +132,7 @@ impl Default for GatewayConfig {
             login_push_max: 500,
             login_push_per_conversation: 100,
             inbox_retention: Default::default(),
+            body_cache_entries: 10_000,
         }
     }
 }
@@ -147,6 +152,7 @@ pub(crate) struct Shared {
     pub deps: GatewayDeps,
     pub hub: hub::Hub,
     pub rooms: rooms::Rooms,
+    pub bodies: bodies::BodyCache,
 }
 
 /// A gateway with its listeners bound (so callers can learn the ports).
@@ -183,6 +189,7 @@ impl Gateway {
             })?;
         Ok(Gateway {
             shared: Arc::new(Shared {
+                bodies: bodies::BodyCache::new(config.body_cache_entries),
                 config,
                 deps,
                 hub: hub::Hub::new(),

@@ -42,7 +42,6 @@ use tern_core::proto::client::{
 use tern_core::proto::records::{InboundRecord, Origin, Receipt};
 use tern_core::routes::Route;
 use tern_core::stage::stopped;
-use tern_core::store::load_entries;
 use tern_core::{metrics, now_ms, topics};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -783,7 +782,7 @@ impl Session {
             };
             let caught_up = page.entries.last().is_none_or(|e| e.cursor >= page.head);
             for chunk in page.entries.chunks(BODY_BATCH) {
-                let messages = match load_entries(store.as_ref(), chunk).await {
+                let messages = match self.shared.bodies.load(store.as_ref(), chunk).await {
                     Ok(m) => m,
                     Err(e) => {
                         self.retry_later(e);
@@ -949,7 +948,7 @@ impl Session {
             );
             return self.reject(ErrorCode::BadCursor, msg, "", req.request_id);
         }
-        let messages = match load_entries(self.shared.deps.store.as_ref(), &page.entries).await {
+        let messages = match self.shared.bodies.load(store.as_ref(), &page.entries).await {
             Ok(m) => m,
             Err(e) => {
                 return self.reject(

@@ -113,6 +113,43 @@ pub async fn sweep_routes(
     }
 }
 
+/// Per user and conversation, only what changes the list: the newest note,
+/// and the user's own newest message (their read mark) if it is older. A
+/// batch of a busy group holds several messages for each member.
+fn newest_notes(notes: Vec<ConversationNote>) -> Vec<ConversationNote> {
+    use std::collections::hash_map::Entry;
+    // (user, conversation) → (newest note, the user's own newest note)
+    type Newest = (ConversationNote, Option<ConversationNote>);
+    let mut by_key: HashMap<(String, String), Newest> = HashMap::with_capacity(notes.len());
+    for n in notes {
+        let own = n.sent_by_user.then(|| n.clone());
+        match by_key.entry((n.user.clone(), n.conversation.clone())) {
+            Entry::Vacant(v) => {
+                v.insert((n, own));
+            }
+            Entry::Occupied(mut o) => {
+                let (last, last_own) = o.get_mut();
+                if n.seq > last.seq {
+                    *last = n;
+                }
+                if let Some(own) = own
+                    && last_own.as_ref().is_none_or(|o| o.seq < own.seq)
+                {
+                    *last_own = Some(own);
+                }
+            }
+        }
+    }
+    by_key
+        .into_values()
+        .flat_map(|(last, own)| {
+            // The newest note marks the read itself when it is the user's own.
+            let own = own.filter(|o| o.seq != last.seq);
+            std::iter::once(last).chain(own)
+        })
+        .collect()
+}
+
 /// The inbox cursor of a deliver record at this log position.
 pub fn cursor_of(d: &Delivery) -> u64 {
     d.position.offset + 1
@@ -163,7 +200,7 @@ impl BatchHandler for Router {
         // gateway's session docs); skipping the push would leave online
         // devices waiting.
         self.store
-            .note_conversations(notes)
+            .note_conversations(newest_notes(notes))
             .await
             .map_err(|e| e.to_string())?;
         let cursors = self
@@ -221,5 +258,53 @@ impl BatchHandler for Router {
         // Retention last: it is not urgent, and pushes should not wait on it.
         self.trim(&users).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(user: &str, conversation: &str, seq: u64, own: bool) -> ConversationNote {
+        ConversationNote {
+            user: user.into(),
+            conversation: conversation.into(),
+            seq,
+            message_id: MessageId::new(),
+            sent_by_user: own,
+        }
+    }
+
+    #[test]
+    fn only_the_newest_note_and_the_own_read_mark_are_kept() {
+        let mut kept = newest_notes(vec![
+            note("bob", "g:1", 1, false),
+            note("bob", "g:1", 3, false),
+            note("bob", "g:1", 2, true),
+            note("bob", "g:2", 7, true),
+            note("bob", "g:2", 5, true),
+            note("amy", "g:1", 3, false),
+        ]);
+        kept.sort_by_key(|n| (n.user.clone(), n.conversation.clone(), n.seq));
+        let summary: Vec<(&str, &str, u64, bool)> = kept
+            .iter()
+            .map(|n| {
+                (
+                    n.user.as_str(),
+                    n.conversation.as_str(),
+                    n.seq,
+                    n.sent_by_user,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("amy", "g:1", 3, false),
+                ("bob", "g:1", 2, true),
+                ("bob", "g:1", 3, false),
+                ("bob", "g:2", 7, true),
+            ]
+        );
     }
 }

@@ -92,6 +92,11 @@ pub struct Settings {
     #[arg(long, env = "TERN_LOGIN_PUSH_PER_CONVERSATION")]
     pub login_push_per_conversation: Option<usize>,
 
+    /// Message bodies a gateway keeps in memory for pushes and pages (a
+    /// group message is then read once per gateway); 0: none [default: 10000].
+    #[arg(long, env = "TERN_BODY_CACHE_ENTRIES")]
+    pub body_cache_entries: Option<usize>,
+
     /// Most messages per push frame [default: 500].
     #[arg(long, env = "TERN_PUSH_MAX_MESSAGES")]
     pub push_max_messages: Option<usize>,
@@ -211,7 +216,7 @@ impl Settings {
         Ok(
             overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
-            room_window_ms, room_queue, login_push_max, login_push_per_conversation, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
+            room_window_ms, room_queue, login_push_max, login_push_per_conversation, body_cache_entries, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
             topic_partitions, retention_days, inbox_max_entries, inbox_max_age_days, sweep_every_ms, admin_listen, log),
         )
@@ -272,6 +277,9 @@ impl Settings {
         }
         if let Some(days) = self.inbox_max_age_days {
             gateway.inbox_retention.max_age = Duration::from_secs(u64::from(days) * 86_400);
+        }
+        if let Some(v) = self.body_cache_entries {
+            gateway.body_cache_entries = v;
         }
         if let Some(v) = self.push_max_messages {
             gateway.push_max_messages = positive("push_max_messages", v as u64) as usize;

@@ -24,7 +24,7 @@ use tern_core::proto::client::{
     MarkReadResult, Message, server_frame,
 };
 use tern_core::store::{
-    InboxEntry, MessageStore, StoreError, client_message, conversation_summaries, load_entries,
+    InboxEntry, MessageStore, StoreError, client_message, conversation_summaries,
 };
 
 use super::{BODY_BATCH, Close, MAX_SYNC_LIMIT, Session, fitting_prefix, frame_budget};
@@ -161,7 +161,7 @@ impl Session {
         let head = newest.first().map_or(cursor, |e| e.cursor);
         let mut messages = Vec::with_capacity(chosen.len());
         for chunk in chosen.chunks(BODY_BATCH) {
-            match load_entries(store.as_ref(), chunk).await {
+            match self.shared.bodies.load(store.as_ref(), chunk).await {
                 Ok(m) => messages.extend(m),
                 Err(_) => return self.catch_up().await,
             }
