@@ -90,7 +90,11 @@ async fn bad_arguments_and_unreachable_servers_fail_clearly() {
     let zero = run(vec!["direct".into(), "--pairs".into(), "0".into()]).await;
     assert!(!zero.status.success());
     assert!(String::from_utf8_lossy(&zero.stderr).contains("--pairs must be at least 1"));
-    for (scenario, flag) in [("group", "--members"), ("room", "--viewers")] {
+    for (scenario, flag) in [
+        ("group", "--members"),
+        ("room", "--viewers"),
+        ("backlog", "--pending"),
+    ] {
         let zero = run(vec![scenario.into(), flag.into(), "0".into()]).await;
         assert_eq!(zero.status.code(), Some(1));
         let err = String::from_utf8_lossy(&zero.stderr);
@@ -169,4 +173,24 @@ async fn a_short_room_run_counts_every_viewer_delivery() {
     assert_eq!(counts["lost"], 0);
     assert_eq!(report["latency"]["post_to_viewer"]["count"], 800);
     assert!(counts["batches_received"].as_u64().unwrap() <= 800);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_backlog_run_holds_every_message_once() {
+    // More than the login push carries (500), so pages are needed too; the
+    // push takes at most 100 of each of the 3 conversations.
+    let report = report_of(&["backlog", "--pending", "1200", "--senders", "3"]).await;
+    let counts = &report["counts"];
+    assert_eq!(counts["held"], 1200, "{report}");
+    assert_eq!(counts["duplicates"], 0);
+    assert_eq!(counts["pushed"], 300);
+    assert_eq!(counts["pulled"], 900);
+    assert_eq!(counts["conversations"], 3);
+    assert_eq!(counts["acks"], counts["push_frames"]);
+    assert!(counts["history_pages"].as_u64().unwrap() >= 3);
+    let (wire, raw) = (
+        counts["wire_bytes"].as_u64().unwrap(),
+        counts["raw_bytes"].as_u64().unwrap(),
+    );
+    assert!(wire > 0 && wire < raw, "compressed: {wire} of {raw} bytes");
 }

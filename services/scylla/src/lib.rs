@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "004-retention",
         include_str!("../../../schemas/cql/004-retention.cql"),
     ),
+    (
+        5,
+        "005-history-bodies",
+        include_str!("../../../schemas/cql/005-history-bodies.cql"),
+    ),
 ];
 
 /// Inbox entries read per page while looking for what to trim.
@@ -216,10 +221,18 @@ async fn migrate(session: &Session, ks: &str) -> Result<(), StoreError> {
             continue;
         }
         for statement in statements(text).iter().map(|st| qualify(st, ks)) {
-            cql!(
+            let result = cql!(
                 format!("migration {name}"),
-                session.query_unpaged(statement, &[])
-            )?;
+                session.query_unpaged(statement.clone(), &[])
+            );
+            // Processes starting together migrate together: CREATE ... IF
+            // NOT EXISTS is idempotent, ALTER TABLE ... ADD is not, so a
+            // failed ADD whose columns all exist was another's, and done.
+            if let Err(e) = result
+                && !added_columns_exist(session, ks, &statement).await?
+            {
+                return Err(e);
+            }
         }
         cql!(
             format!("migration {name}: schema agreement"),
@@ -237,10 +250,55 @@ async fn migrate(session: &Session, ks: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Puts `ks.` before the table a `CREATE TABLE [IF NOT EXISTS] name`
-/// statement creates (migration files name no keyspace).
+/// For `ALTER TABLE ks.t ADD (a type, b type)`: whether columns a and b
+/// exist now. False for any other statement.
+async fn added_columns_exist(
+    session: &Session,
+    ks: &str,
+    statement: &str,
+) -> Result<bool, StoreError> {
+    let Some((table, columns)) = alter_add_columns(statement, ks) else {
+        return Ok(false);
+    };
+    let existing: Vec<String> = cql!(
+        "read table columns",
+        session.query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (ks, table.as_str())
+        )
+    )?
+    .into_rows_result()
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    .rows::<(String,)>()
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    .filter_map(Result::ok)
+    .map(|(c,)| c)
+    .collect();
+    Ok(columns.iter().all(|c| existing.contains(c)))
+}
+
+/// The table and column names of `ALTER TABLE ks.table ADD (c1 t1, c2 t2)`.
+fn alter_add_columns(statement: &str, ks: &str) -> Option<(String, Vec<String>)> {
+    let rest = statement.strip_prefix(&format!("ALTER TABLE {ks}."))?;
+    let (table, rest) = rest.split_once(char::is_whitespace)?;
+    let inner = rest.trim().strip_prefix("ADD")?.trim();
+    let inner = inner.strip_prefix('(')?.strip_suffix(')')?;
+    let columns = inner
+        .split(',')
+        .filter_map(|c| c.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    Some((table.to_owned(), columns))
+}
+
+/// Puts `ks.` before the table a `CREATE TABLE [IF NOT EXISTS] name` or
+/// `ALTER TABLE name` statement names (migration files name no keyspace).
 fn qualify(statement: &str, ks: &str) -> String {
-    for head in ["CREATE TABLE IF NOT EXISTS ", "CREATE TABLE "] {
+    for head in [
+        "CREATE TABLE IF NOT EXISTS ",
+        "CREATE TABLE ",
+        "ALTER TABLE ",
+    ] {
         if let Some(rest) = statement.strip_prefix(head) {
             return format!("{head}{ks}.{rest}");
         }
@@ -282,8 +340,8 @@ async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> 
         select_head: p("SELECT last_seq FROM {ks}.conversation_heads WHERE conversation = ?").await?,
         update_head: p("UPDATE {ks}.conversation_heads SET last_seq = ? WHERE conversation = ?").await?,
         select_history_at: p("SELECT message_id FROM {ks}.history WHERE conversation = ? AND bucket = ? AND seq = ?").await?,
-        insert_history: p("INSERT INTO {ks}.history (conversation, bucket, seq, message_id) VALUES (?, ?, ?, ?) USING TTL ?").await?,
-        select_history_page: p("SELECT seq, message_id FROM {ks}.history WHERE conversation = ? AND bucket = ? AND seq < ? LIMIT ?").await?,
+        insert_history: p("INSERT INTO {ks}.history (conversation, bucket, seq, message_id, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?").await?,
+        select_history_page: p("SELECT message_id, seq, sender_user, sender_device, client_msg_id, content_type, body, sent_at_ms FROM {ks}.history WHERE conversation = ? AND bucket = ? AND seq < ? LIMIT ?").await?,
         select_inbox_index: p("SELECT cursor FROM {ks}.inbox_index WHERE user_id = ? AND message_id = ?").await?,
         insert_inbox_index: p("INSERT INTO {ks}.inbox_index (user_id, message_id, cursor) VALUES (?, ?, ?) USING TTL ?").await?,
         insert_inbox: p("INSERT INTO {ks}.inbox (user_id, bucket, cursor, message_id, conversation) VALUES (?, ?, ?, ?, ?) USING TTL ?").await?,
@@ -329,6 +387,19 @@ type MessageRow = (
     String,
     Vec<u8>,
     i64,
+);
+
+/// A history row: message id, seq, then the message's fields (absent in
+/// rows written before migration 005).
+type HistoryRow = (
+    Vec<u8>,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<i64>,
 );
 
 fn from_row(r: MessageRow) -> StoredMessage {
@@ -480,6 +551,12 @@ impl ScyllaStore {
                     (seq / HISTORY_BUCKET) as i64,
                     seq as i64,
                     &m.message_id[..],
+                    &m.sender_user,
+                    &m.sender_device,
+                    &m.client_msg_id,
+                    &m.content_type,
+                    &m.body[..],
+                    m.sent_at_ms as i64,
                     self.ttl
                 )
             )
@@ -1043,23 +1120,49 @@ impl MessageStore for ScyllaStore {
         } else {
             before_seq
         };
-        let mut ids: Vec<Vec<u8>> = Vec::new();
+        // Rows carry the message (migration 005); older rows only its id.
+        let mut rows: Vec<HistoryRow> = Vec::new();
         if before > 1 {
             let mut bucket = ((before - 1) / HISTORY_BUCKET) as i64;
-            while ids.len() < limit && bucket >= 0 {
-                let want = (limit - ids.len()) as i32;
-                let rows: Vec<(i64, Vec<u8>)> = self
+            while rows.len() < limit && bucket >= 0 {
+                let want = (limit - rows.len()) as i32;
+                let page: Vec<HistoryRow> = self
                     .all(
                         "read history",
                         &self.st.select_history_page,
                         (conversation, bucket, before as i64, want),
                     )
                     .await?;
-                ids.extend(rows.into_iter().map(|(_, id)| id));
+                rows.extend(page);
                 bucket -= 1;
             }
         }
-        let found = try_join_all(ids.iter().map(|id| self.message(id))).await?;
+        let found = try_join_all(rows.into_iter().map(|row| async move {
+            match row {
+                (
+                    id,
+                    seq,
+                    Some(sender_user),
+                    sender_device,
+                    client_msg_id,
+                    content_type,
+                    Some(body),
+                    sent_at_ms,
+                ) => Ok(Some(StoredMessage {
+                    message_id: id.into(),
+                    conversation: conversation.to_owned(),
+                    seq: seq as u64,
+                    sender_user,
+                    sender_device: sender_device.unwrap_or_default(),
+                    client_msg_id: client_msg_id.unwrap_or_default(),
+                    content_type: content_type.unwrap_or_default(),
+                    body: body.into(),
+                    sent_at_ms: sent_at_ms.unwrap_or(0) as u64,
+                })),
+                (id, ..) => self.message(&id).await,
+            }
+        }))
+        .await?;
         Ok(found.into_iter().flatten().collect())
     }
 
@@ -1120,6 +1223,26 @@ mod tests {
         assert_eq!(
             super::qualify("CREATE TABLE a (x int)", "ks"),
             "CREATE TABLE ks.a (x int)"
+        );
+        assert_eq!(
+            super::qualify("ALTER TABLE history ADD (x int)", "ks"),
+            "ALTER TABLE ks.history ADD (x int)"
+        );
+    }
+
+    #[test]
+    fn added_columns_are_read_from_alter_statements() {
+        let st = "ALTER TABLE ks.history ADD (\n  sender_user text,\n  body blob\n)";
+        assert_eq!(
+            super::alter_add_columns(st, "ks"),
+            Some((
+                "history".to_owned(),
+                vec!["sender_user".to_owned(), "body".to_owned()]
+            ))
+        );
+        assert_eq!(
+            super::alter_add_columns("CREATE TABLE ks.a (x int)", "ks"),
+            None
         );
     }
 
