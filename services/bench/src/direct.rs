@@ -265,31 +265,14 @@ pub(crate) async fn receive(
                 last_cursor,
                 ..
             }) => {
-                let now = now_micros();
-                for m in &messages {
-                    if !seen.insert(m.message_id.clone()) {
-                        r.duplicates += 1;
-                        continue;
-                    }
-                    if m.seq <= last_seq {
-                        r.out_of_order += 1;
-                    }
-                    last_seq = m.seq;
-                    if let Some(ts) = m
-                        .body
-                        .get(..8)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u64::from_be_bytes)
-                    {
-                        r.latencies_us.push(now.saturating_sub(ts));
-                    }
-                }
-                counters
-                    .delivered
-                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                r.take(&messages, &mut seen, &mut last_seq, &counters);
                 if let Err(e) = client.ack(last_cursor).await {
                     r.errors.add(reason(&e));
                 }
+            }
+            // A large group's messages: live, nothing to ACK.
+            Some(Event::GroupMessages { messages, .. }) => {
+                r.take(&messages, &mut seen, &mut last_seq, &counters);
             }
             // This scenario joins no room.
             Some(Event::RoomMessages { .. }) => {}
@@ -305,6 +288,40 @@ pub(crate) async fn receive(
         }
     }
     r
+}
+
+impl Received {
+    /// Counts and times pushed messages, by the send time their body starts with.
+    fn take(
+        &mut self,
+        messages: &[tern_client::proto::Message],
+        seen: &mut HashSet<Vec<u8>>,
+        last_seq: &mut u64,
+        counters: &Counters,
+    ) {
+        let now = now_micros();
+        for m in messages {
+            if !seen.insert(m.message_id.to_vec()) {
+                self.duplicates += 1;
+                continue;
+            }
+            if m.seq <= *last_seq {
+                self.out_of_order += 1;
+            }
+            *last_seq = m.seq;
+            if let Some(ts) = m
+                .body
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+            {
+                self.latencies_us.push(now.saturating_sub(ts));
+            }
+        }
+        counters
+            .delivered
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+    }
 }
 
 pub(crate) async fn progress(counters: Arc<Counters>, mut stop: watch::Receiver<bool>) {

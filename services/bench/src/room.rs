@@ -292,7 +292,7 @@ async fn view(
                     .delivered
                     .fetch_add(messages.len() as u64, Ordering::Relaxed);
             }
-            Some(Event::Messages { .. }) => {}
+            Some(Event::Messages { .. } | Event::GroupMessages { .. }) => {}
             Some(Event::ServerError(e)) => errors.add(e.code().as_str_name()),
             Some(Event::Closed { reason }) => {
                 errors.add(format!(

@@ -159,6 +159,13 @@ pub enum Event {
         /// (it was away too long, or too much arrived meanwhile).
         gap: bool,
     },
+    /// New messages of a large group (live only, not ACKed): they are in
+    /// the group's history, which a client pages when it finds a gap in
+    /// the group's seq numbers or comes back online.
+    GroupMessages {
+        conversation: String,
+        messages: Vec<Message>,
+    },
     /// Messages of the live room this connection is in (best-effort: not
     /// ACKed, and a client that reads too slowly misses some).
     RoomMessages {
@@ -871,6 +878,15 @@ fn dispatch(
                 debug!(request_id, "MarkReadResult for no waiting request; dropped");
             }
         }
+        server_frame::Kind::GroupMessages(batch) => {
+            let messages = unpack_batch(batch.codec, &batch.payload, MAX_PAYLOAD).map_err(|e| {
+                format!("a large-group push from the gateway could not be decoded: {e}")
+            })?;
+            let _ = events.send(Event::GroupMessages {
+                conversation: batch.conversation,
+                messages,
+            });
+        }
         server_frame::Kind::RoomBatch(batch) => {
             let messages = unpack_batch(batch.codec, &batch.payload, MAX_PAYLOAD)
                 .map_err(|e| format!("a room batch from the gateway could not be decoded: {e}"))?;
@@ -939,6 +955,7 @@ fn kind_name(kind: &server_frame::Kind) -> &'static str {
         server_frame::Kind::HistoryPage(_) => "HistoryPage",
         server_frame::Kind::ConversationList(_) => "ConversationList",
         server_frame::Kind::MarkReadResult(_) => "MarkReadResult",
+        server_frame::Kind::GroupMessages(_) => "GroupMessages",
     }
 }
 

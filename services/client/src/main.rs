@@ -357,7 +357,7 @@ async fn room(cli: &Cli, command: &RoomCommand) -> anyhow::Result<()> {
                         out.flush().context("could not write to stdout")?;
                     }
                     // Inbox pushes wait for `tern listen`: not ACKed here.
-                    Some(Event::Messages { .. }) => {}
+                    Some(Event::Messages { .. } | Event::GroupMessages { .. }) => {}
                     Some(Event::ServerError(err)) => {
                         eprintln!("server error: {}", describe_error(&err))
                     }
@@ -518,6 +518,24 @@ async fn listen(cli: &Cli, count: Option<u64>) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
+            // Large groups: live only, nothing to ACK.
+            Some(Event::GroupMessages { messages, .. }) => {
+                let mut out = std::io::stdout().lock();
+                for message in &messages {
+                    writeln!(out, "{}", message_json(message))
+                        .context("could not write to stdout")?;
+                    if let Some(left) = remaining.as_mut() {
+                        *left -= 1;
+                        if *left == 0 {
+                            out.flush().context("could not write to stdout")?;
+                            drop(out);
+                            let _ = client.logout().await;
+                            return Ok(());
+                        }
+                    }
+                }
+                out.flush().context("could not write to stdout")?;
+            }
             // Not in a room: none come.
             Some(Event::RoomMessages { .. }) => {}
             Some(Event::ServerError(err)) => eprintln!("server error: {}", describe_error(&err)),
@@ -566,20 +584,10 @@ async fn chat(cli: &Cli, to: &str) -> anyhow::Result<()> {
             _ = &mut sender => break,
             event = client.next_event() => match event {
                 Some(Event::Messages { messages, last_cursor, .. }) => {
-                    {
-                        let mut out = std::io::stdout().lock();
-                        for m in &messages {
-                            // Our own messages come back to our other devices, not to this one; skip them anyway.
-                            if m.sender_user == login.user_id && m.sender_device == login.device_id {
-                                continue;
-                            }
-                            writeln!(out, "{}: {}", m.sender_user, String::from_utf8_lossy(&m.body))
-                                .context("could not write to stdout")?;
-                        }
-                        out.flush().context("could not write to stdout")?;
-                    }
+                    print_chat(&messages, &login)?;
                     client.ack(last_cursor).await.context("could not ACK received messages")?;
                 }
+                Some(Event::GroupMessages { messages, .. }) => print_chat(&messages, &login)?,
                 Some(Event::RoomMessages { .. }) => {}
                 Some(Event::ServerError(err)) => eprintln!("server error: {}", describe_error(&err)),
                 Some(Event::Closed { reason }) => bail!("connection closed: {reason}"),
@@ -617,6 +625,25 @@ async fn connect(
     Client::connect(&cli.server, options)
         .await
         .with_context(|| format!("could not log in to {}", cli.server))
+}
+
+/// Prints messages as `sender: text` lines, except this device's own.
+fn print_chat(messages: &[Message], login: &tern_client::proto::LoginResult) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for m in messages {
+        // Our own messages come back to our other devices, not to this one; skip them anyway.
+        if m.sender_user == login.user_id && m.sender_device == login.device_id {
+            continue;
+        }
+        writeln!(
+            out,
+            "{}: {}",
+            m.sender_user,
+            String::from_utf8_lossy(&m.body)
+        )
+        .context("could not write to stdout")?;
+    }
+    out.flush().context("could not write to stdout")
 }
 
 fn message_json(m: &Message) -> serde_json::Value {

@@ -131,6 +131,18 @@ pub static PUSH_RAW_BYTES: Counter = Counter::new(
     "Push payload bytes before compression (the ratio is the compression ratio).",
 );
 pub static ACKS: Counter = Counter::new("tern_gateway_acks_total", "Push ACKs received.");
+pub static GROUP_FEED_POSTS: Counter = Counter::new(
+    "tern_gateway_group_feed_posts_total",
+    "Large-group messages read from the group feed.",
+);
+pub static GROUP_FEED_FRAMES: Counter = Counter::new(
+    "tern_gateway_group_feed_frames_total",
+    "Large-group messages handed to a member's connection.",
+);
+pub static GROUP_FEED_DROPPED: Counter = Counter::new(
+    "tern_gateway_group_feed_dropped_total",
+    "Large-group messages not pushed to a connection whose queues were full (it pages history).",
+);
 pub static BODY_CACHE_HITS: Counter = Counter::new(
     "tern_gateway_body_cache_hits_total",
     "Message bodies for pushes and pages found in the gateway's cache.",
@@ -211,6 +223,9 @@ pub fn render() -> String {
         &PUSH_PAYLOAD_BYTES,
         &PUSH_RAW_BYTES,
         &ACKS,
+        &GROUP_FEED_POSTS,
+        &GROUP_FEED_FRAMES,
+        &GROUP_FEED_DROPPED,
         &BODY_CACHE_HITS,
         &BODY_CACHE_MISSES,
         &ROOM_MESSAGES,

@@ -183,7 +183,8 @@ pub trait MessageStore: crate::groups::GroupStore {
     async fn note_conversations(&self, notes: Vec<ConversationNote>) -> Result<(), StoreError>;
 
     /// Up to `limit` of `user`'s conversations, most recently active first
-    /// (message ids are time-ordered).
+    /// (message ids are time-ordered). A row with `last_seq` 0 holds only a
+    /// read mark (a large group, whose messages skip inboxes).
     async fn conversations(
         &self,
         user: &str,
@@ -191,9 +192,10 @@ pub trait MessageStore: crate::groups::GroupStore {
     ) -> Result<Vec<ConversationState>, StoreError>;
 
     /// Moves `user`'s read mark in `conversation` forward to `seq`, but not
-    /// past the newest message the user got there (so a huge `seq` marks
-    /// everything read). Returns the read mark now stored (0 for a
-    /// conversation the user has no message in).
+    /// past the newest message there (the newest the user's inbox got, or
+    /// the conversation's own newest: a huge `seq` marks everything read).
+    /// Returns the read mark now stored (0 for a conversation without
+    /// messages).
     async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError>;
 
     /// Up to `limit` messages of a conversation with seq < `before_seq`
@@ -259,7 +261,30 @@ pub async fn conversation_summaries(
     user: &str,
     limit: usize,
 ) -> Result<Vec<tern_proto::client::ConversationSummary>, StoreError> {
-    let states = store.conversations(user, limit).await?;
+    let mut states = store.conversations(user, usize::MAX).await?;
+    // Large groups' messages skip members' inboxes, so the list does not
+    // note them: each group's own newest message does.
+    for group in store.user_groups(user).await? {
+        let conversation = crate::ids::Conversation::Group(group).to_string();
+        let Some(head) = store.history(&conversation, 0, 1).await?.pop() else {
+            continue;
+        };
+        let Some(id) = MessageId::from_slice(&head.message_id) else {
+            continue;
+        };
+        match states.iter_mut().find(|s| s.conversation == conversation) {
+            Some(s) if s.last_seq >= head.seq => {}
+            Some(s) => (s.last_seq, s.last_message_id) = (head.seq, id),
+            None => states.push(ConversationState {
+                conversation,
+                last_seq: head.seq,
+                last_message_id: id,
+                read_seq: 0,
+            }),
+        }
+    }
+    states.retain(|s| s.last_seq > 0);
+    let states = newest_first(states, limit);
     let ids: Vec<MessageId> = states.iter().map(|s| s.last_message_id).collect();
     let mut bodies = bodies_by_id(store, &ids).await?;
     Ok(states

@@ -6,6 +6,9 @@ pub const INBOUND: &str = "inbound";
 pub const DELIVER: &str = "deliver";
 /// Live room messages, keyed by room: every gateway reads all of it.
 pub const ROOMS: &str = "rooms";
+/// Large-group messages and membership changes, keyed by group: every
+/// gateway reads all of it.
+pub const GROUP_FEED: &str = "group-feed";
 
 /// The conversation id room messages carry (`r:<room>`).
 pub fn room_conversation(room: &str) -> String {

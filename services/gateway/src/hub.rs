@@ -18,6 +18,8 @@ pub enum SessionEvent {
     /// Pushes may have been missed (the push topic was reassigned): read
     /// the inbox after the last pushed cursor.
     CatchUp,
+    /// A large-group message, encoded for the session's codec (live only).
+    GroupPush(bytes::Bytes),
 }
 
 /// Why a session is told to end from outside.
@@ -35,6 +37,8 @@ pub enum Kick {
 pub struct ConnHandle {
     pub user: String,
     pub device: String,
+    /// The codec negotiated at login, for frames encoded once per codec.
+    pub codec: tern_core::proto::client::Codec,
     pub mailbox: mpsc::Sender<SessionEvent>,
     pub kick: watch::Sender<Option<Kick>>,
 }
@@ -46,6 +50,12 @@ impl ConnHandle {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.mailbox.try_send(event) {
             self.kick.send_replace(Some(Kick::SlowConsumer));
         }
+    }
+
+    /// Hands over a best-effort event; false if the mailbox was full (the
+    /// event is dropped, the session is left alone).
+    pub fn offer_best_effort(&self, event: SessionEvent) -> bool {
+        self.mailbox.try_send(event).is_ok()
     }
 }
 
@@ -164,6 +174,7 @@ mod tests {
             ConnHandle {
                 user: user.into(),
                 device: device.into(),
+                codec: tern_core::proto::client::Codec::None,
                 mailbox: tx,
                 kick: watch::channel(None).0,
             },

@@ -17,6 +17,7 @@
 //! growing the gateway's memory.
 
 mod bodies;
+pub mod groups;
 pub mod hub;
 pub mod pusher;
 pub mod rooms;
@@ -153,6 +154,7 @@ pub(crate) struct Shared {
     pub hub: hub::Hub,
     pub rooms: rooms::Rooms,
     pub bodies: bodies::BodyCache,
+    pub groups: groups::GroupMembers,
 }
 
 /// A gateway with its listeners bound (so callers can learn the ports).
@@ -194,6 +196,7 @@ impl Gateway {
                 deps,
                 hub: hub::Hub::new(),
                 rooms: rooms::Rooms::default(),
+                groups: groups::GroupMembers::default(),
             }),
             tcp,
             ws,
@@ -219,6 +222,12 @@ impl Gateway {
         let room_sub = rooms::subscribe(&shared).await?;
         let room_feed = tokio::spawn(rooms::run_feed(shared.clone(), room_sub, shutdown.clone()));
         let room_reports = tokio::spawn(rooms::report_viewers(shared.clone(), shutdown.clone()));
+        let group_sub = groups::subscribe(&shared).await?;
+        let group_feed = tokio::spawn(groups::run_feed(
+            shared.clone(),
+            group_sub,
+            shutdown.clone(),
+        ));
         let alive = tokio::spawn(keep_alive(shared.clone(), shutdown.clone()));
         let accept_tcp = tokio::spawn(accept_loop(
             shared.clone(),
@@ -245,6 +254,7 @@ impl Gateway {
         }
         let _ = alive.await;
         let _ = room_feed.await;
+        let _ = group_feed.await;
         let _ = room_reports.await;
         // This gateway's viewers are gone: withdraw its counts now rather
         // than when the reports lapse.

@@ -70,6 +70,8 @@ const LAST_WORDS_GRACE: Duration = Duration::from_secs(5);
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Message bodies fetched from the store in one call.
 const BODY_BATCH: usize = 100;
+/// Frames kept free in the socket queue when writing live-only frames.
+const LIVE_RESERVE: usize = 4;
 /// Most messages one sync page returns.
 const MAX_SYNC_LIMIT: u32 = 1000;
 
@@ -130,6 +132,8 @@ struct Session {
     /// The next push tells the device that retention trimmed entries it
     /// had not received.
     gap_pending: bool,
+    /// Counted among the gateway's online members of the user's groups.
+    in_group_members: bool,
     /// Sends being appended to the log.
     appends: FuturesUnordered<BoxFuture<'static, AppendResult>>,
     /// Sends waiting for their receipt: client_msg_id → (deadline, how many
@@ -180,6 +184,7 @@ pub(crate) async fn serve(
             flush_at: None,
             unacked: VecDeque::new(),
             gap_pending: false,
+            in_group_members: false,
             appends: FuturesUnordered::new(),
             awaiting: HashMap::new(),
             deadlines: VecDeque::new(),
@@ -473,6 +478,7 @@ impl Session {
         let handle = ConnHandle {
             user: user.clone(),
             device: device.clone(),
+            codec,
             mailbox: mailbox_tx,
             kick: kick_tx,
         };
@@ -502,6 +508,16 @@ impl Session {
                 .register(&route, self.shared.config.route_ttl)
                 .await
                 .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot log in now: {e}")))?;
+        }
+        if !login.send_only {
+            // Large groups are pushed to the members online here (see
+            // `crate::groups`): this gateway learns the user's groups now.
+            let groups =
+                deps.store.user_groups(&user).await.map_err(|e| {
+                    fatal(ErrorCode::Unavailable, format!("cannot log in now: {e}"))
+                })?;
+            self.shared.groups.online(&user, groups);
+            self.in_group_members = true;
         }
         let cursor = deps
             .store
@@ -729,6 +745,16 @@ impl Session {
                     self.flush_at.get_or_insert_with(Instant::now);
                 }
                 Ok(())
+            }
+            SessionEvent::GroupPush(frame) => {
+                // Live only (the message is in the group's history): it
+                // never takes the room replies and pushes need.
+                if self.out.capacity() > LIVE_RESERVE {
+                    self.emit_bytes(frame)
+                } else {
+                    metrics::GROUP_FEED_DROPPED.inc();
+                    Ok(())
+                }
             }
             SessionEvent::Deliveries(refs) => {
                 if self.login.as_ref().is_none_or(|l| l.send_only) {
@@ -1040,6 +1066,9 @@ impl Session {
         let Some(login) = self.login.take() else {
             return;
         };
+        if std::mem::take(&mut self.in_group_members) {
+            self.shared.groups.offline(&login.user);
+        }
         let current = self.shared.hub.remove(self.id);
         if current && !login.send_only {
             let route = Route {

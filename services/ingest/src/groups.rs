@@ -7,13 +7,17 @@
 //! the header comes from a trusted back end (like the rest of this API) and
 //! may do anything.
 
-use tern_core::groups::{Group as StoredGroup, MAX_GROUP_NAME};
+use prost::Message as _;
+use tern_core::groups::{Group as StoredGroup, MAX_GROUP_NAME, initial_members};
 use tern_core::ids::{Conversation, check_group, check_user, new_group_id};
+use tern_core::log::Record;
 use tern_core::now_ms;
 use tern_core::proto::api::{
     ChangeMembersRequest, CreateGroupRequest, Group, GroupList, ListGroupsRequest,
     ListMembersRequest, MembersPage,
 };
+use tern_core::proto::records::{GroupChange, GroupFeedRecord, group_feed_record};
+use tern_core::topics;
 use tonic::metadata::MetadataMap;
 
 use crate::{Api, IngestError, page_limit};
@@ -97,6 +101,8 @@ impl Api {
         };
         self.deps.store.create_group(&group, &req.members).await?;
         tracing::info!(group = %group.id, owner = %group.owner, members = req.members.len(), "group created");
+        let members = initial_members(&group.owner, &req.members);
+        self.announce(&group.id, &members, &[]).await?;
         self.group_reply(group).await
     }
 
@@ -126,11 +132,44 @@ impl Api {
         let store = &self.deps.store;
         if add {
             store.add_members(&group.id, &req.users).await?;
+            self.announce(&group.id, &req.users, &[]).await?;
         } else {
             store.remove_members(&group.id, &req.users).await?;
+            self.announce(&group.id, &[], &req.users).await?;
         }
         tracing::info!(group = %group.id, add, users = ?req.users, "group members changed");
         self.group_reply(group).await
+    }
+
+    /// Tells every gateway, through the group feed, who joined or left, so
+    /// pushes of large-group messages follow membership. After the store:
+    /// if this fails the change stands and the caller is told to retry
+    /// (gateways also read a user's groups afresh at each login).
+    async fn announce(
+        &self,
+        group: &str,
+        added: &[String],
+        removed: &[String],
+    ) -> Result<(), IngestError> {
+        let change = GroupFeedRecord {
+            kind: Some(group_feed_record::Kind::Change(GroupChange {
+                group: group.to_owned(),
+                added: added.to_vec(),
+                removed: removed.to_vec(),
+            })),
+        };
+        self.deps
+            .log
+            .append(
+                topics::GROUP_FEED,
+                vec![Record::new(
+                    group.as_bytes().to_vec(),
+                    change.encode_to_vec(),
+                )],
+            )
+            .await
+            .map_err(IngestError::Feed)?;
+        Ok(())
     }
 
     pub(crate) async fn list_members(

@@ -103,6 +103,8 @@ pub enum IngestError {
     UnknownGroup(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("membership changed, but the gateways could not be told yet: {0}; retry the call")]
+    Feed(LogError),
 }
 
 impl From<IngestError> for Status {
@@ -122,6 +124,7 @@ impl From<IngestError> for Status {
                 Status::invalid_argument(msg)
             }
             IngestError::Log(_)
+            | IngestError::Feed(_)
             | IngestError::Store(_)
             | IngestError::Routes(_)
             | IngestError::NotConfirmed(_) => Status::unavailable(msg),

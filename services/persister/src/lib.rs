@@ -22,7 +22,10 @@ use prost::Message as _;
 use tern_core::ids::Conversation;
 use tern_core::log::{Delivery, EventLog, Record};
 use tern_core::proto::client::ErrorCode;
-use tern_core::proto::records::{DeliverRecord, InboundRecord, PushRecord, Receipt, push_record};
+use tern_core::proto::records::{
+    DeliverRecord, GroupFeedRecord, InboundRecord, PushRecord, Receipt, group_feed_record,
+    push_record,
+};
 use tern_core::stage::{BatchHandler, run_topic_stage};
 use tern_core::store::{MessageStore, StoreError, StoredMessage};
 use tern_core::topics;
@@ -34,11 +37,22 @@ pub const GROUP: &str = "persister";
 pub struct Persister {
     log: Arc<dyn EventLog>,
     store: Arc<dyn MessageStore>,
+    large_group_members: u64,
 }
 
 impl Persister {
-    pub fn new(log: Arc<dyn EventLog>, store: Arc<dyn MessageStore>) -> Self {
-        Persister { log, store }
+    /// Groups with more than `large_group_members` members are large: their
+    /// messages go to the group feed, not into each member's inbox.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn MessageStore>,
+        large_group_members: u64,
+    ) -> Self {
+        Persister {
+            log,
+            store,
+            large_group_members,
+        }
     }
 
     /// Consumes `inbound` until `shutdown` turns true.
@@ -105,21 +119,44 @@ fn rejection(record: &InboundRecord, refusal: Refusal) -> Receipt {
     }
 }
 
-/// Members of the groups one batch posts to, read once per batch (sorted).
-/// None: the group does not exist.
+/// What one batch knows of the groups it posts to, read once per batch.
+enum GroupShape {
+    Unknown,
+    /// Members, sorted: each gets the message in their inbox.
+    Small(Vec<String>),
+    /// Over the threshold: the message goes to the group feed.
+    Large,
+}
+
 struct MemberCache<'a> {
     store: &'a dyn MessageStore,
-    groups: HashMap<String, Option<Vec<String>>>,
+    large_group_members: u64,
+    groups: HashMap<String, GroupShape>,
 }
 
 impl MemberCache<'_> {
-    async fn members(&mut self, group: &str) -> Result<Option<&[String]>, StoreError> {
+    async fn shape(&mut self, group: &str) -> Result<&GroupShape, StoreError> {
         if !self.groups.contains_key(group) {
-            let members = read_members(self.store, group).await?;
-            self.groups.insert(group.to_owned(), members);
+            let shape = if self.store.member_count(group).await? > self.large_group_members {
+                GroupShape::Large
+            } else {
+                match read_members(self.store, group).await? {
+                    Some(members) => GroupShape::Small(members),
+                    None => GroupShape::Unknown,
+                }
+            };
+            self.groups.insert(group.to_owned(), shape);
         }
-        Ok(self.groups[group].as_deref())
+        Ok(&self.groups[group])
     }
+}
+
+/// Who gets an accepted message.
+enum Recipients {
+    /// Each of these users, through their inbox.
+    Users(Vec<String>),
+    /// The members of a large group, through the group feed.
+    LargeGroup(String),
 }
 
 /// All members of a group, a page at a time; None if there is no such group.
@@ -143,41 +180,52 @@ async fn read_members(
     Ok(Some(all))
 }
 
-/// The members a group message goes to, or why the sender may not post.
+/// Where a group message goes, or why the sender may not post.
 async fn group_recipients(
     groups: &mut MemberCache<'_>,
     conversation: &Conversation,
     sender: &str,
-) -> Result<Result<Vec<String>, Refusal>, StoreError> {
+) -> Result<Result<Recipients, Refusal>, StoreError> {
     let Conversation::Group(id) = conversation else {
         unreachable!("1:1 conversations are expanded without the store");
     };
-    Ok(match groups.members(id).await? {
-        None => Err(refuse(
+    let store = groups.store;
+    let not_member = || {
+        refuse(
+            ErrorCode::Forbidden,
+            format!("{sender} is not a member of group {id}"),
+        )
+    };
+    Ok(match groups.shape(id).await? {
+        GroupShape::Unknown => Err(refuse(
             ErrorCode::UnknownConversation,
             format!("unknown group {id}"),
         )),
-        Some(members)
-            if members
-                .binary_search_by(|m| m.as_str().cmp(sender))
-                .is_err() =>
-        {
-            Err(refuse(
-                ErrorCode::Forbidden,
-                format!("{sender} is not a member of group {id}"),
-            ))
+        GroupShape::Small(members) => {
+            if members.binary_search_by(|m| m.as_str().cmp(sender)).is_ok() {
+                Ok(Recipients::Users(members.clone()))
+            } else {
+                Err(not_member())
+            }
         }
-        Some(members) => Ok(members.to_vec()),
+        GroupShape::Large => {
+            if store.is_member(id, sender).await? {
+                Ok(Recipients::LargeGroup(id.clone()))
+            } else {
+                Err(not_member())
+            }
+        }
     })
 }
 
 #[async_trait]
 impl BatchHandler for Persister {
     async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String> {
-        let mut accepted: Vec<(InboundRecord, Vec<String>)> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<(InboundRecord, Recipients)> = Vec::with_capacity(batch.len());
         let mut receipts: Vec<Receipt> = Vec::new();
         let mut groups = MemberCache {
             store: self.store.as_ref(),
+            large_group_members: self.large_group_members,
             groups: HashMap::new(),
         };
         for d in batch {
@@ -190,7 +238,9 @@ impl BatchHandler for Persister {
             };
             let recipients = match check(&record) {
                 Ok(c) => match c.direct_members() {
-                    Some(users) => Ok(users.into_iter().map(str::to_owned).collect()),
+                    Some(users) => Ok(Recipients::Users(
+                        users.into_iter().map(str::to_owned).collect(),
+                    )),
                     None => group_recipients(&mut groups, &c, &record.sender_user)
                         .await
                         .map_err(|e| e.to_string())?,
@@ -227,6 +277,7 @@ impl BatchHandler for Persister {
             .map_err(|e| e.to_string())?;
 
         let mut deliveries = Vec::new();
+        let mut feed = Vec::new();
         for ((record, recipients), outcome) in accepted.iter().zip(&outcomes) {
             let m = &outcome.message;
             if outcome.duplicate && m.conversation != record.conversation {
@@ -245,7 +296,17 @@ impl BatchHandler for Persister {
                 continue;
             }
             tracing::debug!(message_id = ?tern_core::ids::MessageId::from_slice(&m.message_id), conversation = %m.conversation, seq = m.seq, duplicate = outcome.duplicate, "message persisted");
-            for user in recipients {
+            let users = match recipients {
+                Recipients::Users(users) => users.as_slice(),
+                Recipients::LargeGroup(group) => {
+                    let post = GroupFeedRecord {
+                        kind: Some(group_feed_record::Kind::Post(m.clone())),
+                    };
+                    feed.push(Record::new(group.as_bytes().to_vec(), post.encode_to_vec()));
+                    &[]
+                }
+            };
+            for user in users {
                 let rec = DeliverRecord {
                     user: user.clone(),
                     message_id: m.message_id.clone(),
@@ -301,6 +362,9 @@ impl BatchHandler for Persister {
         // Deliver records and receipts become durable together: a receipt
         // (a "stored" answer to the sender) never precedes its delivery.
         let mut out = vec![(topics::DELIVER.to_owned(), deliveries)];
+        if !feed.is_empty() {
+            out.push((topics::GROUP_FEED.to_owned(), feed));
+        }
         out.extend(
             by_node
                 .into_iter()

@@ -1069,14 +1069,15 @@ impl MessageStore for ScyllaStore {
             .await?;
         let mut list = Vec::with_capacity(rows.len());
         for (conversation, last_seq, last_id, read_seq) in rows {
-            // A row with only a read mark has had no message yet.
-            let (Some(last_seq), Some(last_id)) = (last_seq, last_id) else {
-                continue;
+            // A row with only a read mark (a large group) has last_seq 0.
+            let (last_seq, last_message_id) = match (last_seq, last_id) {
+                (Some(seq), Some(id)) => (seq as u64, inbox_message_id(&id)?),
+                _ => (0, MessageId(0)),
             };
             list.push(ConversationState {
                 conversation,
-                last_seq: last_seq as u64,
-                last_message_id: inbox_message_id(&last_id)?,
+                last_seq,
+                last_message_id,
                 read_seq: read_seq.unwrap_or(0) as u64,
             });
         }
@@ -1084,18 +1085,26 @@ impl MessageStore for ScyllaStore {
     }
 
     async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError> {
-        let Some((Some(last_seq), read_seq)) = self
+        let (last_seq, read_seq) = self
             .first::<(Option<i64>, Option<i64>)>(
                 "read conversation list",
                 &self.st.select_conversation,
                 (user, conversation),
             )
             .await?
-        else {
-            return Ok(0);
-        };
-        let read_seq = read_seq.unwrap_or(0) as u64;
-        let new = read_seq.max(seq.min(last_seq as u64));
+            .map_or((0, 0), |(l, r)| {
+                (l.unwrap_or(0) as u64, r.unwrap_or(0) as u64)
+            });
+        // Large groups skip inboxes: the conversation's own head bounds too.
+        let head = self
+            .first::<(i64,)>(
+                "read conversation head",
+                &self.st.select_head,
+                (conversation,),
+            )
+            .await?
+            .map_or(0, |(h,)| h as u64);
+        let new = read_seq.max(seq.min(last_seq.max(head)));
         if new > read_seq {
             self.write_read_seq(user, conversation, new).await?;
         }

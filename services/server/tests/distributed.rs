@@ -115,6 +115,92 @@ async fn a_group_of_three_on_two_gateways() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_large_group_is_pushed_by_both_gateways_and_read_from_cassandra() {
+    let Some(infra) = infra() else {
+        eprintln!(
+            "TERN_TEST_KAFKA/CQL/REDIS not set: skipping the distributed test (make test sets them)"
+        );
+        return;
+    };
+    // Every group of more than one member is large here.
+    let cluster = Cluster::with_args(&infra, &[], &["--large-group-members", "1"]);
+    let [alice_name, bob_name, carol_name] =
+        ["alice", "bob", "carol"].map(tern_core::conformance::fresh);
+    // alice's login waits for the services to be up.
+    let alice = cluster.login(&cluster.gw1_addr, &alice_name, "phone").await;
+    let token = tern_client::dev_token(&cluster.api_addr, &alice_name)
+        .await
+        .unwrap();
+    let mut groups = tern_client::GroupApi::connect(&cluster.api_addr, token)
+        .await
+        .unwrap();
+    let group = groups
+        .create("big", &[bob_name.clone(), carol_name.clone()])
+        .await
+        .expect("group created");
+    let conv = group.conversation.clone();
+    // bob logs in after the group exists: his gateway reads his groups at
+    // login (changes while online come through the feed, which a gateway
+    // that just started may not be reading yet).
+    let bob = cluster.login(&cluster.gw2_addr, &bob_name, "phone").await;
+    let to_group = || Target::Conversation(conv.clone());
+    // A gateway's group feed starts at the end of the topic: post until
+    // bob (gateway 2) gets one live, then count from there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut warm = 0;
+    'warm: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no live group message reached gateway 2"
+        );
+        send_until_stored_to(&alice, to_group(), &format!("w{warm}"), format!("w{warm}")).await;
+        warm += 1;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(200), bob.next_event()).await
+        {
+            if matches!(event, Event::GroupMessages { .. }) {
+                break 'warm;
+            }
+        }
+    }
+    for i in 0..10 {
+        send_until_stored_to(&alice, to_group(), &format!("g{i}"), format!("g{i}")).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        match tokio::time::timeout(Duration::from_secs(20), bob.next_event())
+            .await
+            .expect("live group messages")
+        {
+            Some(Event::GroupMessages { messages, .. }) => {
+                got.extend(messages.into_iter().filter(|m| m.body.starts_with(b"g")))
+            }
+            other => panic!("expected large-group messages, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        bodies(&got),
+        (0..10).map(|i| format!("g{i}")).collect::<Vec<_>>()
+    );
+    let total = warm + 10;
+
+    // carol was offline: her list and the group's history (in Cassandra).
+    let carol = cluster.login(&cluster.gw1_addr, &carol_name, "phone").await;
+    let list = carol.conversations(0).await.expect("list");
+    let entry = list
+        .iter()
+        .find(|c| c.conversation == conv)
+        .expect("listed");
+    assert_eq!((entry.last_seq, entry.unread), (total, total));
+    let (history, _, _) = carol.history(&conv, 0, 10).await.expect("history");
+    assert_eq!(
+        bodies(&history),
+        (0..10).rev().map(|i| format!("g{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(carol.mark_read(&conv, u64::MAX).await.unwrap(), total);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_live_room_spans_both_gateways() {
     let Some(infra) = infra() else {
         eprintln!(

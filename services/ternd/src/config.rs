@@ -165,6 +165,12 @@ pub struct Settings {
     #[arg(long, env = "TERN_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
 
+    /// Groups with more members than this are large: a message is stored
+    /// once and pushed live to members online, not copied into every
+    /// member's inbox; members page the group's history [default: 1000].
+    #[arg(long, env = "TERN_LARGE_GROUP_MEMBERS")]
+    pub large_group_members: Option<u64>,
+
     /// Most entries kept in a user's inbox; older ones are trimmed and a
     /// device behind them gets a gap marker; 0: no bound [default: 100000].
     #[arg(long, env = "TERN_INBOX_MAX_ENTRIES")]
@@ -218,7 +224,7 @@ impl Settings {
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             room_window_ms, room_queue, login_push_max, login_push_per_conversation, body_cache_entries, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
-            topic_partitions, retention_days, inbox_max_entries, inbox_max_age_days, sweep_every_ms, admin_listen, log),
+            topic_partitions, retention_days, large_group_members, inbox_max_entries, inbox_max_age_days, sweep_every_ms, admin_listen, log),
         )
     }
 
@@ -367,6 +373,7 @@ impl Settings {
             topic_prefix: self.topic_prefix.unwrap_or_else(|| "tern.".into()),
             topic_partitions: self.topic_partitions.unwrap_or(12).max(1),
             retention_days: self.retention_days.unwrap_or(0),
+            large_group_members: self.large_group_members.unwrap_or(1000),
             sweep_every: Duration::from_millis(self.sweep_every_ms.unwrap_or(10_000).max(100)),
             admin_listen,
         })

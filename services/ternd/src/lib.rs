@@ -123,6 +123,9 @@ pub struct TerndConfig {
     pub topic_partitions: u32,
     /// Retention of messages and inbox entries in the CQL store, days (0: keep).
     pub retention_days: u32,
+    /// Groups with more members than this are large: their messages go to
+    /// the group's history and live to online members, not into inboxes.
+    pub large_group_members: u64,
     /// How often the router sweeps the routes of dead gateways.
     pub sweep_every: Duration,
     /// Address of /healthz, /readyz and /metrics; None serves none.
@@ -318,7 +321,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         tasks.spawn(async move { ("api", ingest.run(r).await.map_err(|e| anyhow::anyhow!(e))) });
     }
     if services.persister {
-        let persister = Persister::new(log.clone(), store.clone());
+        let persister = Persister::new(log.clone(), store.clone(), config.large_group_members);
         let r = rx.clone();
         tasks.spawn(async move { ("persister", persister.run(r).await.map_err(Into::into)) });
         if config.retention_days > 0 {

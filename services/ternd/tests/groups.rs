@@ -242,3 +242,103 @@ async fn a_member_sees_their_own_group_message_on_their_other_device() {
         other => panic!("expected the phone's own copy, got {other:?}"),
     }
 }
+
+/// Reads events until `n` large-group messages arrived; an inbox push
+/// instead fails the test (large groups skip inboxes).
+async fn receive_live(client: &tern_client::Client, n: usize) -> Vec<tern_proto::client::Message> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(WAIT, client.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} group messages", got.len()))
+        {
+            Some(Event::GroupMessages { messages, .. }) => got.extend(messages),
+            other => panic!("expected large-group messages, got {other:?}"),
+        }
+    }
+    got
+}
+
+async fn quiet(client: &tern_client::Client) {
+    if let Ok(e) = tokio::time::timeout(Duration::from_millis(500), client.next_event()).await {
+        panic!("expected nothing, got {e:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_large_group_is_pushed_live_and_read_from_its_history() {
+    // Over 1 member is large here: no inbox entry per member.
+    let server = Server::start_with(|c| c.large_group_members = 1).await;
+    let mut api = groups_as(&server, "alice").await;
+    let group = api
+        .create("big", &["bob".into(), "carol".into()])
+        .await
+        .expect("create");
+    let conv = group.conversation.clone();
+    let alice = server.login("alice", "phone").await;
+    let bob = server.login("bob", "phone").await;
+    for i in 0..3 {
+        let sent = alice
+            .send(SendOptions::to_conversation(&conv, format!("g{i}")))
+            .await
+            .expect("a member posts");
+        assert_eq!(sent.seq, i + 1);
+    }
+    // bob, online, gets them live, in order.
+    let got = receive_live(&bob, 3).await;
+    assert_eq!(bodies(&got), vec!["g0", "g1", "g2"]);
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    // Nothing went to any inbox.
+    assert!(bob.sync(0, 100).await.unwrap().messages.is_empty());
+
+    // carol was offline: no push at login; the list and history have it.
+    let carol = server.login("carol", "phone").await;
+    quiet(&carol).await;
+    let list = carol.conversations(0).await.unwrap();
+    let entry = list
+        .iter()
+        .find(|c| c.conversation == conv)
+        .expect("listed");
+    assert_eq!((entry.last_seq, entry.unread), (3, 3));
+    assert_eq!(entry.last_message.as_ref().unwrap().body.as_ref(), b"g2");
+    let (history, _, more) = carol.history(&conv, 0, 100).await.unwrap();
+    assert_eq!(bodies(&history), vec!["g2", "g1", "g0"]);
+    assert!(!more);
+    assert_eq!(carol.mark_read(&conv, 2).await.unwrap(), 2);
+    let list = carol.conversations(0).await.unwrap();
+    assert_eq!(
+        list.iter().find(|c| c.conversation == conv).unwrap().unread,
+        1
+    );
+
+    // Removed while online: carol gets nothing more; bob does.
+    api.remove(&group.id, &["carol".into()])
+        .await
+        .expect("remove");
+    alice
+        .send(SendOptions::to_conversation(&conv, "g3"))
+        .await
+        .unwrap();
+    assert_eq!(bodies(&receive_live(&bob, 1).await), vec!["g3"]);
+    quiet(&carol).await;
+    let refused = carol.history(&conv, 0, 10).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+
+    // Added while online: dave gets the next one live.
+    let dave = server.login("dave", "phone").await;
+    api.add(&group.id, &["dave".into()]).await.expect("add");
+    alice
+        .send(SendOptions::to_conversation(&conv, "g4"))
+        .await
+        .unwrap();
+    assert_eq!(bodies(&receive_live(&dave, 1).await), vec!["g4"]);
+    assert_eq!(bodies(&receive_live(&bob, 1).await), vec!["g4"]);
+
+    // Only members post.
+    let mallory = server.login("mallory", "phone").await;
+    let err = mallory
+        .send(SendOptions::to_conversation(&conv, "let me in"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden), "{err}");
+}

@@ -723,14 +723,19 @@ impl MessageStore for EmbeddedStore {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(io)?;
             let read_seq = {
+                // The bound: the newest message the user got, or the
+                // conversation's own newest (large groups skip inboxes).
+                let head = tx
+                    .open_table(CONVERSATION_HEADS)
+                    .map_err(io)?
+                    .get(conversation.as_str())
+                    .map_err(io)?
+                    .map_or(0, |v| v.value());
                 let mut table = tx.open_table(USER_CONVERSATIONS).map_err(io)?;
                 let key = (user.as_str(), conversation.as_str());
-                let Some((last_seq, last_id, read_seq)) =
-                    table.get(key).map_err(io)?.map(|v| v.value())
-                else {
-                    return Ok(0);
-                };
-                let new = read_seq.max(seq.min(last_seq));
+                let (last_seq, last_id, read_seq) =
+                    table.get(key).map_err(io)?.map_or((0, 0, 0), |v| v.value());
+                let new = read_seq.max(seq.min(last_seq.max(head)));
                 if new != read_seq {
                     table.insert(key, (last_seq, last_id, new)).map_err(io)?;
                 }

@@ -103,6 +103,12 @@ impl Cluster {
 
     /// A cluster whose gateways get `gateway_extra` flags too.
     pub fn with_gateway_args(infra: &Infra, gateway_extra: &[&str]) -> Cluster {
+        Self::with_args(infra, gateway_extra, &[])
+    }
+
+    /// A cluster whose gateways get `gateway_extra` flags, and every
+    /// process `all_extra`.
+    pub fn with_args(infra: &Infra, gateway_extra: &[&str], all_extra: &[&str]) -> Cluster {
         let prefix = format!("{}.", tern_core::conformance::fresh("e2e"));
         let dir = std::env::temp_dir().join(&prefix);
         // gw1 tcp, gw2 tcp, api, gw1 ws, gw2 ws, and an admin port per process.
@@ -144,6 +150,7 @@ impl Cluster {
             .map(|s| s.to_string())
             .collect();
             a.extend(extra.iter().cloned());
+            a.extend(all_extra.iter().map(|s| s.to_string()));
             a
         };
         let ws_port = |node: &str| if node == "gw1" { ports[3] } else { ports[4] };
@@ -282,7 +289,7 @@ pub async fn receive(client: &Client, n: usize) -> (Vec<Message>, usize) {
                 }
                 client.ack(last_cursor).await.expect("ack");
             }
-            Some(Event::RoomMessages { .. }) => {}
+            Some(Event::RoomMessages { .. } | Event::GroupMessages { .. }) => {}
             Some(Event::ServerError(e)) => panic!("server error: {e:?}"),
             Some(Event::Closed { reason }) => panic!("connection closed: {reason}"),
             None => panic!("events ended"),
