@@ -17,6 +17,7 @@ mod procstat;
 mod report;
 mod room;
 mod stats;
+mod wire;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,15 @@ pub struct Target {
     /// Server process to report CPU and memory of (repeat for several).
     #[arg(long = "pid", global = true)]
     pub pids: Vec<u32>,
+    /// The gateway's admin address, whose /metrics gives the push bytes
+    /// before and after compression.
+    #[arg(
+        long,
+        global = true,
+        env = "TERN_ADMIN",
+        default_value = "127.0.0.1:7403"
+    )]
+    pub admin: String,
     /// Print one JSON object with the figures instead of the summary.
     #[arg(long, global = true)]
     pub json: bool,
@@ -91,13 +101,17 @@ async fn main() -> ExitCode {
     let result = async {
         check_loopback(&cli.target.server)?;
         check_loopback(&cli.target.api)?;
-        match &cli.scenario {
+        let before = wire::scrape(&cli.target.admin).await;
+        let mut report = match &cli.scenario {
             Scenario::Direct(args) => direct::run(&cli.target, args).await,
             Scenario::Idle(args) => idle::run(&cli.target, args).await,
             Scenario::Group(args) => group::run(&cli.target, args).await,
             Scenario::Room(args) => room::run(&cli.target, args).await,
             Scenario::Backlog(args) => backlog::run(&cli.target, args).await,
-        }
+        }?;
+        let after = wire::scrape(&cli.target.admin).await;
+        wire::add_figures(&mut report, &cli.target.admin, before, after);
+        anyhow::Ok(report)
     }
     .await;
     match result {

@@ -22,6 +22,8 @@ fn args(running: &ternd::Running, rest: &[&str]) -> Vec<String> {
         format!("http://{}", running.api_addr.expect("service running")),
         "--pid".to_owned(),
         std::process::id().to_string(),
+        "--admin".to_owned(),
+        running.admin_addr.expect("admin listener").to_string(),
         "--json".to_owned(),
     ];
     a.extend(rest.iter().map(|s| s.to_string()));
@@ -52,6 +54,10 @@ async fn a_short_direct_run_counts_exactly_what_it_sent_and_received() {
     assert_eq!(counts["duplicates"], 0);
     assert_eq!(counts["out_of_order"], 0);
     assert_eq!(report["latency"]["send_to_push"]["count"], 301);
+    // Read from the gateway's /metrics (shared by the tests of this
+    // process, so only "some" is certain).
+    assert!(counts["push_payload_raw_bytes"].as_u64().unwrap() > 301 * 8);
+    assert!(counts["push_payload_wire_bytes"].as_u64().unwrap() > 0);
     assert!(
         report["errors"].as_object().unwrap().is_empty(),
         "{}",
