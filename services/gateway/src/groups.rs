@@ -68,17 +68,18 @@ impl GroupMembers {
     /// A receiving connection of `user` ended.
     pub fn offline(&self, user: &str) {
         let mut inner = self.inner.write().expect("group members poisoned");
-        let Some(entry) = inner.by_user.get_mut(user) else {
+        let Inner { by_group, by_user } = &mut *inner;
+        let Some((conns, groups)) = by_user.get_mut(user) else {
             return;
         };
-        entry.0 -= 1;
-        if entry.0 > 0 {
+        *conns -= 1;
+        if *conns > 0 {
             return;
         }
-        let (_, groups) = inner.by_user.remove(user).expect("present");
-        for g in groups {
-            remove_member(&mut inner.by_group, &g, user);
+        for g in groups.iter() {
+            remove_member(by_group, g, user);
         }
+        by_user.remove(user);
     }
 
     /// Applies a membership change to the users online here.
