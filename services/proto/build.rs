@@ -2,7 +2,12 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../../schemas/proto";
-    let files = ["tern/client.proto", "tern/records.proto", "tern/api.proto"];
+    let files = [
+        "tern/client.proto",
+        "tern/records.proto",
+        "tern/api.proto",
+        "tern/archive.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={root}/{file}");
     }

@@ -37,6 +37,17 @@ pub async fn dev_token_with_ttl(
 pub async fn connect_api(
     api_addr: &str,
 ) -> Result<TernClient<tonic::transport::Channel>, ClientError> {
+    Ok(TernClient::new(
+        api_channel(api_addr, Some(DEFAULT_REQUEST_TIMEOUT)).await?,
+    ))
+}
+
+/// A connection to the API at `api_addr`; `timeout` bounds each call
+/// (None: calls may stream for as long as they need, like an export).
+pub(crate) async fn api_channel(
+    api_addr: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<tonic::transport::Channel, ClientError> {
     let url = if api_addr.contains("://") {
         api_addr.to_string()
     } else {
@@ -46,15 +57,16 @@ pub async fn connect_api(
         addr: url.clone(),
         reason,
     };
-    let endpoint = Endpoint::from_shared(url.clone())
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| unreachable(format!("not a valid URL ({e})")))?
-        .connect_timeout(DEFAULT_REQUEST_TIMEOUT)
-        .timeout(DEFAULT_REQUEST_TIMEOUT);
-    let channel = endpoint
+        .connect_timeout(DEFAULT_REQUEST_TIMEOUT);
+    if let Some(t) = timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    endpoint
         .connect()
         .await
-        .map_err(|e| unreachable(error_chain(&e)))?;
-    Ok(TernClient::new(channel))
+        .map_err(|e| unreachable(error_chain(&e)))
 }
 
 /// An error and its causes, joined: tonic's transport error alone just says

@@ -12,10 +12,12 @@
 //!
 //! Frames are encoded and decoded by `tern-wire`, the same crate the gateway
 //! uses. [`dev_token`] fetches a token from the gRPC API of a server in dev
-//! mode; [`GroupApi`] creates and manages groups as a user.
+//! mode; [`GroupApi`] creates and manages groups as a user; [`ArchiveApi`]
+//! administers the compliance archive with the admin token.
 
 mod address;
 mod api;
+mod archive;
 mod client;
 mod dedup;
 mod error;
@@ -24,6 +26,7 @@ mod transport;
 
 pub use address::{DEFAULT_TCP_PORT, ServerAddr};
 pub use api::{DEFAULT_API_ADDR, connect_api, dev_token, dev_token_with_ttl};
+pub use archive::{ArchiveApi, ArchiveSubject};
 pub use client::{
     Client, DEFAULT_CLIENT_MAX_FRAME, DEFAULT_REQUEST_TIMEOUT, Event, InboxSlice, LoginOptions,
     MAX_PAYLOAD, SendOptions, Target, message_id_string,

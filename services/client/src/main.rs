@@ -6,6 +6,8 @@
 //! token, the message id, JSON lines) goes to stdout; everything else to
 //! stderr. Errors exit with 1, usage errors with 2.
 
+mod archive_cmd;
+
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tern_client::{Client, Event, GroupApi, LoginOptions, SendOptions, Target, me
 #[command(
     name = "tern",
     version,
-    about = "Command-line client for tern: dev tokens, send, listen, chat, groups, rooms"
+    about = "Command-line client for tern: dev tokens, send, listen, chat, groups, rooms, the compliance archive"
 )]
 struct Cli {
     /// Gateway address: tcp://host:port, ws://host:port/, or host:port (TCP).
@@ -71,6 +73,8 @@ enum Command {
     /// Create groups and manage their members (as --user).
     #[command(subcommand)]
     Group(GroupCommand),
+    /// The compliance archive: verify, export, legal holds (with the admin token).
+    Archive(archive_cmd::ArchiveArgs),
     /// Watch and post to live rooms (best-effort, not stored).
     #[command(subcommand)]
     Room(RoomCommand),
@@ -259,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat { to } => chat(&cli, to).await,
         Command::Group(command) => group(&cli, command).await,
         Command::Room(command) => room(&cli, command).await,
+        Command::Archive(args) => archive_cmd::run(&cli.api, args).await,
         Command::History {
             target,
             limit,

@@ -52,6 +52,26 @@ pub trait GroupStore: Send + Sync + 'static {
     async fn user_groups(&self, user: &str) -> Result<Vec<String>, StoreError>;
 }
 
+/// Members read per store call by [`all_members`].
+const MEMBER_PAGE: usize = 1000;
+
+/// Every member of `group`, read a page at a time (empty for no such group).
+pub async fn all_members<S: GroupStore + ?Sized>(
+    store: &S,
+    group: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let after = all.last().map_or("", String::as_str);
+        let page = store.members(group, after, MEMBER_PAGE).await?;
+        let done = page.len() < MEMBER_PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
 /// The owner and the other members of a new group, without repeats,
 /// in id order.
 pub fn initial_members(owner: &str, members: &[String]) -> Vec<String> {

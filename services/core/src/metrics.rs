@@ -204,6 +204,31 @@ pub static STAGE_RETRIES: LabeledCounter = LabeledCounter::new(
     "stage",
 );
 
+pub static ARCHIVE_SEGMENTS: Counter = Counter::new(
+    "tern_archive_segments_total",
+    "Archive segments closed and written.",
+);
+pub static ARCHIVE_RECORDS: Counter = Counter::new(
+    "tern_archive_records_total",
+    "Messages written to the archive.",
+);
+pub static ARCHIVE_BYTES: Counter = Counter::new(
+    "tern_archive_bytes_total",
+    "Archive segment bytes written (compressed).",
+);
+pub static ARCHIVE_RAW_BYTES: Counter = Counter::new(
+    "tern_archive_raw_bytes_total",
+    "Archive segment bytes before compression.",
+);
+pub static ARCHIVE_REPLAYS_SKIPPED: Counter = Counter::new(
+    "tern_archive_replays_skipped_total",
+    "Archive records skipped because the archive already holds their inbound position.",
+);
+pub static ARCHIVE_WRITE_ERRORS: Counter = Counter::new(
+    "tern_archive_write_errors_total",
+    "Failed attempts to write a segment (retried).",
+);
+
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -235,6 +260,12 @@ pub fn render() -> String {
         &ROOM_DROPPED,
         &ROOM_PAYLOAD_BYTES,
         &ROOM_RAW_BYTES,
+        &ARCHIVE_SEGMENTS,
+        &ARCHIVE_RECORDS,
+        &ARCHIVE_BYTES,
+        &ARCHIVE_RAW_BYTES,
+        &ARCHIVE_REPLAYS_SKIPPED,
+        &ARCHIVE_WRITE_ERRORS,
     ] {
         header(&mut out, c.name, c.help, "counter");
         let _ = writeln!(out, "{} {}", c.name, c.get());

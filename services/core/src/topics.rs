@@ -10,6 +10,10 @@ pub const ROOMS: &str = "rooms";
 /// gateway reads all of it.
 pub const GROUP_FEED: &str = "group-feed";
 
+/// Stored messages for the compliance archiver, keyed by inbound partition;
+/// written only when an archive is configured.
+pub const ARCHIVE: &str = "archive";
+
 /// The conversation id room messages carry (`r:<room>`).
 pub fn room_conversation(room: &str) -> String {
     format!("r:{room}")

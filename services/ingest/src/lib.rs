@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::{Request, Response, Status};
 
+mod archive;
 mod conversations;
 mod groups;
 
@@ -46,6 +47,8 @@ pub struct IngestConfig {
     /// Issue tokens to anyone who asks (development only).
     pub dev_mode: bool,
     pub dev_token_ttl: Duration,
+    /// The credential of the archive administration calls; None turns them off.
+    pub admin_token: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -57,6 +60,7 @@ impl Default for IngestConfig {
             receipt_timeout: Duration::from_secs(10),
             dev_mode: false,
             dev_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            admin_token: None,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct IngestDeps {
     /// For room viewer counts.
     pub routes: Arc<dyn tern_core::routes::RouteDirectory>,
     pub auth: TokenAuthority,
+    /// The compliance archive, for the ArchiveAdmin calls.
+    pub archive: Option<tern_archive::Archive>,
 }
 
 /// Errors of the API, each mapped to a gRPC status in one place.
@@ -176,7 +182,15 @@ impl Ingest {
                 .await?;
         let receipts = tokio::spawn(receive_receipts(api.clone(), sub, shutdown.clone()));
         let mut signal = shutdown.clone();
+        let archive_admin = archive::ArchiveAdminService::new(
+            api.deps.archive.clone(),
+            api.config.admin_token.clone(),
+            api.deps.auth.clone(),
+        );
         tonic::transport::Server::builder()
+            .add_service(
+                tern_core::proto::api::archive_admin_server::ArchiveAdminServer::new(archive_admin),
+            )
             .add_service(TernServer::new(api))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::Conversation;
-use tern_core::log::{Delivery, EventLog, Record};
+use tern_core::log::{Delivery, EventLog, Position, Record};
 use tern_core::proto::client::ErrorCode;
 use tern_core::proto::records::{
-    DeliverRecord, GroupFeedRecord, InboundRecord, PushRecord, Receipt, group_feed_record,
-    push_record,
+    ArchiveRecord, DeliverRecord, GroupFeedRecord, InboundRecord, PushRecord, Receipt,
+    group_feed_record, push_record,
 };
 use tern_core::stage::{BatchHandler, run_topic_stage};
 use tern_core::store::{MessageStore, StoreError, StoredMessage};
@@ -38,6 +38,8 @@ pub struct Persister {
     log: Arc<dyn EventLog>,
     store: Arc<dyn MessageStore>,
     large_group_members: u64,
+    /// Whether to emit an `archive` record per stored message.
+    archive: bool,
 }
 
 impl Persister {
@@ -52,7 +54,15 @@ impl Persister {
             log,
             store,
             large_group_members,
+            archive: false,
         }
+    }
+
+    /// Also emits every stored message to the `archive` topic, for the
+    /// compliance archiver.
+    pub fn with_archive(mut self, archive: bool) -> Self {
+        self.archive = archive;
+        self
     }
 
     /// Consumes `inbound` until `shutdown` turns true.
@@ -65,8 +75,6 @@ impl Persister {
     }
 }
 
-/// Members read from the store per query when expanding a group message.
-const MEMBER_PAGE: usize = 1000;
 /// Deliver records appended at once: a message to a big group is written
 /// in several appends rather than one unbounded one.
 const MAX_APPEND: usize = 5000;
@@ -164,20 +172,31 @@ async fn read_members(
     store: &dyn MessageStore,
     group: &str,
 ) -> Result<Option<Vec<String>>, StoreError> {
-    let mut all: Vec<String> = Vec::new();
-    loop {
-        let after = all.last().map_or("", String::as_str);
-        let page = store.members(group, after, MEMBER_PAGE).await?;
-        let done = page.len() < MEMBER_PAGE;
-        all.extend(page);
-        if done {
-            break;
-        }
-    }
+    let all = tern_core::groups::all_members(store, group).await?;
     if all.is_empty() && store.group(group).await?.is_none() {
         return Ok(None);
     }
     Ok(Some(all))
+}
+
+/// The archive topic's record of a stored message, keyed by its inbound
+/// partition so the archiver sees each inbound partition's messages in order.
+fn archive_record(m: &StoredMessage, recipients: &Recipients, inbound: Position) -> Record {
+    let (recipients, large_group) = match recipients {
+        Recipients::Users(users) => (users.clone(), String::new()),
+        Recipients::LargeGroup(group) => (Vec::new(), group.clone()),
+    };
+    let record = ArchiveRecord {
+        message: Some(m.clone()),
+        recipients,
+        large_group,
+        inbound_partition: inbound.partition,
+        inbound_offset: inbound.offset,
+    };
+    Record::new(
+        inbound.partition.to_string().into_bytes(),
+        record.encode_to_vec(),
+    )
 }
 
 /// Where a group message goes, or why the sender may not post.
@@ -221,7 +240,8 @@ async fn group_recipients(
 #[async_trait]
 impl BatchHandler for Persister {
     async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String> {
-        let mut accepted: Vec<(InboundRecord, Recipients)> = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<(InboundRecord, Recipients, Position)> =
+            Vec::with_capacity(batch.len());
         let mut receipts: Vec<Receipt> = Vec::new();
         let mut groups = MemberCache {
             store: self.store.as_ref(),
@@ -248,7 +268,7 @@ impl BatchHandler for Persister {
                 Err(refusal) => Err(refusal),
             };
             match recipients {
-                Ok(users) => accepted.push((record, users)),
+                Ok(users) => accepted.push((record, users, d.position)),
                 Err(refusal) => {
                     tracing::warn!(conversation = %record.conversation, sender = %record.sender_user, reason = %refusal.reason, "inbound record rejected");
                     receipts.push(rejection(&record, refusal));
@@ -258,7 +278,7 @@ impl BatchHandler for Persister {
 
         let to_store: Vec<StoredMessage> = accepted
             .iter()
-            .map(|(r, _)| StoredMessage {
+            .map(|(r, _, _)| StoredMessage {
                 message_id: r.message_id.clone(),
                 conversation: r.conversation.clone(),
                 seq: 0,
@@ -278,7 +298,8 @@ impl BatchHandler for Persister {
 
         let mut deliveries = Vec::new();
         let mut feed = Vec::new();
-        for ((record, recipients), outcome) in accepted.iter().zip(&outcomes) {
+        let mut archive = Vec::new();
+        for ((record, recipients, inbound), outcome) in accepted.iter().zip(&outcomes) {
             let m = &outcome.message;
             if outcome.duplicate && m.conversation != record.conversation {
                 // client_msg_id is unique per sender: reusing one for another
@@ -296,6 +317,12 @@ impl BatchHandler for Persister {
                 continue;
             }
             tracing::debug!(message_id = ?tern_core::ids::MessageId::from_slice(&m.message_id), conversation = %m.conversation, seq = m.seq, duplicate = outcome.duplicate, "message persisted");
+            // The first write of this send, or its replay after a crash (same
+            // inbound record, so same id); a client's retry (a new id) is not
+            // a new message for the archive.
+            if self.archive && m.message_id == record.message_id {
+                archive.push(archive_record(m, recipients, *inbound));
+            }
             let users = match recipients {
                 Recipients::Users(users) => users.as_slice(),
                 Recipients::LargeGroup(group) => {
@@ -364,6 +391,9 @@ impl BatchHandler for Persister {
         let mut out = vec![(topics::DELIVER.to_owned(), deliveries)];
         if !feed.is_empty() {
             out.push((topics::GROUP_FEED.to_owned(), feed));
+        }
+        if !archive.is_empty() {
+            out.push((topics::ARCHIVE.to_owned(), archive));
         }
         out.extend(
             by_node

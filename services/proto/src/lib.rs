@@ -1,7 +1,8 @@
 //! Generated protobuf types for tern, from `schemas/proto`.
 //!
 //! `client` is the wire protocol between clients and gateways, `records` the
-//! records the pipeline stages pass through the event log, `api` the gRPC API.
+//! records the pipeline stages pass through the event log, `api` the gRPC API,
+//! `archive` the compliance archive's segment entries.
 //! Nothing here is written by hand: edit the `.proto` files instead.
 
 /// Modules nested as the protobuf packages are, so cross-package references
@@ -23,8 +24,14 @@ pub mod tern {
             tonic::include_proto!("tern.api.v1");
         }
     }
+    pub mod archive {
+        pub mod v1 {
+            tonic::include_proto!("tern.archive.v1");
+        }
+    }
 }
 
 pub use tern::api::v1 as api;
+pub use tern::archive::v1 as archive;
 pub use tern::client::v1 as client;
 pub use tern::records::v1 as records;

@@ -141,7 +141,8 @@ pub struct Settings {
     pub routes: Option<String>,
 
     /// Services this process runs: any of gateway, persister, router,
-    /// ingest, comma-separated, or all [default: all].
+    /// ingest, archiver, comma-separated, or all (the archiver runs only
+    /// when archive is set) [default: all].
     #[arg(long, env = "TERN_SERVICES")]
     pub services: Option<String>,
 
@@ -184,6 +185,33 @@ pub struct Settings {
     #[arg(long, env = "TERN_SWEEP_EVERY_MS")]
     pub sweep_every_ms: Option<u64>,
 
+    /// Compliance archive of every stored message: "off", a directory, or
+    /// "file:///path". When set, the persister emits each stored message for
+    /// the archiver, and ternd runs the archiver [default: off].
+    #[arg(long, env = "TERN_ARCHIVE")]
+    pub archive: Option<String>,
+
+    /// Credential of the archive administration API (export, legal holds,
+    /// verify), sent as `authorization: Bearer <admin_token>`; at least 16
+    /// bytes. Unset: those calls are refused [default: unset].
+    #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Days archived messages are kept before purge may remove them (legal
+    /// holds keep them longer); independent of chat retention [default: 2557, 7 years].
+    #[arg(long, env = "TERN_ARCHIVE_RETENTION_DAYS")]
+    pub archive_retention_days: Option<u32>,
+
+    /// An archive segment is closed at this many MiB of messages (before
+    /// compression) [default: 32].
+    #[arg(long, env = "TERN_ARCHIVE_SEGMENT_MAX_MIB")]
+    pub archive_segment_max_mib: Option<u64>,
+
+    /// An archive segment is closed this long after its first message, in
+    /// ms [default: 300000].
+    #[arg(long, env = "TERN_ARCHIVE_SEGMENT_MAX_AGE_MS")]
+    pub archive_segment_max_age_ms: Option<u64>,
+
     /// Address of the admin endpoints /healthz, /readyz and /metrics;
     /// "off" serves none [default: 127.0.0.1:7403].
     #[arg(long, env = "TERN_ADMIN_LISTEN")]
@@ -224,7 +252,7 @@ impl Settings {
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             room_window_ms, room_queue, login_push_max, login_push_per_conversation, body_cache_entries, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
-            topic_partitions, retention_days, large_group_members, inbox_max_entries, inbox_max_age_days, sweep_every_ms, admin_listen, log),
+            topic_partitions, retention_days, large_group_members, inbox_max_entries, inbox_max_age_days, sweep_every_ms, archive, admin_token, archive_retention_days, archive_segment_max_mib, archive_segment_max_age_ms, admin_listen, log),
         )
     }
 
@@ -308,6 +336,29 @@ impl Settings {
             u64::from(self.log_partitions.unwrap_or(4)),
         ) as u32;
         let cache_mib = positive("cache_mib", self.cache_mib.unwrap_or(128) as u64) as usize;
+        let archive = match self.archive.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => None,
+            Some(location) => Some(crate::ArchiveSettings {
+                location: location.to_owned(),
+                retention: Duration::from_secs(
+                    u64::from(positive(
+                        "archive_retention_days",
+                        u64::from(self.archive_retention_days.unwrap_or(2557)),
+                    ) as u32)
+                        * 86_400,
+                ),
+                archiver: tern_archive::ArchiverConfig {
+                    segment_max_bytes: (positive(
+                        "archive_segment_max_mib",
+                        self.archive_segment_max_mib.unwrap_or(32),
+                    ) << 20) as usize,
+                    segment_max_age: ms(positive(
+                        "archive_segment_max_age_ms",
+                        self.archive_segment_max_age_ms.unwrap_or(300_000),
+                    )),
+                },
+            }),
+        };
         if gateway.max_body_bytes + 1024 > gateway.max_frame_bytes {
             problems.push(format!(
                 "max_body_bytes ({}) must leave room for the frame around it: raise max_frame_bytes ({}) above it by 1 KiB",
@@ -349,11 +400,23 @@ impl Settings {
             }),
             None => Some("127.0.0.1:7403".parse().expect("valid address")),
         };
+        if let Some(a) = &archive
+            && let Err(e) = tern_archive::open(&a.location)
+        {
+            problems.push(e.to_string());
+        }
+        if archive.is_none() && services.archiver && services != crate::Services::ALL {
+            problems.push("services includes archiver, but archive is off: set archive".into());
+        }
         let dev_mode = self.dev_mode.unwrap_or(true);
         ingest.dev_mode = dev_mode;
         if !dev_mode && self.jwt_secret.is_none() {
             problems.push("jwt_secret is required when dev_mode is false".into());
         }
+        if self.admin_token.as_ref().is_some_and(|s| s.len() < 16) {
+            problems.push("admin_token must be at least 16 bytes".into());
+        }
+        ingest.admin_token = self.admin_token.clone();
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
             problems.push("jwt_secret must be at least 16 bytes".into());
         }
@@ -375,6 +438,7 @@ impl Settings {
             retention_days: self.retention_days.unwrap_or(0),
             large_group_members: self.large_group_members.unwrap_or(1000),
             sweep_every: Duration::from_millis(self.sweep_every_ms.unwrap_or(10_000).max(100)),
+            archive,
             admin_listen,
         })
     }

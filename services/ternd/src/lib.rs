@@ -33,6 +33,7 @@ pub struct Services {
     pub persister: bool,
     pub router: bool,
     pub ingest: bool,
+    pub archiver: bool,
 }
 
 impl Services {
@@ -41,16 +42,19 @@ impl Services {
         persister: true,
         router: true,
         ingest: true,
+        archiver: true,
+    };
+    const NONE: Services = Services {
+        gateway: false,
+        persister: false,
+        router: false,
+        ingest: false,
+        archiver: false,
     };
 
-    /// Parses `gateway,persister,router,ingest` or `all`.
+    /// Parses `gateway,persister,router,ingest,archiver` or `all`.
     pub fn parse(list: &str) -> Result<Services, String> {
-        let mut s = Services {
-            gateway: false,
-            persister: false,
-            router: false,
-            ingest: false,
-        };
+        let mut s = Services::NONE;
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "all" => s = Services::ALL,
@@ -58,19 +62,15 @@ impl Services {
                 "persister" => s.persister = true,
                 "router" => s.router = true,
                 "ingest" | "api" => s.ingest = true,
+                "archiver" => s.archiver = true,
                 other => {
                     return Err(format!(
-                        "unknown service {other:?}: use gateway, persister, router, ingest or all"
+                        "unknown service {other:?}: use gateway, persister, router, ingest, archiver or all"
                     ));
                 }
             }
         }
-        if s == (Services {
-            gateway: false,
-            persister: false,
-            router: false,
-            ingest: false,
-        }) {
+        if s == Services::NONE {
             return Err("services lists no service".into());
         }
         Ok(s)
@@ -104,6 +104,16 @@ pub struct Backends {
     pub routes: Arc<dyn RouteDirectory>,
 }
 
+/// The compliance archive, when one is configured.
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    /// A directory or `file:///path`.
+    pub location: String,
+    /// How long archived messages are kept before purge may remove them.
+    pub retention: Duration,
+    pub archiver: tern_archive::ArchiverConfig,
+}
+
 /// Everything ternd needs to start (see [`config::Settings`] for the knobs).
 #[derive(Debug, Clone)]
 pub struct TerndConfig {
@@ -128,6 +138,8 @@ pub struct TerndConfig {
     pub large_group_members: u64,
     /// How often the router sweeps the routes of dead gateways.
     pub sweep_every: Duration,
+    /// The compliance archive; None: no archive.
+    pub archive: Option<ArchiveSettings>,
     /// Address of /healthz, /readyz and /metrics; None serves none.
     pub admin_listen: Option<SocketAddr>,
 }
@@ -257,6 +269,30 @@ async fn expire_messages(
     }
 }
 
+/// How often the archive is purged of segments past its retention.
+const ARCHIVE_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Purges archive segments past `retention` that no legal hold covers,
+/// now and every [`ARCHIVE_PURGE_EVERY`], until `shutdown`.
+async fn purge_archive(
+    archive: tern_archive::Archive,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = archive
+            .purge(tern_core::now_ms(), retention.as_millis() as u64)
+            .await
+        {
+            tracing::warn!(error = %e, "archive purge failed; trying again later");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ARCHIVE_PURGE_EVERY) => {}
+            _ = tern_core::stage::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// Opens the embedded backends and starts every configured service.
 pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
     let backends = open_embedded(&config)?;
@@ -312,6 +348,10 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
             store: store.clone(),
             routes: routes.clone(),
             auth,
+            archive: match &config.archive {
+                Some(a) => tern_archive::open(&a.location)?,
+                None => None,
+            },
         };
         let ingest = Ingest::bind(ingest_config.clone(), deps)
             .await
@@ -321,7 +361,8 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         tasks.spawn(async move { ("api", ingest.run(r).await.map_err(|e| anyhow::anyhow!(e))) });
     }
     if services.persister {
-        let persister = Persister::new(log.clone(), store.clone(), config.large_group_members);
+        let persister = Persister::new(log.clone(), store.clone(), config.large_group_members)
+            .with_archive(config.archive.is_some());
         let r = rx.clone();
         tasks.spawn(async move { ("persister", persister.run(r).await.map_err(Into::into)) });
         if config.retention_days > 0 {
@@ -346,6 +387,24 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         tasks.spawn(async move {
             tern_router::sweep_routes(routes, every, r).await;
             ("route sweeper", Ok(()))
+        });
+    }
+    if services.archiver
+        && let Some(settings) = &config.archive
+    {
+        let archive = tern_archive::open(&settings.location)?.context("archive location")?;
+        let archiver = tern_archive::Archiver::new(
+            log.clone(),
+            store.clone(),
+            archive.clone(),
+            settings.archiver.clone(),
+        );
+        let r = rx.clone();
+        tasks.spawn(async move { ("archiver", archiver.run(r).await.map_err(Into::into)) });
+        let (r, retention) = (rx.clone(), settings.retention);
+        tasks.spawn(async move {
+            purge_archive(archive, retention, r).await;
+            ("archive purge", Ok(()))
         });
     }
     tracing::info!(

@@ -3,61 +3,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Raw, Server, bodies, login_frame, receive};
+use common::{Raw, Server, bodies, free_port, login_frame, receive, spawn_ternd};
 use tern_client::{Client, LoginOptions};
 use tern_proto::client::{ErrorCode, Heartbeat, Send, client_frame, server_frame};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Ternd {
-    child: Child,
-    tcp: String,
-    api: String,
-}
-
-/// The real `ternd` binary on free ports, with its data in `dir`.
-async fn spawn_ternd(dir: &std::path::Path, ports: (u16, u16, u16)) -> Ternd {
-    let child = Command::new(env!("CARGO_BIN_EXE_ternd"))
-        .args(["--data-dir", dir.to_str().unwrap()])
-        .args(["--tcp-listen", &format!("127.0.0.1:{}", ports.0)])
-        .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
-        .args(["--api-listen", &format!("127.0.0.1:{}", ports.2)])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .env("TERN_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("ternd binary runs");
-    let t = Ternd {
-        child,
-        tcp: format!("tcp://127.0.0.1:{}", ports.0),
-        api: format!("http://127.0.0.1:{}", ports.2),
-    };
-    // Ready when the API answers.
-    for _ in 0..200 {
-        if tern_client::dev_token(&t.api, "probe").await.is_ok() {
-            return t;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ternd did not start");
-}
-
 #[tokio::test]
 async fn a_message_acknowledged_before_sigkill_is_delivered_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let ports = (free_port(), free_port(), free_port());
-    let mut first = spawn_ternd(dir.path(), ports).await;
+    let mut first = spawn_ternd(dir.path(), ports, &[]).await;
     let alice_token = tern_client::dev_token(&first.api, "alice").await.unwrap();
     let (alice, _) = Client::connect(&first.tcp, LoginOptions::new(alice_token.clone(), "phone"))
         .await
@@ -77,7 +35,7 @@ async fn a_message_acknowledged_before_sigkill_is_delivered_after_restart() {
     first.child.wait().unwrap();
     drop(alice);
 
-    let mut second = spawn_ternd(dir.path(), ports).await;
+    let mut second = spawn_ternd(dir.path(), ports, &[]).await;
     // The dev secret survived too: the old token still logs in.
     let bob_token = tern_client::dev_token(&second.api, "bob").await.unwrap();
     let (bob, _) = Client::connect(&second.tcp, LoginOptions::new(bob_token, "phone"))

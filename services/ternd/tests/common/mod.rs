@@ -64,12 +64,32 @@ impl Server {
 }
 
 /// Retries `check` until it returns Some, for at most 20 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    eventually_within(
+        what,
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        check,
+    )
+    .await
+}
+
+/// Polls `check` every `every` until it returns Some; panics after `timeout`.
+pub async fn eventually_within<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
             return v;
@@ -78,7 +98,7 @@ where
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -212,3 +232,47 @@ pub fn login_frame(token: &str, device: &str) -> client_frame::Kind {
 }
 
 pub fn _unused(_: Bytes) {}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `ternd` binary, as a process a test can SIGKILL.
+pub struct Ternd {
+    pub child: std::process::Child,
+    pub tcp: String,
+    pub api: String,
+}
+
+/// Starts the `ternd` binary on `ports` (TCP, WebSocket, API) with its
+/// data in `dir` and `extra` flags; returns once its API answers.
+pub async fn spawn_ternd(dir: &std::path::Path, ports: (u16, u16, u16), extra: &[&str]) -> Ternd {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ternd"))
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .args(["--tcp-listen", &format!("127.0.0.1:{}", ports.0)])
+        .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
+        .args(["--api-listen", &format!("127.0.0.1:{}", ports.2)])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("TERN_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("ternd binary runs");
+    let t = Ternd {
+        child,
+        tcp: format!("tcp://127.0.0.1:{}", ports.0),
+        api: format!("http://127.0.0.1:{}", ports.2),
+    };
+    // Ready when the API answers.
+    for _ in 0..200 {
+        if tern_client::dev_token(&t.api, "probe").await.is_ok() {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ternd did not start");
+}
