@@ -15,7 +15,7 @@ use tern_proto::records::ArchiveRecord;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::segment::SegmentBuilder;
+use crate::segment::{ClosedSegment, SegmentBuilder};
 use crate::{Archive, ArchiveError, ChainHead};
 
 /// Consumer group of the archiver. Run one archiver per archive: two would
@@ -97,8 +97,15 @@ impl Archiver {
                     if let Some(o) = open.take() {
                         // One try: if the storage is down, the records are
                         // simply read again after the restart.
-                        let closed = if o.builder.is_empty() { Ok(()) } else { self.close(&mut head, o.builder).await };
-                        match closed {
+                        let written = if o.builder.is_empty() {
+                            Ok(())
+                        } else {
+                            match seal(&head, o.builder) {
+                                Ok(closed) => self.write(&mut head, &closed).await,
+                                Err(e) => Err(e),
+                            }
+                        };
+                        match written {
                             Ok(()) => commit(sub.as_mut(), o.to_commit).await,
                             Err(e) => tracing::warn!(error = %e, "cannot close the open segment at shutdown; it is rebuilt after restart"),
                         }
@@ -174,8 +181,18 @@ impl Archiver {
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         if !open.builder.is_empty() {
+            // Compressed once; only the write is retried.
+            let closed = match seal(head, open.builder) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Encoding in memory does not fail for a retry to fix:
+                    // stop, so the process reports the archiver stopped.
+                    tracing::error!(error = %e, "cannot encode the open segment");
+                    return false;
+                }
+            };
             let mut delay = MIN_BACKOFF;
-            while let Err(e) = self.close(head, open.builder.clone()).await {
+            while let Err(e) = self.write(head, &closed).await {
                 tern_core::metrics::ARCHIVE_WRITE_ERRORS.inc();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot write segment; retrying");
                 tokio::select! {
@@ -274,35 +291,39 @@ impl Archiver {
         }
     }
 
-    /// Closes `builder` as the next segment and advances `head`.
-    async fn close(
+    /// Writes a sealed segment and advances `head` past it.
+    async fn write(
         &self,
         head: &mut ChainHead,
-        builder: SegmentBuilder,
+        closed: &ClosedSegment,
     ) -> Result<(), ArchiveError> {
-        let records = builder.records();
-        let closed = builder.close(
-            head.next_segment,
-            &head.through,
-            &head.last_manifest_sha256,
-            tern_core::now_ms(),
-        )?;
-        self.archive.write_segment(&closed).await?;
+        self.archive.write_segment(closed).await?;
+        let m = &closed.manifest;
         tern_core::metrics::ARCHIVE_SEGMENTS.inc();
-        tern_core::metrics::ARCHIVE_RECORDS.add(records);
-        tern_core::metrics::ARCHIVE_BYTES.add(closed.manifest.bytes);
-        tern_core::metrics::ARCHIVE_RAW_BYTES.add(closed.manifest.raw_bytes);
+        tern_core::metrics::ARCHIVE_RECORDS.add(m.records);
+        tern_core::metrics::ARCHIVE_BYTES.add(m.bytes);
+        tern_core::metrics::ARCHIVE_RAW_BYTES.add(m.raw_bytes);
         tracing::info!(
-            segment = head.next_segment,
-            records,
-            bytes = closed.manifest.bytes,
-            raw_bytes = closed.manifest.raw_bytes,
+            segment = m.segment,
+            records = m.records,
+            bytes = m.bytes,
+            raw_bytes = m.raw_bytes,
             "archive segment closed"
         );
-        head.next_segment += 1;
+        head.next_segment = m.segment + 1;
         head.last_manifest_sha256 = crate::segment::sha256_hex(&closed.manifest_bytes);
         Ok(())
     }
+}
+
+/// Compresses `builder` as the segment after `head`, chained to it.
+fn seal(head: &ChainHead, builder: SegmentBuilder) -> Result<ClosedSegment, ArchiveError> {
+    builder.close(
+        head.next_segment,
+        &head.through,
+        &head.last_manifest_sha256,
+        tern_core::now_ms(),
+    )
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -101,7 +101,7 @@ pub fn conversation_key(conversation: &str) -> String {
 
 /// The open segment: entries encoded as they come, closed into a
 /// [`ClosedSegment`] by size or age.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct SegmentBuilder {
     raw: Vec<u8>,
     records: u64,

@@ -37,6 +37,11 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    fn problem(&mut self, segment: u64, what: String) {
+        tracing::debug!(segment, %what, "archive problem");
+        self.problems.push(Problem { segment, what });
+    }
 }
 
 impl Archive {
@@ -52,10 +57,6 @@ impl Archive {
             .filter_map(|n| seq_of(n))
             .collect();
         let mut report = VerifyReport::default();
-        let mut problem = |segment: u64, what: String| {
-            tracing::debug!(segment, %what, "archive problem");
-            Problem { segment, what }
-        };
         // The hash the next manifest must name, and the number it must have.
         let mut expected_previous = GENESIS.to_owned();
         let mut expected_seq = 0u64;
@@ -74,13 +75,11 @@ impl Archive {
                     0 => format!("{missing}: the chain starts at segment {seq}"),
                     n => format!("{missing}: the chain jumps from segment {} to {seq}", n - 1),
                 };
-                report.problems.push(problem(expected_seq, what));
+                report.problem(expected_seq, what);
             }
             expected_seq = seq + 1;
             let Some(bytes) = storage.get(&manifest_name(seq)).await? else {
-                report
-                    .problems
-                    .push(problem(seq, "manifest vanished while verifying".into()));
+                report.problem(seq, "manifest vanished while verifying".into());
                 continue;
             };
             let this_hash = sha256_hex(&bytes);
@@ -88,38 +87,37 @@ impl Archive {
             let manifest = match Manifest::parse(&bytes) {
                 Ok(m) => m,
                 Err(e) => {
-                    report.problems.push(problem(
+                    report.problem(
                         seq,
                         format!("{} is not a valid manifest: {e}", manifest_name(seq)),
-                    ));
+                    );
                     continue;
                 }
             };
             if manifest.segment != seq {
-                report.problems.push(problem(
+                report.problem(
                     seq,
                     format!(
                         "{} names segment {} (a manifest was renamed or copied)",
                         manifest_name(seq),
                         manifest.segment
                     ),
-                ));
+                );
             }
             if manifest.previous_manifest_sha256 != previous {
-                report.problems.push(problem(
+                report.problem(
                     seq,
                     format!(
                         "the chain is broken: this manifest says the previous one hashes to {}, but it hashes to {previous}",
                         manifest.previous_manifest_sha256
                     ),
-                ));
+                );
             }
             if purged.contains(&seq) {
                 report.purged += 1;
                 continue;
             }
-            self.check_data(seq, &manifest, &mut report, &mut problem)
-                .await?;
+            self.check_data(seq, &manifest, &mut report).await?;
         }
         Ok(report)
     }
@@ -129,73 +127,54 @@ impl Archive {
         seq: u64,
         manifest: &Manifest,
         report: &mut VerifyReport,
-        problem: &mut impl FnMut(u64, String) -> Problem,
     ) -> Result<(), ArchiveError> {
-        let storage = self.storage();
-        match storage.get(&segment_name(seq)).await? {
-            None => report.problems.push(problem(
-                seq,
-                format!("{} is missing and was not purged", segment_name(seq)),
-            )),
-            Some(data) => {
-                let hash = sha256_hex(&data);
-                if hash != manifest.segment_sha256 {
-                    report.problems.push(problem(
-                        seq,
-                        format!(
-                            "{} was changed: its SHA-256 is {hash}, its manifest says {}",
-                            segment_name(seq),
-                            manifest.segment_sha256
-                        ),
-                    ));
-                } else {
-                    match decode_segment(&data) {
-                        Err(e) => report.problems.push(problem(
-                            seq,
-                            format!("{} cannot be read: {e}", segment_name(seq)),
-                        )),
-                        Ok(entries) => {
-                            let messages = entries
-                                .iter()
-                                .filter(|e| {
-                                    matches!(
-                                        e,
-                                        tern_proto::archive::archive_entry::Kind::Message(_)
-                                    )
-                                })
-                                .count() as u64;
-                            report.records += messages;
-                            if messages != manifest.records {
-                                report.problems.push(problem(
-                                    seq,
-                                    format!(
-                                        "{} holds {messages} messages, its manifest says {}",
-                                        segment_name(seq),
-                                        manifest.records
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+        match self.checked_messages(seq, manifest).await? {
+            Ok(messages) => report.records += messages,
+            Err(what) => report.problem(seq, what),
         }
-        match storage.get(&index_name(seq)).await? {
-            None => report.problems.push(problem(
+        let index = index_name(seq);
+        match self.storage().get(&index).await? {
+            None => report.problem(seq, format!("{index} is missing and was not purged")),
+            Some(bytes) if sha256_hex(&bytes) != manifest.index_sha256 => report.problem(
                 seq,
-                format!("{} is missing and was not purged", index_name(seq)),
-            )),
-            Some(index) if sha256_hex(&index) != manifest.index_sha256 => {
-                report.problems.push(problem(
-                    seq,
-                    format!(
-                        "{} was changed: its SHA-256 does not match the manifest",
-                        index_name(seq)
-                    ),
-                ))
-            }
+                format!("{index} was changed: its SHA-256 does not match the manifest"),
+            ),
             Some(_) => {}
         }
         Ok(())
+    }
+
+    /// The number of messages segment `seq` holds, or what is wrong with it.
+    async fn checked_messages(
+        &self,
+        seq: u64,
+        manifest: &Manifest,
+    ) -> Result<Result<u64, String>, ArchiveError> {
+        let name = segment_name(seq);
+        let Some(data) = self.storage().get(&name).await? else {
+            return Ok(Err(format!("{name} is missing and was not purged")));
+        };
+        let hash = sha256_hex(&data);
+        if hash != manifest.segment_sha256 {
+            return Ok(Err(format!(
+                "{name} was changed: its SHA-256 is {hash}, its manifest says {}",
+                manifest.segment_sha256
+            )));
+        }
+        let entries = match decode_segment(&data) {
+            Ok(entries) => entries,
+            Err(e) => return Ok(Err(format!("{name} cannot be read: {e}"))),
+        };
+        let messages = entries
+            .iter()
+            .filter(|e| matches!(e, tern_proto::archive::archive_entry::Kind::Message(_)))
+            .count() as u64;
+        if messages != manifest.records {
+            return Ok(Err(format!(
+                "{name} holds {messages} messages, its manifest says {}",
+                manifest.records
+            )));
+        }
+        Ok(Ok(messages))
     }
 }

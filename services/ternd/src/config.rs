@@ -341,11 +341,10 @@ impl Settings {
             Some(location) => Some(crate::ArchiveSettings {
                 location: location.to_owned(),
                 retention: Duration::from_secs(
-                    u64::from(positive(
+                    positive(
                         "archive_retention_days",
                         u64::from(self.archive_retention_days.unwrap_or(2557)),
-                    ) as u32)
-                        * 86_400,
+                    ) * 86_400,
                 ),
                 archiver: tern_archive::ArchiverConfig {
                     segment_max_bytes: (positive(

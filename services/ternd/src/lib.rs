@@ -327,6 +327,10 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         });
     }
 
+    let archive = match &config.archive {
+        Some(a) => tern_archive::open(&a.location)?,
+        None => None,
+    };
     if services.gateway {
         let deps = GatewayDeps {
             log: log.clone(),
@@ -348,10 +352,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
             store: store.clone(),
             routes: routes.clone(),
             auth,
-            archive: match &config.archive {
-                Some(a) => tern_archive::open(&a.location)?,
-                None => None,
-            },
+            archive: archive.clone(),
         };
         let ingest = Ingest::bind(ingest_config.clone(), deps)
             .await
@@ -390,9 +391,8 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         });
     }
     if services.archiver
-        && let Some(settings) = &config.archive
+        && let (Some(settings), Some(archive)) = (&config.archive, archive)
     {
-        let archive = tern_archive::open(&settings.location)?.context("archive location")?;
         let archiver = tern_archive::Archiver::new(
             log.clone(),
             store.clone(),
