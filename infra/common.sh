@@ -164,3 +164,39 @@ wait_until() {
 status_line() {
     printf '%-10s %-9s pid %-8s port %-5s %s\n' "$1" "$2" "${3:--}" "$4" "${5:-}"
 }
+
+# The stop and status of every server script. The script defines NAME,
+# PORT, PIDFILE and STOP_TIMEOUT, and the functions our_pid (our server's
+# pid, or nothing) and answers (one line on its health; fails when unhealthy).
+# STOP_NOTE, if set, is added to the "stopping" line (a server slow to stop).
+
+# shellcheck disable=SC2153 # NAME, PORT, PIDFILE: set by the sourcing script
+# stop: SIGTERM our server, SIGKILL after STOP_TIMEOUT; "not running" is fine.
+stop() {
+    local pid
+    pid=$(our_pid)
+    if [ -z "$pid" ]; then
+        rm -f "$PIDFILE"
+        log "$NAME: not running"
+        return 0
+    fi
+    log "$NAME: stopping pid $pid${STOP_NOTE:-}"
+    stop_pid "$NAME" "$pid" "$STOP_TIMEOUT"
+    rm -f "$PIDFILE"
+}
+
+# status: one line; exit 0 only when running and healthy.
+status() {
+    local pid detail
+    pid=$(our_pid)
+    if [ -z "$pid" ]; then
+        status_line "$NAME" stopped "" "$PORT"
+        return 1
+    fi
+    if detail=$(answers 2>&1); then
+        status_line "$NAME" running "$pid" "$PORT" "$detail"
+    else
+        status_line "$NAME" unhealthy "$pid" "$PORT" "$detail"
+        return 1
+    fi
+}

@@ -151,34 +151,6 @@ start() {
     esac
 }
 
-stop() {
-    local pid
-    pid=$(our_pid)
-    if [ -z "$pid" ]; then
-        rm -f "$PIDFILE"
-        log "$NAME: not running"
-        return 0
-    fi
-    log "$NAME: stopping pid $pid"
-    stop_pid "$NAME" "$pid" "$STOP_TIMEOUT"
-    rm -f "$PIDFILE"
-}
-
-status() {
-    local pid detail
-    pid=$(our_pid)
-    if [ -z "$pid" ]; then
-        status_line "$NAME" stopped "" "$PORT"
-        return 1
-    fi
-    if detail=$(answers 2>&1); then
-        status_line "$NAME" running "$pid" "$PORT" "$detail"
-    else
-        status_line "$NAME" unhealthy "$pid" "$PORT" "$detail"
-        return 1
-    fi
-}
-
 case "${1:-}" in
     start) start ;;
     stop) stop ;;

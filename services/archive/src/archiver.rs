@@ -145,6 +145,7 @@ impl Archiver {
                             return Ok(());
                         };
                         rest = &rest[taken..];
+                        tern_core::metrics::ARCHIVE_OPEN_RECORDS.set(o.builder.records() as i64);
                         if o.builder.raw_len() >= self.config.segment_max_bytes {
                             let o = open.take().expect("filled above");
                             if !self
@@ -310,6 +311,7 @@ impl Archiver {
             raw_bytes = m.raw_bytes,
             "archive segment closed"
         );
+        tern_core::metrics::ARCHIVE_OPEN_RECORDS.set(0);
         head.next_segment = m.segment + 1;
         head.last_manifest_sha256 = crate::segment::sha256_hex(&closed.manifest_bytes);
         Ok(())

@@ -4,7 +4,6 @@
 //! pick the segments, so an export reads only those.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 
 use base64::Engine as _;
 use tern_proto::archive::archive_entry::Kind;
@@ -20,7 +19,18 @@ pub enum ExportFilter {
     Conversation(String),
 }
 
-/// Reported after the segments are picked and after each one is read.
+/// Lines are handed over in chunks of about this many bytes: a user in
+/// every message of a segment does not make one huge chunk.
+pub const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Whole JSON lines of an export, and how far it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportChunk {
+    pub jsonl: Vec<u8>,
+    pub progress: ExportProgress,
+}
+
+/// Where an export is: segments to read and read, messages so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportProgress {
     pub segments_done: u64,
@@ -58,18 +68,25 @@ struct Line<'a> {
 }
 
 impl Archive {
-    /// Writes each message matching `filter` with `from_ms <= sent_at_ms <
-    /// to_ms` to `out` as one JSON line, in archive order. Every segment read
-    /// is checked against its manifest's hash first: an export never
-    /// returns data the archive cannot vouch for.
-    pub async fn export(
+    /// Hands each message matching `filter` with `from_ms <= sent_at_ms <
+    /// to_ms` to `emit` as one JSON line, in archive order, in chunks of
+    /// whole lines (about [`EXPORT_CHUNK_BYTES`], and one at the end of each
+    /// segment, with the progress). `emit` may wait (a slow client): the
+    /// export waits with it. An error from `emit` ends the export.
+    ///
+    /// Every segment read is checked against its manifest's hash first: an
+    /// export never returns data the archive cannot vouch for.
+    pub async fn export<F, Fut>(
         &self,
         filter: &ExportFilter,
         from_ms: u64,
         to_ms: u64,
-        out: &mut (dyn Write + Send),
-        mut progress: impl FnMut(ExportProgress) + Send,
-    ) -> Result<ExportSummary, ArchiveError> {
+        mut emit: F,
+    ) -> Result<ExportSummary, ArchiveError>
+    where
+        F: FnMut(ExportChunk) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<(), ArchiveError>> + Send,
+    {
         let key = match filter {
             ExportFilter::User(u) => user_key(u),
             ExportFilter::Conversation(c) => conversation_key(c),
@@ -106,11 +123,17 @@ impl Archive {
             }
         }
         let total = chosen.len() as u64;
-        progress(ExportProgress {
+        let mut progress = ExportProgress {
             segments_done: 0,
             segments_total: total,
             messages_written: 0,
-        });
+        };
+        emit(ExportChunk {
+            jsonl: Vec::new(),
+            progress,
+        })
+        .await?;
+        let mut out = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         for (done, manifest) in chosen.iter().enumerate() {
             let seq = manifest.segment;
@@ -177,23 +200,41 @@ impl Archive {
                     archived_at_ms,
                     segment: seq,
                 };
-                let write = serde_json::to_writer(&mut *out, &line)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| out.write_all(b"\n"));
-                write
-                    .map_err(|e| ArchiveError::Storage(format!("cannot write the export: {e}")))?;
+                serde_json::to_writer(&mut out, &line)
+                    .map_err(|e| ArchiveError::Format(format!("cannot encode a line: {e}")))?;
+                out.push(b'\n');
                 summary.messages += 1;
+                progress.messages_written = summary.messages;
+                if out.len() >= EXPORT_CHUNK_BYTES {
+                    let jsonl = std::mem::take(&mut out);
+                    emit(ExportChunk { jsonl, progress }).await?;
+                }
             }
             summary.segments_read += 1;
-            progress(ExportProgress {
-                segments_done: done as u64 + 1,
-                segments_total: total,
-                messages_written: summary.messages,
-            });
+            progress.segments_done = done as u64 + 1;
+            let jsonl = std::mem::take(&mut out);
+            emit(ExportChunk { jsonl, progress }).await?;
         }
-        out.flush()
-            .map_err(|e| ArchiveError::Storage(format!("cannot write the export: {e}")))?;
         Ok(summary)
+    }
+}
+
+impl Archive {
+    /// [`Archive::export`] into memory: every line, for small exports.
+    pub async fn export_to_vec(
+        &self,
+        filter: &ExportFilter,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<(Vec<u8>, ExportSummary), ArchiveError> {
+        let mut all = Vec::new();
+        let summary = self
+            .export(filter, from_ms, to_ms, |chunk| {
+                all.extend_from_slice(&chunk.jsonl);
+                std::future::ready(Ok(()))
+            })
+            .await?;
+        Ok((all, summary))
     }
 }
 

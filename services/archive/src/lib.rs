@@ -13,6 +13,7 @@
 //! messages ([`Archive`]). The format is in docs/archive.md.
 
 pub mod archiver;
+pub mod conformance;
 pub mod export;
 pub mod holds;
 pub mod segment;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use archiver::{Archiver, ArchiverConfig};
-pub use export::{ExportFilter, ExportProgress, ExportSummary};
+pub use export::{EXPORT_CHUNK_BYTES, ExportChunk, ExportFilter, ExportProgress, ExportSummary};
 pub use holds::{Hold, HoldScope, PurgeReport};
 pub use segment::Manifest;
 pub use storage::{LocalDir, ObjectStorage};
@@ -63,7 +64,7 @@ pub struct ChainHead {
 }
 
 /// Opens the archive at `location`: a directory, `file:///path`, or "off".
-/// Returns None for "off" (or empty).
+/// Returns None for "off" (or empty). `s3://` is opened by tern-archive-s3.
 pub fn open(location: &str) -> Result<Option<Archive>, ArchiveError> {
     let location = location.trim();
     if location.is_empty() || location == "off" {
@@ -72,6 +73,9 @@ pub fn open(location: &str) -> Result<Option<Archive>, ArchiveError> {
     if let Some((scheme, rest)) = location.split_once("://") {
         return match scheme {
             "file" => Ok(Some(Archive::new(Arc::new(LocalDir::new(rest))))),
+            "s3" => Err(ArchiveError::Invalid(format!(
+                "archive {location:?}: s3:// archives need tern-server, which links the S3 client"
+            ))),
             other => Err(ArchiveError::Invalid(format!(
                 "archive {location:?}: storage {other}:// is not supported; use a directory or file:///path"
             ))),

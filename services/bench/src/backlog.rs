@@ -161,7 +161,7 @@ fn split(total: u64, parts: usize) -> Vec<u64> {
 }
 
 /// Chat-like text of about `len` bytes.
-fn chat_text(len: usize) -> String {
+pub(crate) fn chat_text(len: usize) -> String {
     let mut s = String::with_capacity(len + 10);
     while s.len() < len {
         if !s.is_empty() {

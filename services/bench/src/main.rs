@@ -6,9 +6,10 @@
 //! (hold many connections; server memory per connection), `group` (one
 //! sender, a group of many online members), `room` (one publisher, many
 //! viewers of a live room) and `backlog` (a user logs in to a long offline
-//! backlog).
+//! backlog), and `archive` (the compliance archiver in process, no server).
 //! Runs are bounded in count and time and stop by themselves.
 
+mod archive;
 mod backlog;
 mod direct;
 mod group;
@@ -75,6 +76,9 @@ enum Scenario {
     /// A user logs in to a long offline backlog: login push, conversation
     /// list, history pages; time, bytes on the wire, ACKs.
     Backlog(backlog::BacklogArgs),
+    /// The compliance archiver, in process on embedded storage: messages/s,
+    /// MB/s written, compression ratio, export time for one user.
+    Archive(archive::ArchiveArgs),
 }
 
 fn check_loopback(addr: &str) -> anyhow::Result<()> {
@@ -99,18 +103,29 @@ async fn main() -> ExitCode {
     // Thousands of connections need thousands of file descriptors.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let result = async {
-        check_loopback(&cli.target.server)?;
-        check_loopback(&cli.target.api)?;
-        let before = wire::scrape(&cli.target.admin).await;
+        // The archive scenario runs in process: no server to check or scrape.
+        let server = !matches!(cli.scenario, Scenario::Archive(_));
+        if server {
+            check_loopback(&cli.target.server)?;
+            check_loopback(&cli.target.api)?;
+        }
+        let scrape = async || match server {
+            true => wire::scrape(&cli.target.admin).await,
+            false => None,
+        };
+        let before = scrape().await;
         let mut report = match &cli.scenario {
             Scenario::Direct(args) => direct::run(&cli.target, args).await,
             Scenario::Idle(args) => idle::run(&cli.target, args).await,
             Scenario::Group(args) => group::run(&cli.target, args).await,
             Scenario::Room(args) => room::run(&cli.target, args).await,
             Scenario::Backlog(args) => backlog::run(&cli.target, args).await,
+            Scenario::Archive(args) => archive::run(args).await,
         }?;
-        let after = wire::scrape(&cli.target.admin).await;
-        wire::add_figures(&mut report, &cli.target.admin, before, after);
+        let after = scrape().await;
+        if server {
+            wire::add_figures(&mut report, &cli.target.admin, before, after);
+        }
         anyhow::Ok(report)
     }
     .await;

@@ -200,3 +200,27 @@ async fn a_short_backlog_run_holds_every_message_once() {
     );
     assert!(wire > 0 && wire < raw, "compressed: {wire} of {raw} bytes");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_archive_run_archives_every_message_and_exports_one_user() {
+    let out = run(["archive", "--messages", "5000", "--users", "10", "--json"]
+        .map(str::to_owned)
+        .to_vec())
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = &report["counts"];
+    assert_eq!(counts["archived"], 5000);
+    assert!(
+        counts["compression_ratio"].as_f64().unwrap() > 1.0,
+        "{counts}"
+    );
+    // With 10 users, user0 is in about a fifth of the pairs.
+    let mine = counts["export_user_messages"].as_u64().unwrap();
+    assert!((500..=1500).contains(&mine), "{counts}");
+    assert!(report["rates"]["archived_messages"].as_f64().unwrap() > 0.0);
+}

@@ -59,6 +59,10 @@ impl Gauge {
         self.value.fetch_sub(1, Ordering::Relaxed);
     }
 
+    pub fn set(&self, v: i64) {
+        self.value.store(v, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> i64 {
         self.value.load(Ordering::Relaxed)
     }
@@ -204,6 +208,10 @@ pub static STAGE_RETRIES: LabeledCounter = LabeledCounter::new(
     "stage",
 );
 
+pub static ARCHIVE_OPEN_RECORDS: Gauge = Gauge::new(
+    "tern_archive_open_records",
+    "Messages in the archive segment not closed yet.",
+);
 pub static ARCHIVE_SEGMENTS: Counter = Counter::new(
     "tern_archive_segments_total",
     "Archive segments closed and written.",
@@ -236,7 +244,7 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 /// Every metric in the Prometheus text format.
 pub fn render() -> String {
     let mut out = String::new();
-    for g in [&CONNECTIONS, &ROOM_VIEWERS] {
+    for g in [&CONNECTIONS, &ROOM_VIEWERS, &ARCHIVE_OPEN_RECORDS] {
         header(&mut out, g.name, g.help, "gauge");
         let _ = writeln!(out, "{} {}", g.name, g.get());
     }

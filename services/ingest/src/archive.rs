@@ -5,8 +5,6 @@
 
 use std::pin::Pin;
 
-use std::sync::{Arc, Mutex};
-
 use futures_util::Stream;
 use sha2::{Digest, Sha256};
 use tern_archive::{Archive, ArchiveError, ExportFilter, Hold, HoldScope};
@@ -20,9 +18,6 @@ use tern_core::proto::api::{
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
-
-/// JSON lines sent per export chunk, at most (bytes).
-const CHUNK_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct ArchiveAdminService {
@@ -99,47 +94,6 @@ fn hold_message(h: Hold) -> ArchiveHold {
 
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportArchiveChunk, Status>> + Send>>;
 
-/// Sends what the export writes as chunks on a bounded channel: a slow
-/// client slows the export down instead of filling memory.
-struct ChunkWriter {
-    buf: Vec<u8>,
-    tx: mpsc::Sender<Result<ExportArchiveChunk, Status>>,
-    /// Segments done, segments to read, messages written: set by the
-    /// export's progress reports.
-    progress: Arc<Mutex<(u64, u64, u64)>>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        let (segments_done, segments_total, messages) =
-            *self.progress.lock().expect("progress lock poisoned");
-        let chunk = ExportArchiveChunk {
-            jsonl: std::mem::take(&mut self.buf).into(),
-            segments_done,
-            segments_total,
-            messages,
-        };
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::other("the client went away"))
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        // Only whole lines: the export writes a line, then its newline.
-        if self.buf.len() >= CHUNK_BYTES && self.buf.ends_with(b"\n") {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tonic::async_trait]
 impl ArchiveAdmin for ArchiveAdminService {
     async fn verify(
@@ -186,41 +140,31 @@ impl ArchiveAdmin for ArchiveAdminService {
         if req.from_ms >= to_ms {
             return Err(Status::invalid_argument("from_ms must be before to_ms"));
         }
+        // A bounded channel: a slow client slows the export down instead
+        // of filling memory; a client that goes away ends it.
         let (tx, rx) = mpsc::channel(8);
-        let runtime = tokio::runtime::Handle::current();
-        // The export writes synchronously; on a blocking thread, so waiting
-        // for a slow client blocks no async worker.
-        tokio::task::spawn_blocking(move || {
-            let progress = Arc::new(Mutex::new((0, 0, 0)));
-            let mut out = ChunkWriter {
-                buf: Vec::new(),
-                tx: tx.clone(),
-                progress: progress.clone(),
-            };
-            let progress_tx = tx.clone();
-            let result =
-                runtime.block_on(
-                    archive.export(&filter, req.from_ms, to_ms, &mut out, move |p| {
-                        *progress.lock().expect("progress lock poisoned") =
-                            (p.segments_done, p.segments_total, p.messages_written);
-                        // Progress alone, between segments; the lines follow in
-                        // their own chunks. A full channel just skips one report.
-                        let _ = progress_tx.try_send(Ok(ExportArchiveChunk {
-                            jsonl: Default::default(),
+        tokio::spawn(async move {
+            let chunks = tx.clone();
+            let result = archive
+                .export(&filter, req.from_ms, to_ms, move |chunk| {
+                    let chunks = chunks.clone();
+                    async move {
+                        let p = chunk.progress;
+                        let message = ExportArchiveChunk {
+                            jsonl: chunk.jsonl.into(),
                             segments_done: p.segments_done,
                             segments_total: p.segments_total,
                             messages: p.messages_written,
-                        }));
-                    }),
-                );
-            match result {
-                // The last chunk: the remaining lines and the final counts.
-                Ok(_) => {
-                    let _ = out.send();
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(status(e)));
-                }
+                        };
+                        chunks
+                            .send(Ok(message))
+                            .await
+                            .map_err(|_| ArchiveError::Invalid("the client went away".into()))
+                    }
+                })
+                .await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(status(e))).await;
             }
         });
         Ok(Response::new(Box::pin(receiver_stream(rx))))

@@ -81,7 +81,21 @@ async fn open(config: TerndConfig) -> anyhow::Result<(TerndConfig, Backends)> {
             b.routes
         ),
     };
-    Ok((config, Backends { log, store, routes }))
+    let archive = match &config.archive {
+        Some(a) if a.location.starts_with("s3://") => {
+            Some(tern_archive_s3::open(&a.location).context("archive")?)
+        }
+        _ => ternd::open_local_archive(&config)?,
+    };
+    Ok((
+        config,
+        Backends {
+            log,
+            store,
+            routes,
+            archive,
+        },
+    ))
 }
 
 #[tokio::main]

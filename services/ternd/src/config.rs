@@ -185,9 +185,11 @@ pub struct Settings {
     #[arg(long, env = "TERN_SWEEP_EVERY_MS")]
     pub sweep_every_ms: Option<u64>,
 
-    /// Compliance archive of every stored message: "off", a directory, or
-    /// "file:///path". When set, the persister emits each stored message for
-    /// the archiver, and ternd runs the archiver [default: off].
+    /// Compliance archive of every stored message: "off", a directory,
+    /// "file:///path", or, with tern-server, "s3://bucket[/prefix]" (AWS_*
+    /// variables give the credentials and endpoint). When set, the persister
+    /// emits each stored message for the archiver, and the archiver service
+    /// runs [default: off].
     #[arg(long, env = "TERN_ARCHIVE")]
     pub archive: Option<String>,
 
@@ -399,7 +401,10 @@ impl Settings {
             }),
             None => Some("127.0.0.1:7403".parse().expect("valid address")),
         };
-        if let Some(a) = &archive
+        // s3:// is checked by tern-server when it opens the archive.
+        if let Some(a) = archive
+            .as_ref()
+            .filter(|a| !a.location.starts_with("s3://"))
             && let Err(e) = tern_archive::open(&a.location)
         {
             problems.push(e.to_string());

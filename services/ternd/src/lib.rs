@@ -102,6 +102,8 @@ pub struct Backends {
     pub log: Arc<dyn EventLog>,
     pub store: Arc<dyn MessageStore>,
     pub routes: Arc<dyn RouteDirectory>,
+    /// The compliance archive, when `archive` is set.
+    pub archive: Option<tern_archive::Archive>,
 }
 
 /// The compliance archive, when one is configured.
@@ -223,7 +225,17 @@ pub fn open_embedded(config: &TerndConfig) -> anyhow::Result<Backends> {
         log: Arc::new(log),
         store: Arc::new(store),
         routes: Arc::new(MemoryRoutes::new()),
+        archive: open_local_archive(config)?,
     })
+}
+
+/// The archive named by `config.archive` when it is a directory; an
+/// `s3://` archive needs the `tern-server` binary, which links the S3 client.
+pub fn open_local_archive(config: &TerndConfig) -> anyhow::Result<Option<tern_archive::Archive>> {
+    match &config.archive {
+        Some(a) => Ok(tern_archive::open(&a.location)?),
+        None => Ok(None),
+    }
 }
 
 /// How often messages past retention are looked for.
@@ -301,7 +313,12 @@ pub async fn start(config: TerndConfig) -> anyhow::Result<Running> {
 
 /// Binds the listeners of the configured services and starts them on `backends`.
 pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Result<Running> {
-    let Backends { log, store, routes } = backends;
+    let Backends {
+        log,
+        store,
+        routes,
+        archive,
+    } = backends;
     if config.jwt_secret.is_none() {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
@@ -327,10 +344,6 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         });
     }
 
-    let archive = match &config.archive {
-        Some(a) => tern_archive::open(&a.location)?,
-        None => None,
-    };
     if services.gateway {
         let deps = GatewayDeps {
             log: log.clone(),

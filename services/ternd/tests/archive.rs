@@ -147,15 +147,8 @@ async fn ten_thousand_messages_are_archived_once_each_across_a_sigkill() {
     let mut keys = HashSet::new();
     let mut ids = HashSet::new();
     for user in ["alice", "bob", "carol", "dan"] {
-        let mut out = Vec::new();
-        archive
-            .export(
-                &ExportFilter::User(user.into()),
-                0,
-                u64::MAX,
-                &mut out,
-                |_| {},
-            )
+        let (out, _) = archive
+            .export_to_vec(&ExportFilter::User(user.into()), 0, u64::MAX)
             .await
             .unwrap();
         for line in String::from_utf8(out).unwrap().lines() {
@@ -168,15 +161,8 @@ async fn ten_thousand_messages_are_archived_once_each_across_a_sigkill() {
     }
     assert_eq!(keys.len(), 10_000);
     // dan receives carol's group messages too.
-    let mut out = Vec::new();
-    let summary = archive
-        .export(
-            &ExportFilter::User("dan".into()),
-            0,
-            u64::MAX,
-            &mut out,
-            |_| {},
-        )
+    let (_, summary) = archive
+        .export_to_vec(&ExportFilter::User("dan".into()), 0, u64::MAX)
         .await
         .unwrap();
     assert_eq!(

@@ -52,6 +52,8 @@ pub fn free_port() -> u16 {
 pub struct Service {
     name: &'static str,
     args: Vec<String>,
+    /// Extra environment variables (e.g. object storage credentials).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -63,6 +65,7 @@ impl Service {
                 "TERN_LOG",
                 std::env::var("TERN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", self.name));
@@ -94,6 +97,9 @@ pub struct Cluster {
     pub gw1_addr: String,
     pub gw2_addr: String,
     pub api_addr: String,
+    /// What every process gets besides its services, node id and admin port.
+    base_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -109,11 +115,47 @@ impl Cluster {
     /// A cluster whose gateways get `gateway_extra` flags, and every
     /// process `all_extra`.
     pub fn with_args(infra: &Infra, gateway_extra: &[&str], all_extra: &[&str]) -> Cluster {
+        Self::with_env(infra, gateway_extra, all_extra, &[])
+    }
+
+    /// [`Cluster::with_args`], with `env` set for every process.
+    pub fn with_env(
+        infra: &Infra,
+        gateway_extra: &[&str],
+        all_extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let prefix = format!("{}.", tern_core::conformance::fresh("e2e"));
         let dir = std::env::temp_dir().join(&prefix);
         // gw1 tcp, gw2 tcp, api, gw1 ws, gw2 ws, and an admin port per process.
         let ports = free_ports(10);
         let admin_ports = std::cell::RefCell::new(ports[5..].to_vec());
+        let mut base_args: Vec<String> = [
+            "--event-log",
+            &format!("kafka://{}", infra.kafka),
+            "--store",
+            &format!("cql://{}/tern_e2e", infra.cql),
+            "--routes",
+            &infra.redis,
+            "--topic-prefix",
+            &prefix,
+            "--topic-partitions",
+            "4",
+            "--jwt-secret",
+            SECRET,
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--sweep-every-ms",
+            "1000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        base_args.extend(all_extra.iter().map(|s| s.to_string()));
         let common = |services: &str, node: &str, extra: &[String]| -> Vec<String> {
             let admin = format!(
                 "127.0.0.1:{}",
@@ -122,35 +164,19 @@ impl Cluster {
                     .pop()
                     .expect("an admin port per process")
             );
-            let mut a: Vec<String> = [
-                "--event-log",
-                &format!("kafka://{}", infra.kafka),
-                "--store",
-                &format!("cql://{}/tern_e2e", infra.cql),
-                "--routes",
-                &infra.redis,
-                "--topic-prefix",
-                &prefix,
-                "--topic-partitions",
-                "4",
-                "--jwt-secret",
-                SECRET,
-                "--services",
-                services,
-                "--node-id",
-                node,
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--sweep-every-ms",
-                "1000",
-                "--admin-listen",
-                &admin,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let mut a = base_args.clone();
+            a.extend(
+                [
+                    "--services",
+                    services,
+                    "--node-id",
+                    node,
+                    "--admin-listen",
+                    &admin,
+                ]
+                .map(str::to_owned),
+            );
             a.extend(extra.iter().cloned());
-            a.extend(all_extra.iter().map(|s| s.to_string()));
             a
         };
         let ws_port = |node: &str| if node == "gw1" { ports[3] } else { ports[4] };
@@ -168,6 +194,7 @@ impl Cluster {
         let svc = |name, args| Service {
             name,
             args,
+            env: env.clone(),
             child: None,
         };
         let mut c = Cluster {
@@ -186,6 +213,8 @@ impl Cluster {
             gw1_addr: format!("tcp://127.0.0.1:{p1}"),
             gw2_addr: format!("tcp://127.0.0.1:{p2}"),
             api_addr: format!("http://127.0.0.1:{pa}"),
+            base_args: base_args.clone(),
+            env: env.clone(),
         };
         for s in [
             &mut c.persister,
@@ -197,6 +226,29 @@ impl Cluster {
             s.start();
         }
         c
+    }
+
+    /// Another process of this deployment running `services` as `node`
+    /// (not started yet).
+    pub fn service(&self, name: &'static str, services: &str, node: &str) -> Service {
+        let mut args = self.base_args.clone();
+        args.extend(
+            [
+                "--services",
+                services,
+                "--node-id",
+                node,
+                "--admin-listen",
+                "127.0.0.1:0",
+            ]
+            .map(str::to_owned),
+        );
+        Service {
+            name,
+            args,
+            env: self.env.clone(),
+            child: None,
+        }
     }
 
     /// Logs `user` in on `gateway`, retrying while the services start.
