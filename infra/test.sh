@@ -12,6 +12,12 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) fi
 
 # Build first: on 2 cores the build and the JVMs' start-up would fight.
 cargo build --workspace --all-targets --locked
+# The Helm chart, offline (helm and kubernetes-validate are installed on
+# first use; no cluster needed).
+if ! helm/test.sh; then
+    echo "chart checks failed" >&2
+    exit 1
+fi
 # weed too, before the servers start: the first time on a machine it is a
 # ~6 min Go build (cached in infra/seaweedfs/lib/ after that, a no-op), and
 # here its time shows on its own line instead of inside infra/up.

@@ -477,6 +477,57 @@ pub async fn log_scenarios(log: Arc<dyn EventLog>) {
     }
 }
 
+/// What [`crate::log::Subscription::lag`] reports on a backend that
+/// reports it: the records its group has not committed, whether handed out
+/// or not, and 0 once everything is committed. A backend may report a
+/// figure some seconds old (Kafka's comes from client statistics, learnt
+/// while the consumer is polled), so each figure is waited for, polling.
+pub async fn lag_scenario(log: Arc<dyn EventLog>) {
+    let topic = fresh("lag");
+    let n = 20;
+    let records = (0..n).map(|i| Record::new(format!("k{i}"), "v")).collect();
+    log.append(&topic, records).await.expect("append");
+    let mut sub = log
+        .subscribe(&topic, "g", StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    let mut seen = Vec::new();
+    // Polls (collecting what comes) until the lag is `want`.
+    async fn lag_becomes(
+        sub: &mut Box<dyn crate::log::Subscription>,
+        seen: &mut Vec<crate::log::Delivery>,
+        want: u64,
+        what: &str,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while sub.lag() != Some(want) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "lag {:?} after 60 s, want {want} ({what})",
+                sub.lag()
+            );
+            if let Ok(b) = tokio::time::timeout(Duration::from_millis(200), sub.poll(1000)).await {
+                seen.extend(b.expect("poll"));
+            }
+        }
+    }
+    lag_becomes(&mut sub, &mut seen, n, "nothing committed").await;
+    while seen.len() < n as usize {
+        let b = tokio::time::timeout(Duration::from_secs(30), sub.poll(1000))
+            .await
+            .expect("records arrive")
+            .expect("poll");
+        seen.extend(b);
+    }
+    assert_eq!(sub.lag(), Some(n), "handed out is not committed");
+    sub.commit(&seen).await.expect("commit");
+    lag_becomes(&mut sub, &mut seen, 0, "everything committed").await;
+    log.append(&topic, vec![Record::new("k", "later")])
+        .await
+        .expect("append");
+    lag_becomes(&mut sub, &mut seen, 1, "one appended since").await;
+}
+
 pub async fn route_scenarios(routes: Arc<dyn RouteDirectory>) {
     let alice = fresh("alice");
     let bob = fresh("bob");

@@ -92,7 +92,8 @@ pub trait EventLog: Send + Sync + 'static {
 pub trait Subscription: Send {
     /// Waits for records and returns at most `max` of them, in order within
     /// each partition. Records not committed are handed out again after a
-    /// restart.
+    /// restart. Cancel-safe: a poll dropped while it waits hands out
+    /// nothing (stages drop it at shutdown and to refresh their metrics).
     async fn poll(&mut self, max: usize) -> Result<Vec<Delivery>, LogError>;
 
     /// True (once) when this subscription was handed partitions since the
@@ -109,6 +110,15 @@ pub trait Subscription: Send {
     /// Marks `done` (and everything before it in each partition) as handled.
     /// Call only after every side effect of handling them is durable.
     async fn commit(&mut self, done: &[Delivery]) -> Result<(), LogError>;
+
+    /// Records in the partitions this subscription holds that its group has
+    /// not committed yet (handed out or not), summed over those partitions:
+    /// how far this consumer is behind, for the consumer-lag metric. None
+    /// when the backend cannot tell (yet). Cheap: no network round trip,
+    /// so a backend may report a figure a few seconds old.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The highest offset per partition in `done`, for commit implementations.

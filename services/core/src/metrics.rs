@@ -1,7 +1,10 @@
-//! Prometheus metrics: named counters and gauges every service updates,
-//! rendered in the text exposition format at `/metrics`. Names follow
-//! `tern_<service>_<what>[_total]`; labels carry only small fixed sets
-//! (stage names, disconnect reasons), never user ids.
+//! Prometheus metrics: named counters, gauges and histograms every service
+//! updates, rendered in the text exposition format at `/metrics`. Names
+//! follow `tern_<service>_<what>[_total]` (histograms end in their unit:
+//! `_seconds`, `_messages`, `_records`); labels carry only small fixed sets
+//! (stage names, disconnect reasons), never user ids. Every name is
+//! described for operators in `docs/metrics.md`; a ternd test keeps the two
+//! in step.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -109,6 +112,209 @@ impl LabeledCounter {
     }
 }
 
+/// A gauge with one label (e.g. `stage`), for small fixed label sets.
+pub struct LabeledGauge {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: Mutex<BTreeMap<&'static str, i64>>,
+}
+
+impl LabeledGauge {
+    pub const fn new(name: &'static str, help: &'static str, label: &'static str) -> Self {
+        LabeledGauge {
+            name,
+            help,
+            label,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn set(&self, value: &'static str, v: i64) {
+        self.values
+            .lock()
+            .expect("metric poisoned")
+            .insert(value, v);
+    }
+
+    /// None until the first `set` for `value`.
+    pub fn get(&self, value: &str) -> Option<i64> {
+        self.values
+            .lock()
+            .expect("metric poisoned")
+            .get(value)
+            .copied()
+    }
+}
+
+/// Most bucket bounds a histogram takes (the `+Inf` bucket aside). Fixed,
+/// so that a histogram is a `static` with its counters inline.
+const MAX_BOUNDS: usize = 24;
+
+/// Observation counts per bucket and their sum, updated with atomics only:
+/// cheap enough for every push and every ACK on the gateway.
+struct Buckets {
+    /// Upper bounds (`le`), increasing.
+    bounds: &'static [f64],
+    /// Observations per bucket, not cumulative (rendering adds them up, so
+    /// the `+Inf` bucket always equals the count); index `bounds.len()`
+    /// is the `+Inf` bucket.
+    counts: [AtomicU64; MAX_BOUNDS + 1],
+    /// Sum of the observations, as `f64` bits (0 is 0.0).
+    sum: AtomicU64,
+}
+
+impl Buckets {
+    const fn new(bounds: &'static [f64]) -> Self {
+        // Checked at compile time for the statics below.
+        assert!(bounds.len() <= MAX_BOUNDS, "too many histogram buckets");
+        let mut i = 1;
+        while i < bounds.len() {
+            assert!(bounds[i - 1] < bounds[i], "histogram bounds must increase");
+            i += 1;
+        }
+        Buckets {
+            bounds,
+            counts: [const { AtomicU64::new(0) }; MAX_BOUNDS + 1],
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        // The first bucket whose bound is at or above v (`le` is inclusive).
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+    }
+
+    fn count(&self) -> u64 {
+        self.counts[..=self.bounds.len()]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn sum(&self) -> f64 {
+        f64::from_bits(self.sum.load(Ordering::Relaxed))
+    }
+
+    /// `_bucket` (cumulative, ending with `+Inf`), `_sum` and `_count`
+    /// lines; `label` is the one label of a labeled histogram.
+    fn render(&self, out: &mut String, name: &str, label: Option<(&str, &str)>) {
+        let (inner, braced) = match label {
+            Some((l, v)) => (format!("{l}=\"{v}\","), format!("{{{l}=\"{v}\"}}")),
+            None => (String::new(), String::new()),
+        };
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{inner}le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{inner}le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum());
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
+    }
+}
+
+/// A histogram with fixed bucket bounds.
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    buckets: Buckets,
+}
+
+impl Histogram {
+    /// `bounds`: the buckets' upper bounds, increasing, at most 24 of them.
+    pub const fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Self {
+        Histogram {
+            name,
+            help,
+            buckets: Buckets::new(bounds),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        self.buckets.observe(v);
+    }
+
+    /// Observes a duration in seconds (histograms of time are `_seconds`).
+    pub fn observe_duration(&self, d: std::time::Duration) {
+        self.observe(d.as_secs_f64());
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.count()
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.buckets.sum()
+    }
+}
+
+/// A histogram with one label (e.g. `stage`), for small fixed label sets.
+/// A short lock per observation: meant for per-batch use, not per message.
+pub struct LabeledHistogram {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    bounds: &'static [f64],
+    values: Mutex<BTreeMap<&'static str, Buckets>>,
+}
+
+impl LabeledHistogram {
+    pub const fn new(
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        bounds: &'static [f64],
+    ) -> Self {
+        // Checks the bounds at compile time, as for `Histogram`.
+        let _ = Buckets::new(bounds);
+        LabeledHistogram {
+            name,
+            help,
+            label,
+            bounds,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn observe(&self, value: &'static str, v: f64) {
+        self.values
+            .lock()
+            .expect("metric poisoned")
+            .entry(value)
+            .or_insert_with(|| Buckets::new(self.bounds))
+            .observe(v);
+    }
+
+    pub fn count(&self, value: &str) -> u64 {
+        self.values
+            .lock()
+            .expect("metric poisoned")
+            .get(value)
+            .map_or(0, Buckets::count)
+    }
+}
+
+/// Bucket bounds of latencies, seconds: a millisecond to a minute. A push
+/// the client missed is re-sent after `ack_timeout` (5 s), and a send is
+/// answered within `receipt_timeout` (10 s), so both fit well inside.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Bucket bounds of batch sizes (messages or records): a push frame holds
+/// at most `push_max_messages` (500), a stage batch at most 512 records.
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
 pub static CONNECTIONS: Gauge = Gauge::new(
     "tern_gateway_connections",
     "Client connections open on this gateway.",
@@ -135,6 +341,21 @@ pub static PUSH_RAW_BYTES: Counter = Counter::new(
     "Push payload bytes before compression (the ratio is the compression ratio).",
 );
 pub static ACKS: Counter = Counter::new("tern_gateway_acks_total", "Push ACKs received.");
+pub static ACK_LATENCY: Histogram = Histogram::new(
+    "tern_gateway_ack_latency_seconds",
+    "From a push frame's first write to its connection to the client's ACK covering it.",
+    LATENCY_BUCKETS,
+);
+pub static SEND_RECEIPT: Histogram = Histogram::new(
+    "tern_gateway_send_receipt_seconds",
+    "From receiving a send frame to writing its successful receipt back.",
+    LATENCY_BUCKETS,
+);
+pub static PUSH_BATCH: Histogram = Histogram::new(
+    "tern_gateway_push_batch_messages",
+    "Messages per push frame sent for the first time (empty frames aside).",
+    BATCH_BUCKETS,
+);
 pub static GROUP_FEED_POSTS: Counter = Counter::new(
     "tern_gateway_group_feed_posts_total",
     "Large-group messages read from the group feed.",
@@ -205,6 +426,17 @@ pub static STAGE_RECORDS: LabeledCounter = LabeledCounter::new(
 pub static STAGE_RETRIES: LabeledCounter = LabeledCounter::new(
     "tern_stage_retries_total",
     "Batches that failed and were retried, by stage.",
+    "stage",
+);
+pub static STAGE_BATCH_RECORDS: LabeledHistogram = LabeledHistogram::new(
+    "tern_stage_batch_records",
+    "Records per batch handled and committed, by stage.",
+    "stage",
+    BATCH_BUCKETS,
+);
+pub static STAGE_CONSUMER_LAG: LabeledGauge = LabeledGauge::new(
+    "tern_stage_consumer_lag",
+    "Records in the partitions this process consumes not yet committed by the stage's group, by stage.",
     "stage",
 );
 
@@ -284,7 +516,28 @@ pub fn render() -> String {
             let _ = writeln!(out, "{}{{{}=\"{value}\"}} {n}", l.name, l.label);
         }
     }
+    let g = &STAGE_CONSUMER_LAG;
+    header(&mut out, g.name, g.help, "gauge");
+    for (value, n) in g.values.lock().expect("metric poisoned").iter() {
+        let _ = writeln!(out, "{}{{{}=\"{value}\"}} {n}", g.name, g.label);
+    }
+    for h in [&ACK_LATENCY, &SEND_RECEIPT, &PUSH_BATCH] {
+        render_histogram(&mut out, h);
+    }
+    render_labeled_histogram(&mut out, &STAGE_BATCH_RECORDS);
     out
+}
+
+fn render_histogram(out: &mut String, h: &Histogram) {
+    header(out, h.name, h.help, "histogram");
+    h.buckets.render(out, h.name, None);
+}
+
+fn render_labeled_histogram(out: &mut String, h: &LabeledHistogram) {
+    header(out, h.name, h.help, "histogram");
+    for (value, b) in h.values.lock().expect("metric poisoned").iter() {
+        b.render(out, h.name, Some((h.label, value)));
+    }
 }
 
 #[cfg(test)]
@@ -297,5 +550,101 @@ mod tests {
         assert!(text.contains("# TYPE tern_gateway_sends_total counter"));
         assert!(text.contains("tern_stage_records_total{stage=\"router\"} "));
         assert!(text.contains("tern_gateway_connections "));
+        assert!(text.contains("# TYPE tern_gateway_ack_latency_seconds histogram"));
+        assert!(text.contains("# TYPE tern_stage_consumer_lag gauge"));
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+        static H: super::Histogram =
+            super::Histogram::new("tern_test_latency_seconds", "Test.", &[0.1, 1.0, 10.0]);
+        // On a bound counts in that bucket (`le` is inclusive); past the
+        // last bound only in +Inf; NaN nowhere.
+        for v in [0.05, 0.1, 0.5, 2.0, 3.0, 100.0, f64::NAN] {
+            H.observe(v);
+        }
+        let mut out = String::new();
+        super::render_histogram(&mut out, &H);
+        assert_eq!(
+            lines(&out),
+            vec![
+                "# HELP tern_test_latency_seconds Test.",
+                "# TYPE tern_test_latency_seconds histogram",
+                "tern_test_latency_seconds_bucket{le=\"0.1\"} 2",
+                "tern_test_latency_seconds_bucket{le=\"1\"} 3",
+                "tern_test_latency_seconds_bucket{le=\"10\"} 5",
+                "tern_test_latency_seconds_bucket{le=\"+Inf\"} 6",
+                "tern_test_latency_seconds_sum 105.65",
+                "tern_test_latency_seconds_count 6",
+            ]
+        );
+        assert_eq!((H.count(), H.sum()), (6, 105.65));
+    }
+
+    #[test]
+    fn an_empty_histogram_renders_zeros() {
+        static H: super::Histogram = super::Histogram::new("tern_test_empty", "Test.", &[1.0]);
+        let mut out = String::new();
+        super::render_histogram(&mut out, &H);
+        assert!(out.contains("tern_test_empty_bucket{le=\"1\"} 0\n"));
+        assert!(out.contains("tern_test_empty_bucket{le=\"+Inf\"} 0\n"));
+        assert!(out.contains("tern_test_empty_sum 0\n"));
+        assert!(out.contains("tern_test_empty_count 0\n"));
+    }
+
+    #[test]
+    fn a_labeled_histogram_renders_one_series_per_label_value() {
+        static H: super::LabeledHistogram =
+            super::LabeledHistogram::new("tern_test_batch_records", "Test.", "stage", &[1.0, 10.0]);
+        H.observe("router", 1.0);
+        H.observe("router", 5.0);
+        H.observe("persister", 50.0);
+        let mut out = String::new();
+        super::render_labeled_histogram(&mut out, &H);
+        assert_eq!(
+            lines(&out)[2..],
+            [
+                "tern_test_batch_records_bucket{stage=\"persister\",le=\"1\"} 0",
+                "tern_test_batch_records_bucket{stage=\"persister\",le=\"10\"} 0",
+                "tern_test_batch_records_bucket{stage=\"persister\",le=\"+Inf\"} 1",
+                "tern_test_batch_records_sum{stage=\"persister\"} 50",
+                "tern_test_batch_records_count{stage=\"persister\"} 1",
+                "tern_test_batch_records_bucket{stage=\"router\",le=\"1\"} 1",
+                "tern_test_batch_records_bucket{stage=\"router\",le=\"10\"} 2",
+                "tern_test_batch_records_bucket{stage=\"router\",le=\"+Inf\"} 2",
+                "tern_test_batch_records_sum{stage=\"router\"} 6",
+                "tern_test_batch_records_count{stage=\"router\"} 2",
+            ]
+        );
+        assert_eq!((H.count("router"), H.count("archiver")), (2, 0));
+    }
+
+    #[test]
+    fn concurrent_observations_are_all_counted() {
+        static H: super::Histogram = super::Histogram::new("tern_test_concurrent", "Test.", &[1.0]);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        H.observe(0.5);
+                    }
+                });
+            }
+        });
+        assert_eq!(H.count(), 40_000);
+        assert_eq!(H.sum(), 20_000.0);
+    }
+
+    #[test]
+    fn a_labeled_gauge_keeps_the_last_value_per_label() {
+        let g = super::LabeledGauge::new("tern_test_lag", "Test.", "stage");
+        assert_eq!(g.get("router"), None);
+        g.set("router", 7);
+        g.set("router", 3);
+        assert_eq!(g.get("router"), Some(3));
     }
 }

@@ -66,10 +66,17 @@ pub async fn run_stage(
     let name = config.name;
     let mut poll_backoff = config.min_backoff;
     loop {
-        let polled = tokio::select! {
-            b = subscription.poll(config.max_batch) => b,
-            _ = stopped(&mut shutdown) => return Ok(()),
+        let polled = loop {
+            tokio::select! {
+                b = subscription.poll(config.max_batch) => break b,
+                // An idle stage still refreshes its lag: a Kafka consumer's
+                // figure changes while it waits (its statistics arrive in
+                // the background), so the gauge must not keep a stale one.
+                _ = tokio::time::sleep(LAG_REFRESH) => report_lag(name, subscription.as_ref()),
+                _ = stopped(&mut shutdown) => return Ok(()),
+            }
         };
+        report_lag(name, subscription.as_ref());
         let batch = match polled {
             Ok(b) => {
                 poll_backoff = config.min_backoff;
@@ -113,6 +120,7 @@ pub async fn run_stage(
         }
         crate::metrics::STAGE_BATCHES.inc(name);
         crate::metrics::STAGE_RECORDS.add(name, batch.len() as u64);
+        crate::metrics::STAGE_BATCH_RECORDS.observe(name, batch.len() as f64);
         // Retry commits too: a commit lost to a crash only means a harmless replay.
         let mut backoff = config.min_backoff;
         while let Err(error) = subscription.commit(&batch).await {
@@ -138,6 +146,19 @@ pub async fn run_stage(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(config.max_backoff);
         }
+        // The batch just committed no longer counts: an idle stage shows 0.
+        report_lag(name, subscription.as_ref());
+    }
+}
+
+/// How often a stage waiting for records refreshes its lag gauge (Kafka's
+/// figure comes from client statistics refreshed about this often).
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// Sets the stage's consumer-lag gauge, if the backend can tell.
+fn report_lag(name: &'static str, subscription: &dyn Subscription) {
+    if let Some(lag) = subscription.lag() {
+        crate::metrics::STAGE_CONSUMER_LAG.set(name, i64::try_from(lag).unwrap_or(i64::MAX));
     }
 }
 
@@ -215,6 +236,11 @@ mod tests {
                 .extend(done.iter().map(|d| d.position.offset));
             Ok(())
         }
+
+        /// One record until it is committed.
+        fn lag(&self) -> Option<u64> {
+            Some(u64::from(self.committed.lock().unwrap().is_empty()))
+        }
     }
 
     /// Fails its first batch (a store outage), then succeeds.
@@ -259,5 +285,8 @@ mod tests {
             stage.await.unwrap().is_ok(),
             "the stage stops cleanly, not with the outage's error"
         );
+        let metrics = crate::metrics::render();
+        assert!(metrics.contains("tern_stage_consumer_lag{stage=\"test\"} 0\n"));
+        assert!(metrics.contains("tern_stage_batch_records_count{stage=\"test\"} 1\n"));
     }
 }

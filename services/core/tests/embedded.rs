@@ -31,6 +31,12 @@ async fn embedded_log_conforms() {
 }
 
 #[tokio::test]
+async fn embedded_log_reports_its_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::lag_scenario(Arc::new(log_at(dir.path()))).await;
+}
+
+#[tokio::test]
 async fn memory_routes_conform() {
     conformance::route_scenarios(Arc::new(MemoryRoutes::new())).await;
 }

@@ -108,7 +108,10 @@ struct LoggedIn {
 struct Unacked {
     last_cursor: u64,
     frame: Bytes,
+    /// Last (re-)send: the next re-send is due `ack_timeout` after it.
     sent_at: Instant,
+    /// First send, for the ACK latency metric (re-sends included in it).
+    first_sent: Instant,
 }
 
 type AppendResult = (String, Result<(), tern_core::log::LogError>);
@@ -137,8 +140,9 @@ struct Session {
     /// Sends being appended to the log.
     appends: FuturesUnordered<BoxFuture<'static, AppendResult>>,
     /// Sends waiting for their receipt: client_msg_id → (deadline, how many
-    /// Send frames asked for it: a retry while in flight is answered too).
-    awaiting: HashMap<String, (Instant, u32)>,
+    /// Send frames asked for it: a retry while in flight is answered too,
+    /// when the first arrived: for the receipt latency metric).
+    awaiting: HashMap<String, (Instant, u32, Instant)>,
     /// The same, in deadline order (entries already answered are skipped).
     deadlines: VecDeque<(Instant, String)>,
     /// The live room this connection is in.
@@ -574,6 +578,7 @@ impl Session {
     }
 
     fn on_send(&mut self, send: Send) -> Result<(), Close> {
+        let received = Instant::now();
         let login = self.login.as_ref().expect("checked by caller");
         let cmid = send.client_msg_id.clone();
         if cmid.is_empty() || cmid.len() > MAX_CLIENT_MSG_ID {
@@ -628,7 +633,7 @@ impl Session {
             );
             return self.reject(ErrorCode::Forbidden, msg, &cmid, 0);
         }
-        if let Some((_, asked)) = self.awaiting.get_mut(&cmid) {
+        if let Some((_, asked, _)) = self.awaiting.get_mut(&cmid) {
             // A retry while the first attempt is in flight: not appended
             // again; the receipt answers every request.
             *asked += 1;
@@ -660,8 +665,8 @@ impl Session {
             }),
         };
         tracing::debug!(%message_id, conversation = %conversation_id, client_msg_id = %cmid, "message accepted");
-        let deadline = Instant::now() + self.shared.config.receipt_timeout;
-        self.awaiting.insert(cmid.clone(), (deadline, 1));
+        let deadline = received + self.shared.config.receipt_timeout;
+        self.awaiting.insert(cmid.clone(), (deadline, 1, received));
         metrics::SENDS.inc();
         self.deadlines.push_back((deadline, cmid.clone()));
         let log = self.shared.deps.log.clone();
@@ -700,22 +705,31 @@ impl Session {
     /// Forgets a send that is being answered; returns how many requests
     /// asked for it, or None if it was already answered.
     fn answered(&mut self, cmid: &str) -> Option<u32> {
-        let (_, asked) = self.awaiting.remove(cmid)?;
+        Some(self.answered_since(cmid)?.0)
+    }
+
+    /// As [`Self::answered`], with when the send first arrived.
+    fn answered_since(&mut self, cmid: &str) -> Option<(u32, Instant)> {
+        let (_, asked, received) = self.awaiting.remove(cmid)?;
         // Answered sends leave their deadline behind; drop those once they
         // outnumber the live ones, so the queue stays small.
         if self.deadlines.len() > 2 * self.awaiting.len() + 64 {
             let awaiting = &self.awaiting;
             self.deadlines
-                .retain(|(at, id)| awaiting.get(id).is_some_and(|(d, _)| d == at));
+                .retain(|(at, id)| awaiting.get(id).is_some_and(|(d, _, _)| d == at));
         }
-        Some(asked)
+        Some((asked, received))
     }
 
     fn on_receipt(&mut self, r: Receipt) -> Result<(), Close> {
         // None: already answered (timed out), or a replayed receipt.
-        let Some(asked) = self.answered(&r.client_msg_id) else {
+        let Some((asked, received)) = self.answered_since(&r.client_msg_id) else {
             return Ok(());
         };
+        if r.rejected.is_empty() {
+            // Once per send, however many frames asked for it.
+            metrics::SEND_RECEIPT.observe_duration(received.elapsed());
+        }
         for _ in 0..asked {
             if !r.rejected.is_empty() {
                 let code = match ErrorCode::try_from(r.reject_code) {
@@ -880,6 +894,10 @@ impl Session {
             tern_wire::pack_batch(messages, codec, self.shared.config.compress_min_bytes);
         metrics::PUSHES.inc();
         metrics::PUSHED_MESSAGES.add(count as u64);
+        if count > 0 {
+            // Empty frames only move the cursor or carry a gap marker.
+            metrics::PUSH_BATCH.observe(count as f64);
+        }
         metrics::PUSH_RAW_BYTES.add(raw_len as u64);
         metrics::PUSH_PAYLOAD_BYTES.add(payload.len() as u64);
         let frame = tern_wire::encode_server(server_frame::Kind::Push(Push {
@@ -899,16 +917,20 @@ impl Session {
             "push sent"
         );
         self.emit_bytes(frame.clone())?;
+        let now = Instant::now();
         self.unacked.push_back(Unacked {
             last_cursor: through,
             frame,
-            sent_at: Instant::now(),
+            sent_at: now,
+            first_sent: now,
         });
         self.last_pushed = through;
         Ok(())
     }
 
     async fn on_ack(&mut self, cursor: u64) -> Result<(), Close> {
+        // The latency ends when the ACK arrives, not after the cursor is saved.
+        let arrived = Instant::now();
         metrics::ACKS.inc();
         if cursor > self.last_pushed {
             let msg = format!(
@@ -932,7 +954,13 @@ impl Session {
             // things only in the cursor; the device re-gets them next login.
             tracing::warn!(error = %e, cursor, "cursor not saved");
         }
-        self.unacked.retain(|u| u.last_cursor > cursor);
+        self.unacked.retain(|u| {
+            let covered = u.last_cursor <= cursor;
+            if covered {
+                metrics::ACK_LATENCY.observe_duration(arrived - u.first_sent);
+            }
+            !covered
+        });
         if self.behind {
             self.catch_up().await?;
         }
@@ -1048,7 +1076,7 @@ impl Session {
                 break;
             }
             let (_, cmid) = self.deadlines.pop_front().expect("front exists");
-            if self.awaiting.get(&cmid).is_some_and(|(d, _)| *d <= now) {
+            if self.awaiting.get(&cmid).is_some_and(|(d, _, _)| *d <= now) {
                 let asked = self.answered(&cmid).unwrap_or(0);
                 let msg = "send not confirmed in time; retry with the same client_msg_id (it will be stored once)";
                 for _ in 0..asked {

@@ -14,8 +14,12 @@
 //!   owner, whose writes are idempotent.
 //! - Every topic and group name gets a configurable prefix, so one broker
 //!   can serve several deployments or test runs.
+//! - Consumer lag ([`Subscription::lag`]) comes from librdkafka's
+//!   statistics, emitted every `stats_interval` while the consumer is
+//!   polled: no extra requests to the brokers.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +33,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tern_core::log::{
     Delivery, EventLog, LogError, Position, Record, StartFrom, Subscription, last_offsets,
@@ -48,6 +53,8 @@ pub struct KafkaLogConfig {
     pub delivery_timeout: Duration,
     /// Consumer session timeout: how fast a dead consumer's partitions move.
     pub session_timeout: Duration,
+    /// How often each consumer's statistics (its lag) are refreshed.
+    pub stats_interval: Duration,
 }
 
 impl KafkaLogConfig {
@@ -59,6 +66,7 @@ impl KafkaLogConfig {
             replication: 1,
             delivery_timeout: Duration::from_secs(15),
             session_timeout: Duration::from_secs(10),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }
@@ -139,6 +147,35 @@ impl KafkaLog {
 
     fn name(&self, name: &str) -> String {
         format!("{}{name}", self.config.prefix)
+    }
+
+    /// Creates these topics (names without the prefix) now, as a
+    /// deployment's migration step does; appends and subscriptions create
+    /// theirs on first use anyway.
+    pub async fn create_topics(&self, topics: &[&str]) -> Result<(), LogError> {
+        for topic in topics {
+            self.ensure_topic(&self.name(topic)).await?;
+        }
+        Ok(())
+    }
+
+    /// Partitions of `topic` (name without the prefix) as the brokers'
+    /// metadata has them; None when the topic does not exist.
+    pub async fn partition_count(&self, topic: &str) -> Result<Option<usize>, LogError> {
+        let (probe, name) = (self.producer(), self.name(topic));
+        let metadata = tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(Some(&name), Duration::from_secs(5))
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(format!("metadata request failed: {e}")))?
+        .map_err(unavailable(&self.config.brokers))?;
+        Ok(metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len()))
     }
 
     /// Creates `topic` (already prefixed) unless this process did before.
@@ -266,7 +303,7 @@ impl EventLog for KafkaLog {
     ) -> Result<Box<dyn Subscription>, LogError> {
         let topic = self.name(topic);
         self.ensure_topic(&topic).await?;
-        let assignments = Assignments::default();
+        let assignments = Assignments::new(&topic, start);
         let consumer: StreamConsumer<Assignments> = ClientConfig::new()
             .set("bootstrap.servers", &self.config.brokers)
             .set("group.id", self.name(group))
@@ -289,6 +326,11 @@ impl EventLog for KafkaLog {
                     .max(100)
                     .to_string(),
             )
+            // Only for the lag, read from `consumer_lag` and friends.
+            .set(
+                "statistics.interval.ms",
+                self.config.stats_interval.as_millis().max(1).to_string(),
+            )
             .create_with_context(assignments.clone())
             .map_err(unavailable(&self.config.brokers))?;
         consumer
@@ -303,23 +345,99 @@ impl EventLog for KafkaLog {
     }
 }
 
-/// Notes every partition assignment, for [`Subscription::take_reassigned`].
-#[derive(Clone, Default)]
+/// Notes every partition assignment, for [`Subscription::take_reassigned`],
+/// and the consumer's lag over the partitions it holds, for
+/// [`Subscription::lag`].
+#[derive(Clone)]
 struct Assignments {
     happened: Arc<std::sync::atomic::AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
+    /// The (prefixed) topic subscribed to: statistics list others too.
+    topic: Arc<str>,
+    start: StartFrom,
+    /// Partitions this consumer holds now: statistics also list the
+    /// topic's other partitions, with stale figures.
+    held: Arc<Mutex<HashSet<i32>>>,
+    /// Sum of the held partitions' lag at the last statistics; -1 until
+    /// every held partition had a figure.
+    lag: Arc<AtomicI64>,
 }
 
-impl ClientContext for Assignments {}
+impl Assignments {
+    fn new(topic: &str, start: StartFrom) -> Self {
+        Assignments {
+            happened: Default::default(),
+            wake: Default::default(),
+            topic: topic.into(),
+            start,
+            held: Default::default(),
+            lag: Arc::new(AtomicI64::new(-1)),
+        }
+    }
+}
+
+impl ClientContext for Assignments {
+    fn stats(&self, statistics: Statistics) {
+        let held = self.held.lock().expect("assignment set poisoned");
+        let partitions = statistics.topics.get(&*self.topic).map(|t| &t.partitions);
+        let lag = held.iter().try_fold(0i64, |sum, p| {
+            let figure = partitions.and_then(|ps| ps.get(p));
+            Some(sum + partition_lag(figure?, self.start)?)
+        });
+        self.lag.store(lag.unwrap_or(-1), Ordering::Relaxed);
+    }
+}
+
+/// Records of one partition the group has not committed, from its
+/// statistics; None while the consumer has not learnt the partition's end.
+fn partition_lag(p: &rdkafka::statistics::Partition, start: StartFrom) -> Option<i64> {
+    // librdkafka's own `consumer_lag` measures from the last stable offset
+    // (read_committed, the default) or else the high watermark.
+    let end = if p.ls_offset >= 0 {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    };
+    if end < 0 {
+        return None;
+    }
+    // The end minus the group's committed offset; -1 when the group has
+    // committed nothing in this partition yet.
+    if p.consumer_lag >= 0 {
+        return Some(p.consumer_lag);
+    }
+    match start {
+        // Nothing committed: the group starts at the log's start.
+        StartFrom::Earliest if p.lo_offset >= 0 => Some((end - p.lo_offset).max(0)),
+        StartFrom::Earliest => None,
+        // Nothing committed: the group started at the end; what it has not
+        // been handed yet is the best figure there is.
+        StartFrom::Latest => Some(p.consumer_lag_stored.max(0)),
+    }
+}
 
 impl ConsumerContext for Assignments {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance
-            && partitions.count() > 0
-        {
-            self.happened
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            self.wake.notify_one();
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.held.lock().expect("assignment set poisoned").extend(
+                    partitions
+                        .elements_for_topic(&self.topic)
+                        .iter()
+                        .map(|e| e.partition()),
+                );
+                if partitions.count() > 0 {
+                    self.happened.store(true, Ordering::SeqCst);
+                    self.wake.notify_one();
+                }
+            }
+            Rebalance::Revoke(partitions) => {
+                let mut held = self.held.lock().expect("assignment set poisoned");
+                for e in partitions.elements_for_topic(&self.topic) {
+                    held.remove(&e.partition());
+                }
+            }
+            Rebalance::Error(_) => {}
         }
     }
 }
@@ -359,9 +477,11 @@ fn lost_ownership(e: &KafkaError) -> bool {
 #[async_trait]
 impl Subscription for KafkaSubscription {
     fn take_reassigned(&mut self) -> bool {
-        self.assignments
-            .happened
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        self.assignments.happened.swap(false, Ordering::SeqCst)
+    }
+
+    fn lag(&self) -> Option<u64> {
+        u64::try_from(self.assignments.lag.load(Ordering::Relaxed)).ok()
     }
 
     async fn poll(&mut self, max: usize) -> Result<Vec<Delivery>, LogError> {
@@ -414,5 +534,40 @@ impl Subscription for KafkaSubscription {
             ))),
             Err(e) => Err(unavailable(&self.brokers)(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::statistics::Partition;
+
+    use super::*;
+
+    fn partition(lo: i64, end: i64, committed_lag: i64, stored_lag: i64) -> Partition {
+        Partition {
+            lo_offset: lo,
+            hi_offset: end,
+            ls_offset: end,
+            consumer_lag: committed_lag,
+            consumer_lag_stored: stored_lag,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_partitions_lag_comes_from_its_statistics() {
+        // The group committed: librdkafka's own figure.
+        let committed = partition(0, 10, 3, 1);
+        assert_eq!(partition_lag(&committed, StartFrom::Earliest), Some(3));
+        // Nothing committed: an Earliest group is behind by the whole log,
+        // a Latest one by what it has not been handed yet.
+        let uncommitted = partition(2, 10, -1, 4);
+        assert_eq!(partition_lag(&uncommitted, StartFrom::Earliest), Some(8));
+        assert_eq!(partition_lag(&uncommitted, StartFrom::Latest), Some(4));
+        let untouched = partition(2, 10, -1, -1);
+        assert_eq!(partition_lag(&untouched, StartFrom::Latest), Some(0));
+        // Not fetched yet: no figure rather than a wrong one.
+        let unknown = partition(-1001, -1001, -1, -1);
+        assert_eq!(partition_lag(&unknown, StartFrom::Earliest), None);
     }
 }

@@ -31,6 +31,18 @@ async fn kafka_log_conforms() {
 }
 
 #[tokio::test]
+async fn kafka_subscriptions_report_their_lag() {
+    let Some(mut config) = config() else {
+        eprintln!("TERN_TEST_KAFKA not set: skipping the Kafka lag run (make test sets it)");
+        return;
+    };
+    // Statistics every 5 s would make the scenario wait that long per figure.
+    config.stats_interval = Duration::from_millis(200);
+    let log = KafkaLog::connect(config).await.expect("Kafka reachable");
+    tern_core::conformance::lag_scenario(Arc::new(log)).await;
+}
+
+#[tokio::test]
 async fn an_unreachable_broker_is_a_clear_error() {
     let mut c = KafkaLogConfig::new("127.0.0.1:1");
     c.delivery_timeout = Duration::from_secs(2);

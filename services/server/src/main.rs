@@ -34,11 +34,18 @@ async fn open(config: TerndConfig) -> anyhow::Result<(TerndConfig, Backends)> {
             let mut c = tern_kafka::KafkaLogConfig::new(brokers.trim_end_matches('/'));
             c.prefix = config.topic_prefix.clone();
             c.partitions = config.topic_partitions as i32;
-            Arc::new(
-                tern_kafka::KafkaLog::connect(c)
+            let kafka = tern_kafka::KafkaLog::connect(c)
+                .await
+                .context("event log")?;
+            if config.migrate_only {
+                // The shared topics; push topics are per node, made by each.
+                use tern_core::topics::*;
+                kafka
+                    .create_topics(&[INBOUND, DELIVER, ROOMS, GROUP_FEED, ARCHIVE])
                     .await
-                    .context("event log")?,
-            )
+                    .context("creating topics")?;
+            }
+            Arc::new(kafka)
         }
         _ => bail!(
             "event_log {:?} is not understood: use embedded or kafka://host:port[,host:port]",
@@ -98,7 +105,10 @@ async fn open(config: TerndConfig) -> anyhow::Result<(TerndConfig, Backends)> {
     ))
 }
 
+const ABOUT: &str = "The tern services on Kafka, ScyllaDB (or Cassandra) and Redis; \
+    each process runs the ones `services` names.";
+
 #[tokio::main]
 async fn main() {
-    std::process::exit(ternd::main_with("tern-server", open).await);
+    std::process::exit(ternd::main_with("tern-server", ABOUT, open).await);
 }

@@ -7,12 +7,14 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use common::stream::{Lb, check_all_once_in_order, receive_stream, send_stream, wait_for};
 use common::{Cluster, bodies, infra, receive, send_until_stored, send_until_stored_to};
 use tern_client::{Event, Target};
-use tern_proto::client::{ErrorCode, Message};
+use tern_proto::client::ErrorCode;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alice_on_gateway_1_and_bob_on_gateway_2_chat() {
@@ -284,71 +286,65 @@ async fn sigkill_of_persister_router_and_a_gateway_mid_stream_loses_nothing() {
         return;
     };
     let mut cluster = Cluster::new(&infra);
-    let alice_name = tern_core::conformance::fresh("alice");
-    let bob_name = tern_core::conformance::fresh("bob");
-    let alice = std::sync::Arc::new(cluster.login(&cluster.gw1_addr, &alice_name, "phone").await);
-    let bob = cluster.login(&cluster.gw2_addr, &bob_name, "phone").await;
-    const N: usize = 1500;
-    let sender = {
-        let (alice, bob_name) = (alice.clone(), bob_name.clone());
-        tokio::spawn(async move {
-            for i in 0..N {
-                send_until_stored(&alice, &bob_name, &format!("m{i}"), format!("m{i}")).await;
-            }
-        })
+    let lb = Lb {
+        api: cluster.api_addr.clone(),
+        gateways: [cluster.gw1_addr.clone(), cluster.gw2_addr.clone()],
     };
-    // Receive a third, kill and restart the persister; another third, the router.
-    let (first, r1) = receive(&bob, N / 3).await;
+    // 5,000 messages in flight: five senders on gateway 1, each to its own
+    // receiver on gateway 2, one message after the other (so that seq
+    // order can be checked against send order).
+    const PAIRS: usize = 5;
+    const PER_PAIR: usize = 1000;
+    const TOTAL: usize = PAIRS * PER_PAIR;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for k in 0..PAIRS {
+        let alice = tern_core::conformance::fresh(&format!("alice{k}"));
+        let bob = tern_core::conformance::fresh(&format!("bob{k}"));
+        receivers.push((
+            bob.clone(),
+            tokio::spawn(receive_stream(
+                lb.clone(),
+                1,
+                bob.clone(),
+                PER_PAIR,
+                progress.clone(),
+            )),
+        ));
+        senders.push(tokio::spawn(send_stream(
+            lb.clone(),
+            0,
+            alice,
+            bob,
+            PER_PAIR,
+        )));
+    }
+    // A fifth of the way in, SIGKILL the persister; at two fifths, the
+    // router; at three fifths, gateway 2, whose clients log in on gateway 1
+    // saying which cursor they stored (what the dead gateway pushed but
+    // never saw ACKed is not shown again).
+    wait_for(&progress, TOTAL / 5).await;
     cluster.persister.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.persister.start();
-    let (second, r2) = receive(&bob, N / 3).await;
+    wait_for(&progress, 2 * TOTAL / 5).await;
     cluster.router.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.router.start();
-    // Then bob's gateway dies; he reconnects to the other one and catches up.
-    let (third, r3) = receive(&bob, N / 6).await;
+    wait_for(&progress, 3 * TOTAL / 5).await;
     cluster.gw2.kill();
-    drop(bob);
-    // The app stored everything up to the last cursor it saw, and says so at
-    // login: what the dead gateway pushed but never saw ACKed is not shown again.
-    let mut all: Vec<Message> = first.into_iter().chain(second).chain(third).collect();
-    let stored_to = all.iter().map(|m| m.cursor).max().unwrap_or(0);
-    let bob = cluster
-        .login_from(&cluster.gw1_addr, &bob_name, "phone", stored_to)
-        .await;
-    sender.await.expect("every send confirmed");
-    let (rest, r4) = receive(&bob, N - all.len()).await;
-    all.extend(rest);
-    let mut seen = HashSet::new();
-    for m in &all {
-        assert!(
-            seen.insert(m.message_id.clone()),
-            "message {} shown twice",
-            String::from_utf8_lossy(&m.body)
+    for s in senders {
+        assert_eq!(
+            s.await.expect("every send confirmed"),
+            0,
+            "senders on gateway 1 stayed"
         );
     }
-    let mut got = bodies(&all);
-    got.sort_by_key(|b| b[1..].parse::<usize>().unwrap());
-    assert_eq!(
-        got,
-        (0..N).map(|i| format!("m{i}")).collect::<Vec<_>>(),
-        "every message, none lost"
-    );
-    assert_eq!(r1 + r2 + r3 + r4, 0, "the app saw no message twice");
-    // Per conversation, the order of seq numbers is the order of sending.
-    let mut seqs: Vec<(usize, u64)> = all
-        .iter()
-        .map(|m| {
-            (
-                String::from_utf8_lossy(&m.body)[1..].parse().unwrap(),
-                m.seq,
-            )
-        })
-        .collect();
-    seqs.sort();
-    assert!(
-        seqs.windows(2).all(|w| w[0].1 < w[1].1),
-        "seq follows send order"
-    );
+    for (bob, r) in receivers {
+        let got = r.await.expect("receiver");
+        // Each message once, none lost, seq in send order.
+        check_all_once_in_order(&bob, &got, PER_PAIR);
+        assert!(got.reconnects >= 1, "{bob} moved to gateway 1");
+    }
 }

@@ -222,6 +222,19 @@ pub struct Settings {
     /// Log filter, as RUST_LOG (e.g. "info,tern_gateway=debug") [default: info].
     #[arg(long, env = "TERN_LOG")]
     pub log: Option<String>,
+
+    /// Check the settings, print what would run, and exit: 0 when they
+    /// can be used, 64 otherwise. Nothing is opened or contacted.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+
+    /// Prepare the backends and exit: create the Kafka topics and the CQL
+    /// keyspace, apply pending CQL migrations. What a deployment runs once
+    /// before rolling out a new version (the services also do it at start).
+    #[arg(long)]
+    #[serde(skip)]
+    pub migrate: bool,
 }
 
 /// Settings that cannot be used; ternd exits with code 64 (EX_USAGE).
@@ -231,7 +244,12 @@ pub struct ConfigError(pub Vec<String>);
 
 macro_rules! overlay {
     ($top:expr, $base:expr; $($field:ident),*) => {
-        Settings { config: $top.config.or($base.config), $($field: $top.$field.or($base.$field)),* }
+        Settings {
+            config: $top.config.or($base.config),
+            check_config: $top.check_config,
+            migrate: $top.migrate,
+            $($field: $top.$field.or($base.$field)),*
+        }
     };
 }
 
@@ -388,7 +406,8 @@ impl Settings {
         gateway.node_id = node_id.clone();
         ingest.node_id = format!("{node_id}.api");
         let distributed = backends != crate::BackendUrls::embedded();
-        if distributed && self.jwt_secret.is_none() {
+        // Preparing the backends signs no token: no secret is needed.
+        if distributed && self.jwt_secret.is_none() && !self.migrate {
             problems.push("jwt_secret is required with distributed backends: every gateway and API node must share it".into());
         }
         let admin_listen = match self.admin_listen.as_deref() {
@@ -414,7 +433,7 @@ impl Settings {
         }
         let dev_mode = self.dev_mode.unwrap_or(true);
         ingest.dev_mode = dev_mode;
-        if !dev_mode && self.jwt_secret.is_none() {
+        if !dev_mode && self.jwt_secret.is_none() && !self.migrate {
             problems.push("jwt_secret is required when dev_mode is false".into());
         }
         if self.admin_token.as_ref().is_some_and(|s| s.len() < 16) {
@@ -444,6 +463,7 @@ impl Settings {
             sweep_every: Duration::from_millis(self.sweep_every_ms.unwrap_or(10_000).max(100)),
             archive,
             admin_listen,
+            migrate_only: self.migrate,
         })
     }
 }
@@ -471,6 +491,38 @@ mod tests {
         let e = s.resolve().unwrap_err();
         assert_eq!(e.0.len(), 3, "{e}");
         assert!(e.to_string().contains("jwt_secret is required"));
+    }
+
+    #[test]
+    fn services_print_as_they_parse() {
+        for list in ["gateway", "persister,router", "ingest,archiver", "all"] {
+            let s = crate::Services::parse(list).unwrap();
+            assert_eq!(crate::Services::parse(&s.to_string()).unwrap(), s, "{list}");
+        }
+        assert_eq!(
+            crate::Services::parse("api,gateway").unwrap().to_string(),
+            "gateway,ingest"
+        );
+    }
+
+    #[test]
+    fn preparing_distributed_backends_needs_no_secret() {
+        let distributed = Settings {
+            event_log: Some("kafka://127.0.0.1:9092".into()),
+            store: Some("cql://127.0.0.1:9042/tern".into()),
+            routes: Some("redis://127.0.0.1:6379/".into()),
+            dev_mode: Some(false),
+            ..Default::default()
+        };
+        let e = distributed.clone().resolve().unwrap_err();
+        assert!(e.to_string().contains("jwt_secret is required"), "{e}");
+        let c = Settings {
+            migrate: true,
+            ..distributed
+        }
+        .resolve()
+        .unwrap();
+        assert!(c.migrate_only);
     }
 
     #[test]

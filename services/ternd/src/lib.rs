@@ -77,6 +77,25 @@ impl Services {
     }
 }
 
+impl std::fmt::Display for Services {
+    /// The list [`Services::parse`] reads back, e.g. `gateway,router`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (self.gateway, "gateway"),
+            (self.persister, "persister"),
+            (self.router, "router"),
+            (self.ingest, "ingest"),
+            (self.archiver, "archiver"),
+        ];
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        f.write_str(&on.join(","))
+    }
+}
+
 /// Where the three backends are: `embedded` (or `memory` for routes), or a
 /// URL that `tern-server` understands (`kafka://`, `cql://`, `redis://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +163,8 @@ pub struct TerndConfig {
     pub archive: Option<ArchiveSettings>,
     /// Address of /healthz, /readyz and /metrics; None serves none.
     pub admin_listen: Option<SocketAddr>,
+    /// Only prepare the backends (topics, keyspace, migrations), then exit.
+    pub migrate_only: bool,
 }
 
 impl TerndConfig {
@@ -472,14 +493,24 @@ pub const EXIT_CONFIG: i32 = 64;
 /// What both binaries do in `main`: read the settings (flags, `TERN_*`,
 /// the TOML file), set up logging, open the backends with `open`, start
 /// the services, and run until SIGINT/SIGTERM (then shut down cleanly) or
-/// until a service fails. Returns the process exit code.
-pub async fn main_with<F, Fut>(name: &str, open: F) -> i32
+/// until a service fails. `name` and `about` head `--help`. Returns the
+/// process exit code.
+pub async fn main_with<F, Fut>(name: &'static str, about: &'static str, open: F) -> i32
 where
     F: FnOnce(TerndConfig) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(TerndConfig, Backends)>>,
 {
-    use clap::Parser as _;
-    let settings = config::Settings::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = config::Settings::command()
+        .name(name)
+        .bin_name(name)
+        .about(about)
+        .get_matches();
+    let settings = match config::Settings::from_arg_matches(&matches) {
+        Ok(s) => s,
+        Err(e) => e.exit(),
+    };
+    let check_only = settings.check_config;
     let filter = settings.log.clone().unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -494,6 +525,26 @@ where
             return EXIT_CONFIG;
         }
     };
+    if check_only {
+        let b = &config.backends;
+        println!(
+            "{name}: settings are valid: services {}, event_log {}, store {}, routes {}, node_id {}",
+            config.services, b.event_log, b.store, b.routes, config.gateway.node_id
+        );
+        return 0;
+    }
+    if config.migrate_only {
+        return match open(config).await {
+            Ok(_) => {
+                println!("{name}: backends ready: topics created, CQL migrations applied");
+                0
+            }
+            Err(e) => {
+                eprintln!("{name}: cannot prepare the backends: {e:#}");
+                1
+            }
+        };
+    }
     // Thousands of client connections need thousands of file descriptors.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let started = async {

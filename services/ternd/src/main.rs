@@ -1,8 +1,10 @@
 //! `ternd`: every tern service in one process, on embedded backends.
 
+const ABOUT: &str = "The whole tern pipeline in one process, on embedded storage.";
+
 #[tokio::main]
 async fn main() {
-    let code = ternd::main_with("ternd", |config| async move {
+    let code = ternd::main_with("ternd", ABOUT, |config| async move {
         let backends = ternd::open_embedded(&config)?;
         Ok((config, backends))
     })

@@ -363,6 +363,7 @@ impl EventLog for EmbeddedLog {
             log: self.clone(),
             topic: topic.to_owned(),
             group: group.to_owned(),
+            committed: next.clone(),
             next,
             signal,
             rotate: 0,
@@ -376,6 +377,9 @@ struct EmbeddedSubscription {
     group: String,
     /// Next offset to hand out, per partition.
     next: Vec<u64>,
+    /// Next offset after what this subscription committed (or where it
+    /// started), per partition: the head minus this is its lag.
+    committed: Vec<u64>,
     signal: watch::Receiver<u64>,
     /// First partition read by the next poll, so a busy partition cannot starve the others.
     rotate: usize,
@@ -441,9 +445,77 @@ impl Subscription for EmbeddedSubscription {
         self.log.send(Op::Commit {
             group: self.group.clone(),
             topic: self.topic.clone(),
-            positions,
+            positions: positions.clone(),
             reply,
         })?;
-        rx.await.map_err(|_| LogError::Closed)?
+        rx.await.map_err(|_| LogError::Closed)??;
+        for p in positions {
+            if let Some(c) = self.committed.get_mut(p.partition as usize) {
+                *c = (*c).max(p.offset + 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn lag(&self) -> Option<u64> {
+        // Every partition is this subscription's (no group rebalancing here).
+        let tx = self.log.inner.db.begin_read().ok()?;
+        let heads = tx.open_table(HEADS).ok()?;
+        let mut lag = 0;
+        for (partition, committed) in self.committed.iter().enumerate() {
+            let head = heads
+                .get((self.topic.as_str(), partition as u32))
+                .ok()?
+                .map_or(0, |v| v.value());
+            lag += head.saturating_sub(*committed);
+        }
+        Some(lag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lag_counts_what_the_group_has_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(&EmbeddedLogConfig {
+            path: dir.path().join("log.redb"),
+            partitions: 4,
+            cache_bytes: 1 << 20,
+        })
+        .unwrap();
+        let records = (0..10)
+            .map(|i| Record::new(format!("k{i}"), "v"))
+            .collect::<Vec<_>>();
+        log.append("t", records).await.unwrap();
+
+        let mut sub = log.subscribe("t", "g", StartFrom::Earliest).await.unwrap();
+        assert_eq!(sub.lag(), Some(10), "nothing handled yet");
+        let first = sub.poll(4).await.unwrap();
+        assert_eq!(first.len(), 4);
+        assert_eq!(sub.lag(), Some(10), "handed out is not handled");
+        sub.commit(&first).await.unwrap();
+        assert_eq!(sub.lag(), Some(6));
+
+        let mut rest = Vec::new();
+        while rest.len() < 6 {
+            rest.extend(sub.poll(100).await.unwrap());
+        }
+        sub.commit(&rest).await.unwrap();
+        assert_eq!(sub.lag(), Some(0));
+        log.append("t", vec![Record::new("k", "v")]).await.unwrap();
+        assert_eq!(sub.lag(), Some(1), "a new record is lag at once");
+
+        // A new subscription of the group starts from its commits; one
+        // that starts at the end has no lag.
+        let again = log.subscribe("t", "g", StartFrom::Earliest).await.unwrap();
+        assert_eq!(again.lag(), Some(1));
+        let late = log
+            .subscribe("t", "other", StartFrom::Latest)
+            .await
+            .unwrap();
+        assert_eq!(late.lag(), Some(0));
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod stream;
+
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -70,6 +72,32 @@ impl Service {
             .spawn()
             .unwrap_or_else(|e| panic!("{} starts: {e}", self.name));
         self.child = Some(child);
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits up to `within` for the
+    /// process to exit (SIGKILL and a panic after that) and returns how it exited.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM to {}", self.name);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within {within:?} of SIGTERM", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn kill(&mut self) {
@@ -264,21 +292,34 @@ impl Cluster {
         device: &str,
         known_cursor: u64,
     ) -> Client {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let attempt = async {
-                let token = tern_client::dev_token(&self.api_addr, user).await?;
-                let mut options = LoginOptions::new(token, device);
-                options.known_cursor = known_cursor;
-                Client::connect(gateway, options).await
-            };
-            match attempt.await {
-                Ok((c, _)) => return c,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing_free_sleep(&e).await;
-                }
-                Err(e) => panic!("{user} cannot log in on {gateway}: {e}"),
+        login_at(&self.api_addr, gateway, user, device, known_cursor).await
+    }
+}
+
+/// Logs `user` in on `gateway` with a token from the API at `api_addr`,
+/// retrying while the services start; for tasks that cannot borrow the
+/// [`Cluster`].
+pub async fn login_at(
+    api_addr: &str,
+    gateway: &str,
+    user: &str,
+    device: &str,
+    known_cursor: u64,
+) -> Client {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let attempt = async {
+            let token = tern_client::dev_token(api_addr, user).await?;
+            let mut options = LoginOptions::new(token, device);
+            options.known_cursor = known_cursor;
+            Client::connect(gateway, options).await
+        };
+        match attempt.await {
+            Ok((c, _)) => return c,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing_free_sleep(&e).await;
             }
+            Err(e) => panic!("{user} cannot log in on {gateway}: {e}"),
         }
     }
 }
