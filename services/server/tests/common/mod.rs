@@ -30,24 +30,10 @@ pub fn infra() -> Option<Infra> {
     })
 }
 
-/// `n` distinct free ports, chosen together: every listener is held until
-/// all are picked, so no two of them (and no port-0 listener of ours) can
-/// end up on the same port.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
+pub use tern_core::conformance::free_ports;
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)[0]
 }
 
 /// One `tern-server` process, restartable with the same arguments.

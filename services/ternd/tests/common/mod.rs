@@ -233,12 +233,10 @@ pub fn login_frame(token: &str, device: &str) -> client_frame::Kind {
 
 pub fn _unused(_: Bytes) {}
 
+/// A free port for a process the test starts (see
+/// [`tern_core::conformance::free_ports`] for why not port 0's choice).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    tern_core::conformance::free_ports(1)[0]
 }
 
 /// The real `ternd` binary, as a process a test can SIGKILL.
