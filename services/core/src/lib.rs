@@ -24,6 +24,7 @@ pub mod routes;
 pub mod stage;
 pub mod store;
 pub mod topics;
+pub mod trace;
 
 pub use tern_proto as proto;
 

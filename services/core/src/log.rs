@@ -21,14 +21,26 @@ pub enum LogError {
 pub struct Record {
     pub key: Bytes,
     pub value: Bytes,
+    /// Metadata beside the value; today only a trace context (see
+    /// [`crate::trace`]), so usually empty.
+    pub headers: Headers,
 }
+
+/// Record headers: (name, value) pairs, as Kafka carries them.
+pub type Headers = Vec<(String, Bytes)>;
 
 impl Record {
     pub fn new(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         Record {
             key: key.into(),
             value: value.into(),
+            headers: Headers::new(),
         }
+    }
+
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
     }
 }
 
@@ -46,6 +58,8 @@ pub struct Delivery {
     pub position: Position,
     pub key: Bytes,
     pub value: Bytes,
+    /// The record's headers (see [`Record::headers`]).
+    pub headers: Headers,
 }
 
 /// Where a group with no committed position starts reading.

@@ -224,6 +224,7 @@ mod tests {
                     },
                     key: Bytes::new(),
                     value: Bytes::new(),
+                    headers: Vec::new(),
                 }]),
                 _ => std::future::pending().await,
             }

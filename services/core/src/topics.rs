@@ -104,7 +104,16 @@ pub async fn consume_push_topic(
         }
         for d in &batch {
             match crate::proto::records::PushRecord::decode(d.value.clone()) {
-                Ok(crate::proto::records::PushRecord { kind: Some(k) }) => on_record(k),
+                Ok(crate::proto::records::PushRecord { kind: Some(k) }) => {
+                    // The last hop of a message's trace: handed to the
+                    // connection (or, for a receipt, to the waiting send).
+                    use crate::proto::records::push_record::Kind;
+                    let span = match &k {
+                        Kind::Deliveries(_) => crate::message_span!("push.deliver", &d.headers),
+                        Kind::Receipt(_) => crate::message_span!("push.receipt", &d.headers),
+                    };
+                    span.in_scope(|| on_record(k))
+                }
                 _ => {
                     tracing::error!(%topic, offset = d.position.offset, "skipping undecodable push record")
                 }

@@ -670,16 +670,16 @@ impl Session {
         metrics::SENDS.inc();
         self.deadlines.push_back((deadline, cmid.clone()));
         let log = self.shared.deps.log.clone();
+        // The trace of this message starts here (when tracing is on).
+        let span = tern_core::message_span!("gateway.send", &Vec::new(), %message_id, conversation = %conversation_id, client_msg_id = %cmid);
+        let record = Record::new(conversation_id, record.encode_to_vec())
+            .with_headers(tern_core::trace::headers_of(&span));
         self.appends.push(
             async move {
-                let r = log
-                    .append(
-                        topics::INBOUND,
-                        vec![Record::new(conversation_id, record.encode_to_vec())],
-                    )
-                    .await;
+                let r = log.append(topics::INBOUND, vec![record]).await;
                 (cmid, r.map(|_| ()))
             }
+            .instrument(span)
             .boxed(),
         );
         Ok(())

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use prost::Message as _;
 use tern_core::auth::TokenAuthority;
@@ -347,16 +348,15 @@ impl Api {
                 connection_id: 0,
             }),
         };
+        // The trace of this message starts here (when tracing is on).
+        let span = tern_core::message_span!("api.send", &Vec::new(), conversation = %conversation);
+        let inbound = Record::new(conversation.to_string(), record.encode_to_vec())
+            .with_headers(tern_core::trace::headers_of(&span));
         let appended = self
             .deps
             .log
-            .append(
-                topics::INBOUND,
-                vec![Record::new(
-                    conversation.to_string(),
-                    record.encode_to_vec(),
-                )],
-            )
+            .append(topics::INBOUND, vec![inbound])
+            .instrument(span)
             .await;
         appended?;
         let receipt = match tokio::time::timeout(self.config.receipt_timeout, rx).await {

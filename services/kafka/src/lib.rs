@@ -32,11 +32,12 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tern_core::log::{
-    Delivery, EventLog, LogError, Position, Record, StartFrom, Subscription, last_offsets,
+    Delivery, EventLog, Headers, LogError, Position, Record, StartFrom, Subscription, last_offsets,
 };
 
 #[derive(Debug, Clone)]
@@ -256,9 +257,12 @@ impl EventLog for KafkaLog {
         for r in &records {
             let mut attempt = 0;
             loop {
-                let record = FutureRecord::to(&topic)
+                let mut record = FutureRecord::to(&topic)
                     .key(&r.key[..])
                     .payload(&r.value[..]);
+                if !r.headers.is_empty() {
+                    record = record.headers(kafka_headers(&r.headers));
+                }
                 match producer.send_result(record) {
                     Ok(f) => {
                         pending.push(f);
@@ -457,7 +461,31 @@ fn delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
         },
         key: Bytes::copy_from_slice(m.key().unwrap_or_default()),
         value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = h.value.unwrap_or_default();
+                        (h.key.to_owned(), Bytes::copy_from_slice(value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
+}
+
+/// Our record headers as Kafka's (a trace context: see `tern_core::trace`).
+fn kafka_headers(headers: &Headers) -> OwnedHeaders {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(&value[..]),
+            })
+        },
+    )
 }
 
 /// Commit errors that only mean "this consumer no longer owns the partition".

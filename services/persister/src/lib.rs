@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::Conversation;
-use tern_core::log::{Delivery, EventLog, Position, Record};
+use tern_core::log::{Delivery, EventLog, Headers, Position, Record};
 use tern_core::proto::client::ErrorCode;
 use tern_core::proto::records::{
     ArchiveRecord, DeliverRecord, GroupFeedRecord, InboundRecord, PushRecord, Receipt,
@@ -240,9 +240,11 @@ async fn group_recipients(
 #[async_trait]
 impl BatchHandler for Persister {
     async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String> {
-        let mut accepted: Vec<(InboundRecord, Recipients, Position)> =
+        // Each message's span lasts the batch; the records written for the
+        // message carry its context on (see tern_core::trace).
+        let mut accepted: Vec<(InboundRecord, Recipients, Position, tracing::Span)> =
             Vec::with_capacity(batch.len());
-        let mut receipts: Vec<Receipt> = Vec::new();
+        let mut receipts: Vec<(Receipt, Headers)> = Vec::new();
         let mut groups = MemberCache {
             store: self.store.as_ref(),
             large_group_members: self.large_group_members,
@@ -256,6 +258,7 @@ impl BatchHandler for Persister {
                     continue;
                 }
             };
+            let span = tern_core::message_span!("persister.store", &d.headers, conversation = %record.conversation);
             let recipients = match check(&record) {
                 Ok(c) => match c.direct_members() {
                     Some(users) => Ok(Recipients::Users(
@@ -268,17 +271,20 @@ impl BatchHandler for Persister {
                 Err(refusal) => Err(refusal),
             };
             match recipients {
-                Ok(users) => accepted.push((record, users, d.position)),
+                Ok(users) => accepted.push((record, users, d.position, span)),
                 Err(refusal) => {
-                    tracing::warn!(conversation = %record.conversation, sender = %record.sender_user, reason = %refusal.reason, "inbound record rejected");
-                    receipts.push(rejection(&record, refusal));
+                    tracing::warn!(parent: &span, conversation = %record.conversation, sender = %record.sender_user, reason = %refusal.reason, "inbound record rejected");
+                    receipts.push((
+                        rejection(&record, refusal),
+                        tern_core::trace::headers_of(&span),
+                    ));
                 }
             }
         }
 
         let to_store: Vec<StoredMessage> = accepted
             .iter()
-            .map(|(r, _, _)| StoredMessage {
+            .map(|(r, _, _, _)| StoredMessage {
                 message_id: r.message_id.clone(),
                 conversation: r.conversation.clone(),
                 seq: 0,
@@ -299,8 +305,9 @@ impl BatchHandler for Persister {
         let mut deliveries = Vec::new();
         let mut feed = Vec::new();
         let mut archive = Vec::new();
-        for ((record, recipients, inbound), outcome) in accepted.iter().zip(&outcomes) {
+        for ((record, recipients, inbound, span), outcome) in accepted.iter().zip(&outcomes) {
             let m = &outcome.message;
+            let headers = tern_core::trace::headers_of(span);
             if outcome.duplicate && m.conversation != record.conversation {
                 // client_msg_id is unique per sender: reusing one for another
                 // conversation must not deliver the old message there, nor
@@ -310,9 +317,9 @@ impl BatchHandler for Persister {
                     "client_msg_id {:?} was already used for a message in conversation {}; use a new id for each message",
                     record.client_msg_id, m.conversation
                 );
-                receipts.push(rejection(
-                    record,
-                    refuse(ErrorCode::InvalidArgument, reason),
+                receipts.push((
+                    rejection(record, refuse(ErrorCode::InvalidArgument, reason)),
+                    headers,
                 ));
                 continue;
             }
@@ -321,7 +328,7 @@ impl BatchHandler for Persister {
             // inbound record, so same id); a client's retry (a new id) is not
             // a new message for the archive.
             if self.archive && m.message_id == record.message_id {
-                archive.push(archive_record(m, recipients, *inbound));
+                archive.push(archive_record(m, recipients, *inbound).with_headers(headers.clone()));
             }
             let users = match recipients {
                 Recipients::Users(users) => users.as_slice(),
@@ -329,7 +336,10 @@ impl BatchHandler for Persister {
                     let post = GroupFeedRecord {
                         kind: Some(group_feed_record::Kind::Post(m.clone())),
                     };
-                    feed.push(Record::new(group.as_bytes().to_vec(), post.encode_to_vec()));
+                    feed.push(
+                        Record::new(group.as_bytes().to_vec(), post.encode_to_vec())
+                            .with_headers(headers.clone()),
+                    );
                     &[]
                 }
             };
@@ -341,7 +351,10 @@ impl BatchHandler for Persister {
                     seq: m.seq,
                     sender_user: m.sender_user.clone(),
                 };
-                deliveries.push(Record::new(user.as_bytes().to_vec(), rec.encode_to_vec()));
+                deliveries.push(
+                    Record::new(user.as_bytes().to_vec(), rec.encode_to_vec())
+                        .with_headers(headers.clone()),
+                );
                 if deliveries.len() >= MAX_APPEND {
                     // Receipts wait for the last part: none precedes its
                     // message's deliveries.
@@ -352,7 +365,7 @@ impl BatchHandler for Persister {
                         .map_err(|e| e.to_string())?;
                 }
             }
-            receipts.push(Receipt {
+            let receipt = Receipt {
                 origin: record.origin.clone(),
                 sender_user: m.sender_user.clone(),
                 client_msg_id: m.client_msg_id.clone(),
@@ -362,12 +375,13 @@ impl BatchHandler for Persister {
                 sent_at_ms: m.sent_at_ms,
                 rejected: String::new(),
                 reject_code: 0,
-            });
+            };
+            receipts.push((receipt, headers));
         }
         // Receipts go to the node that accepted each send, keyed by sender
         // so one sender's receipts stay in order.
         let mut by_node: HashMap<String, Vec<Record>> = HashMap::new();
-        for r in receipts {
+        for (r, headers) in receipts {
             let Some(node) = r
                 .origin
                 .as_ref()
@@ -384,7 +398,7 @@ impl BatchHandler for Persister {
             by_node
                 .entry(node)
                 .or_default()
-                .push(Record::new(key, value));
+                .push(Record::new(key, value).with_headers(headers));
         }
         // Deliver records and receipts become durable together: a receipt
         // (a "stored" answer to the sender) never precedes its delivery.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use prost::Message as _;
 use tern_core::ids::MessageId;
-use tern_core::log::{Delivery, EventLog, Record};
+use tern_core::log::{Delivery, EventLog, Headers, Record};
 use tern_core::proto::records::{DeliverRecord, Deliveries, InboxRef, PushRecord, push_record};
 use tern_core::routes::RouteDirectory;
 use tern_core::stage::{BatchHandler, run_topic_stage};
@@ -160,6 +160,8 @@ impl BatchHandler for Router {
     async fn handle(&mut self, batch: &[Delivery]) -> Result<(), String> {
         let mut entries = Vec::with_capacity(batch.len());
         let mut notes = Vec::with_capacity(batch.len());
+        // Per entry: its message's span here (see tern_core::trace).
+        let mut spans = Vec::with_capacity(batch.len());
         for d in batch {
             let record = match DeliverRecord::decode(d.value.clone()) {
                 Ok(r) => r,
@@ -175,6 +177,7 @@ impl BatchHandler for Router {
                 );
                 continue;
             };
+            spans.push(tern_core::message_span!("router.route", &d.headers, user = %record.user));
             notes.push(ConversationNote {
                 sent_by_user: record.sender_user == record.user,
                 user: record.user.clone(),
@@ -217,9 +220,12 @@ impl BatchHandler for Router {
             .await
             .map_err(|e| e.to_string())?;
 
-        // gateway → user → refs, in inbox order.
-        let mut per_gateway: HashMap<&str, HashMap<&str, Vec<InboxRef>>> = HashMap::new();
-        for (entry, cursor) in entries.iter().zip(cursors) {
+        // gateway → user → refs, in inbox order, and the trace context of
+        // the first: a push record carries one, so the traces of the other
+        // messages merged into it end here.
+        let mut per_gateway: HashMap<&str, HashMap<&str, (Vec<InboxRef>, Headers)>> =
+            HashMap::new();
+        for ((entry, cursor), span) in entries.iter().zip(cursors).zip(&spans) {
             let Some(user_routes) = routes.get(&entry.user) else {
                 continue;
             };
@@ -231,7 +237,8 @@ impl BatchHandler for Router {
                     .entry(gw)
                     .or_default()
                     .entry(entry.user.as_str())
-                    .or_default()
+                    .or_insert_with(|| (Vec::new(), tern_core::trace::headers_of(span)))
+                    .0
                     .push(InboxRef {
                         cursor,
                         message_id: entry.message_id.to_vec(),
@@ -242,7 +249,7 @@ impl BatchHandler for Router {
         for (gateway, users) in per_gateway {
             let records = users
                 .into_iter()
-                .map(|(user, refs)| {
+                .map(|(user, (refs, headers))| {
                     let value = PushRecord {
                         kind: Some(push_record::Kind::Deliveries(Deliveries {
                             user: user.to_owned(),
@@ -250,6 +257,7 @@ impl BatchHandler for Router {
                         })),
                     };
                     Record::new(user.as_bytes().to_vec(), value.encode_to_vec())
+                        .with_headers(headers)
                 })
                 .collect();
             out.push((topics::push_topic(gateway), records));

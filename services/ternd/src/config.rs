@@ -223,6 +223,16 @@ pub struct Settings {
     #[arg(long, env = "TERN_LOG")]
     pub log: Option<String>,
 
+    /// OpenTelemetry collector for traces, OTLP over gRPC (e.g.
+    /// "http://otel-collector:4317"): each message becomes one trace across
+    /// the stages and processes it passes. "off" or unset: no tracing [default: off].
+    #[arg(long, env = "TERN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of messages traced when otlp_endpoint is set, in (0, 1] [default: 1].
+    #[arg(long, env = "TERN_TRACE_SAMPLE_RATIO")]
+    pub trace_sample_ratio: Option<f64>,
+
     /// Check the settings, print what would run, and exit: 0 when they
     /// can be used, 64 otherwise. Nothing is opened or contacted.
     #[arg(long)]
@@ -272,7 +282,7 @@ impl Settings {
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             room_window_ms, room_queue, login_push_max, login_push_per_conversation, body_cache_entries, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
-            topic_partitions, retention_days, large_group_members, inbox_max_entries, inbox_max_age_days, sweep_every_ms, archive, admin_token, archive_retention_days, archive_segment_max_mib, archive_segment_max_age_ms, admin_listen, log),
+            topic_partitions, retention_days, large_group_members, inbox_max_entries, inbox_max_age_days, sweep_every_ms, archive, admin_token, archive_retention_days, archive_segment_max_mib, archive_segment_max_age_ms, admin_listen, log, otlp_endpoint, trace_sample_ratio),
         )
     }
 
@@ -443,10 +453,28 @@ impl Settings {
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
             problems.push("jwt_secret must be at least 16 bytes".into());
         }
+        let otlp_endpoint = match self.otlp_endpoint.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => None,
+            Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e.to_owned()),
+            Some(e) => {
+                problems.push(format!(
+                    "otlp_endpoint {e:?} is not an http:// or https:// URL (or \"off\")"
+                ));
+                None
+            }
+        };
+        let trace_sample_ratio = self.trace_sample_ratio.unwrap_or(1.0);
+        if !(trace_sample_ratio > 0.0 && trace_sample_ratio <= 1.0) {
+            problems.push(format!(
+                "trace_sample_ratio must be greater than 0 and at most 1, not {trace_sample_ratio}"
+            ));
+        }
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
         Ok(TerndConfig {
+            otlp_endpoint,
+            trace_sample_ratio,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             gateway,
             ingest,
@@ -491,6 +519,33 @@ mod tests {
         let e = s.resolve().unwrap_err();
         assert_eq!(e.0.len(), 3, "{e}");
         assert!(e.to_string().contains("jwt_secret is required"));
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_checked_when_on() {
+        let c = Settings::default().resolve().unwrap();
+        assert_eq!(c.otlp_endpoint, None);
+        let c = Settings {
+            otlp_endpoint: Some("http://collector:4317".into()),
+            trace_sample_ratio: Some(0.25),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(c.trace_sample_ratio, 0.25);
+        let e = Settings {
+            otlp_endpoint: Some("collector:4317".into()),
+            trace_sample_ratio: Some(0.0),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(
+            e.to_string().contains("otlp_endpoint \"collector:4317\""),
+            "{e}"
+        );
     }
 
     #[test]

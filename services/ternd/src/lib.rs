@@ -165,6 +165,10 @@ pub struct TerndConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Only prepare the backends (topics, keyspace, migrations), then exit.
     pub migrate_only: bool,
+    /// OTLP/gRPC collector of message traces; None: no tracing.
+    pub otlp_endpoint: Option<String>,
+    /// Share of messages traced, in (0, 1].
+    pub trace_sample_ratio: f64,
 }
 
 impl TerndConfig {
@@ -511,20 +515,46 @@ where
         Err(e) => e.exit(),
     };
     let check_only = settings.check_config;
-    let filter = settings.log.clone().unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = match settings.with_file().and_then(|s| s.resolve()) {
+    let (config, log_filter) = match settings.with_file().and_then(|s| {
+        let log = s.log.clone().unwrap_or_else(|| "info".into());
+        Ok((s.resolve()?, log))
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{name}: {e}");
             return EXIT_CONFIG;
         }
     };
+    // Spans name the process by what it runs: ternd, tern-gateway, …
+    let service_name = if config.services == Services::ALL {
+        name.to_owned()
+    } else {
+        format!("tern-{}", config.services.to_string().replace(',', "+"))
+    };
+    let telemetry = match tern_telemetry::init(&tern_telemetry::TelemetrySettings {
+        log_filter,
+        otlp_endpoint: config.otlp_endpoint.clone().filter(|_| !check_only),
+        service_name,
+        instance_id: config.gateway.node_id.clone(),
+        sample_ratio: config.trace_sample_ratio,
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let code = run(name, config, check_only, open).await;
+    telemetry.shutdown().await;
+    code
+}
+
+/// [`main_with`] once logging and tracing are set up.
+async fn run<F, Fut>(name: &'static str, config: TerndConfig, check_only: bool, open: F) -> i32
+where
+    F: FnOnce(TerndConfig) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(TerndConfig, Backends)>>,
+{
     if check_only {
         let b = &config.backends;
         println!(

@@ -19,7 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
 use crate::log::{
-    Delivery, EventLog, LogError, Position, Record, StartFrom, Subscription, last_offsets,
+    Delivery, EventLog, Headers, LogError, Position, Record, StartFrom, Subscription, last_offsets,
     partition_for,
 };
 
@@ -28,6 +28,10 @@ type RecordKey<'a> = (&'a str, u32, u64);
 /// (key, value) of a record.
 type RecordValue<'a> = (&'a [u8], &'a [u8]);
 const RECORDS: TableDefinition<RecordKey, RecordValue> = TableDefinition::new("records");
+/// Headers of the records that have any (a trace context, when tracing is
+/// on), encoded by [`encode_headers`]; kept apart so that records without
+/// headers, nearly all of them, cost nothing more.
+const HEADERS: TableDefinition<RecordKey, &[u8]> = TableDefinition::new("headers");
 /// (topic, partition) → next offset to assign. Kept apart from RECORDS so
 /// offsets never go back once old records are deleted.
 const HEADS: TableDefinition<(&str, u32), u64> = TableDefinition::new("heads");
@@ -136,6 +140,7 @@ fn init_tables(db: &Database, partitions: u32) -> Result<u32, LogError> {
     let tx = db.begin_write().map_err(io)?;
     let kept = {
         tx.open_table(RECORDS).map_err(io)?;
+        tx.open_table(HEADERS).map_err(io)?;
         tx.open_table(HEADS).map_err(io)?;
         tx.open_table(COMMITTED).map_err(io)?;
         let mut meta = tx.open_table(META).map_err(io)?;
@@ -233,6 +238,7 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Vec<Posi
     let mut out = Vec::with_capacity(ops.len());
     {
         let mut records = tx.open_table(RECORDS).map_err(io)?;
+        let mut headers = tx.open_table(HEADERS).map_err(io)?;
         let mut heads = tx.open_table(HEADS).map_err(io)?;
         let mut committed = tx.open_table(COMMITTED).map_err(io)?;
         let partitions = {
@@ -259,6 +265,14 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Vec<Posi
                                     (&r.key[..], &r.value[..]),
                                 )
                                 .map_err(io)?;
+                            if !r.headers.is_empty() {
+                                headers
+                                    .insert(
+                                        (topic.as_str(), partition, offset),
+                                        &encode_headers(&r.headers)[..],
+                                    )
+                                    .map_err(io)?;
+                            }
                             heads.insert(head, offset + 1).map_err(io)?;
                             assigned.push(Position { partition, offset });
                         }
@@ -299,17 +313,49 @@ fn write_group(db: &Database, ops: &[Op], trim: bool) -> Result<Vec<Vec<Vec<Posi
                 *e = (*e).min(v.value());
             }
             for ((topic, partition), below) in floor {
-                records
-                    .retain_in(
-                        (topic.as_str(), partition, 0)..(topic.as_str(), partition, below),
-                        |_, _| false,
-                    )
-                    .map_err(io)?;
+                let range = (topic.as_str(), partition, 0)..(topic.as_str(), partition, below);
+                records.retain_in(range.clone(), |_, _| false).map_err(io)?;
+                headers.retain_in(range, |_, _| false).map_err(io)?;
             }
         }
     }
     tx.commit().map_err(io)?;
     Ok(out)
+}
+
+/// Headers as (u16 name length, name, u32 value length, value)*.
+fn encode_headers(headers: &Headers) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let name = &name.as_bytes()[..name.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// The inverse of [`encode_headers`]; stops at the first malformed entry.
+fn decode_headers(mut bytes: &[u8]) -> Headers {
+    let mut out = Headers::new();
+    let take = |n: usize, bytes: &mut &[u8]| -> Option<Vec<u8>> {
+        let (head, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(head.to_vec())
+    };
+    while !bytes.is_empty() {
+        let Some(entry) = (|| {
+            let len = u16::from_le_bytes(take(2, &mut bytes)?.try_into().ok()?) as usize;
+            let name = String::from_utf8(take(len, &mut bytes)?).ok()?;
+            let len = u32::from_le_bytes(take(4, &mut bytes)?.try_into().ok()?) as usize;
+            Some((name, Bytes::from(take(len, &mut bytes)?)))
+        })() else {
+            break;
+        };
+        out.push(entry);
+    }
+    out
 }
 
 #[async_trait]
@@ -389,6 +435,12 @@ impl EmbeddedSubscription {
     fn read(&mut self, max: usize) -> Result<Vec<Delivery>, LogError> {
         let tx = self.log.inner.db.begin_read().map_err(io)?;
         let records = tx.open_table(RECORDS).map_err(io)?;
+        // Only tracing writes headers; without it, no lookups.
+        let headers = if crate::trace::enabled() {
+            Some(tx.open_table(HEADERS).map_err(io)?)
+        } else {
+            None
+        };
         let mut out = Vec::new();
         let n = self.next.len();
         for i in 0..n {
@@ -410,6 +462,14 @@ impl EmbeddedSubscription {
                     },
                     key: Bytes::copy_from_slice(key),
                     value: Bytes::copy_from_slice(value),
+                    headers: match &headers {
+                        Some(t) => t
+                            .get((topic, partition as u32, offset))
+                            .map_err(io)?
+                            .map(|v| decode_headers(v.value()))
+                            .unwrap_or_default(),
+                        None => Headers::new(),
+                    },
                 });
                 self.next[partition] = offset + 1;
             }
