@@ -171,6 +171,28 @@ def check_rendering(name, values_file):
         check(len(panels) >= 6, f"{name}: the dashboard has {len(panels)} panels")
 
 
+def check_dashboard():
+    """Every series the dashboard queries is a documented metric (the
+    metrics test keeps docs/metrics.md equal to what tern serves)."""
+    import re
+    print("dashboard queries:")
+    doc = (CHART.parent.parent / "docs" / "metrics.md").read_text()
+    documented = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(tern_[a-z_]+)` \| (\w+) \|", doc, re.M)}
+    check(len(documented) > 30, f"docs/metrics.md lists {len(documented)} metrics")
+    dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    check(len(exprs) >= 10, f"the dashboard has {len(exprs)} queries")
+    for expr in exprs:
+        for series in re.findall(r"\b(tern_[a-z_]+)", expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", series)
+            kind = documented.get(base)
+            check(kind is not None, f"dashboard queries {series}, which docs/metrics.md does not list")
+            if series != base:
+                check(kind == "histogram", f"dashboard queries {series} of a {kind}")
+            if "rate(" in expr and kind in ("counter",):
+                check(base.endswith("_total"), f"counter {base} without _total")
+
+
 def merge(base, over):
     out = dict(base)
     for k, v in (over or {}).items():
@@ -192,6 +214,7 @@ def main():
     check(len(examples) >= 2, "fewer than two example values files")
     for f in examples:
         check_rendering(f"examples/{f.name}", f)
+    check_dashboard()
     check_refused("a misspelled top-level key", ["gatway.replicas=3"], ["gatway", "additional properties"])
     check_refused("a misspelled nested key", ["gateway.replica=3"], ["replica", "additional properties"])
     check_refused("a misspelled tern setting", ["settings.recipt_timeout_ms=5000"], ["recipt_timeout_ms"])

@@ -76,7 +76,7 @@ pub struct KafkaLog {
     config: KafkaLogConfig,
     /// Replaced after a failed delivery (see `append`).
     producer: Mutex<FutureProducer>,
-    admin: AdminClient<DefaultClientContext>,
+    admin: Arc<AdminClient<DefaultClientContext>>,
     /// Topics known to exist, so each is created at most once per process.
     created: Mutex<HashSet<String>>,
 }
@@ -122,7 +122,7 @@ impl KafkaLog {
         Ok(KafkaLog {
             config,
             producer: Mutex::new(producer),
-            admin,
+            admin: Arc::new(admin),
             created: Mutex::new(HashSet::new()),
         })
     }
@@ -163,10 +163,10 @@ impl KafkaLog {
     /// Partitions of `topic` (name without the prefix) as the brokers'
     /// metadata has them; None when the topic does not exist.
     pub async fn partition_count(&self, topic: &str) -> Result<Option<usize>, LogError> {
-        let (probe, name) = (self.producer(), self.name(topic));
+        let (probe, name) = (self.admin.clone(), self.name(topic));
         let metadata = tokio::task::spawn_blocking(move || {
             probe
-                .client()
+                .inner()
                 .fetch_metadata(Some(&name), Duration::from_secs(5))
         })
         .await
@@ -211,13 +211,16 @@ impl KafkaLog {
             }
         }
         // A topic just created takes a moment to appear in the brokers'
-        // metadata; a consumer subscribing before that logs errors.
-        let (probe, name) = (self.producer(), topic.to_owned());
+        // metadata; a consumer subscribing before that logs errors. Asked
+        // through the admin client: after a broker freeze the producer can
+        // be unable to do anything until replaced (see `replace_producer`),
+        // and asking it stalled the caller for the whole wait.
+        let (probe, name) = (self.admin.clone(), topic.to_owned());
         let visible = tokio::task::spawn_blocking(move || {
-            (0..50).any(|_| {
+            (0..10).any(|_| {
                 let found = probe
-                    .client()
-                    .fetch_metadata(Some(&name), Duration::from_secs(1))
+                    .inner()
+                    .fetch_metadata(Some(&name), Duration::from_millis(500))
                     .is_ok_and(|m| {
                         m.topics().iter().any(|t| {
                             t.name() == name && t.error().is_none() && !t.partitions().is_empty()
@@ -345,6 +348,9 @@ impl EventLog for KafkaLog {
             assignments,
             topic,
             brokers: self.config.brokers.clone(),
+            // Several statistics intervals, and more than a rebalance takes.
+            unsettled_limit: (self.config.session_timeout * 3).max(self.config.stats_interval * 4),
+            commit_timeout: self.config.session_timeout,
         }))
     }
 }
@@ -365,6 +371,17 @@ struct Assignments {
     /// Sum of the held partitions' lag at the last statistics; -1 until
     /// every held partition had a figure.
     lag: Arc<AtomicI64>,
+    /// The consumer's group membership, from its statistics.
+    group: Arc<Mutex<GroupHealth>>,
+}
+
+/// Whether a consumer is a settled member of its group, as its statistics
+/// say (`cgrp.state` "up" and `cgrp.join_state` "steady").
+struct GroupHealth {
+    state: String,
+    join_state: String,
+    /// When the consumer was last seen settled (or was created).
+    settled_at: std::time::Instant,
 }
 
 impl Assignments {
@@ -376,12 +393,28 @@ impl Assignments {
             start,
             held: Default::default(),
             lag: Arc::new(AtomicI64::new(-1)),
+            group: Arc::new(Mutex::new(GroupHealth {
+                state: String::new(),
+                join_state: String::new(),
+                settled_at: std::time::Instant::now(),
+            })),
         }
     }
 }
 
 impl ClientContext for Assignments {
     fn stats(&self, statistics: Statistics) {
+        if let Some(cgrp) = &statistics.cgrp {
+            let mut group = self.group.lock().expect("group health poisoned");
+            if cgrp.state == "up" && cgrp.join_state == "steady" {
+                group.settled_at = std::time::Instant::now();
+            }
+            if group.state != cgrp.state || group.join_state != cgrp.join_state {
+                tracing::info!(topic = %self.topic, state = %cgrp.state, join_state = %cgrp.join_state, assigned = cgrp.assignment_size, "consumer group membership");
+                group.state.clone_from(&cgrp.state);
+                group.join_state.clone_from(&cgrp.join_state);
+            }
+        }
         let held = self.held.lock().expect("assignment set poisoned");
         let partitions = statistics.topics.get(&*self.topic).map(|t| &t.partitions);
         let lag = held.iter().try_fold(0i64, |sum, p| {
@@ -451,6 +484,37 @@ struct KafkaSubscription {
     assignments: Assignments,
     topic: String,
     brokers: String,
+    /// How long the consumer may stay out of a settled group membership
+    /// before `poll` gives up on it (see [`KafkaSubscription::check_settled`]).
+    unsettled_limit: Duration,
+    /// How long `commit` waits for the broker's answer.
+    commit_timeout: Duration,
+}
+
+impl KafkaSubscription {
+    /// Fails when the consumer has not been a settled group member for
+    /// `unsettled_limit`. After a broker outage longer than the session
+    /// timeout, librdkafka can leave a consumer outside its group without
+    /// an error and without rejoining: it then waits for records forever.
+    /// The error makes the stage take a fresh consumer, which joins anew.
+    fn check_settled(&self) -> Result<(), LogError> {
+        let group = self
+            .assignments
+            .group
+            .lock()
+            .expect("group health poisoned");
+        let unsettled = group.settled_at.elapsed();
+        if unsettled > self.unsettled_limit {
+            return Err(LogError::Unavailable(format!(
+                "the consumer of {} has not been a settled member of its group for {} s (state {:?}, join state {:?}): taking a fresh one",
+                self.topic,
+                unsettled.as_secs(),
+                group.state,
+                group.join_state
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
@@ -513,10 +577,17 @@ impl Subscription for KafkaSubscription {
     }
 
     async fn poll(&mut self, max: usize) -> Result<Vec<Delivery>, LogError> {
-        let first = tokio::select! {
-            m = self.consumer.recv() => m.map_err(unavailable(&self.brokers))?,
-            // New partitions: let the caller ask `take_reassigned`.
-            _ = self.assignments.wake.notified() => return Ok(Vec::new()),
+        // Checked on entry too: callers may cancel a waiting poll (a stage
+        // refreshing its lag does, every few seconds) before the timer below
+        // ever fires.
+        self.check_settled()?;
+        let first = loop {
+            tokio::select! {
+                m = self.consumer.recv() => break m.map_err(unavailable(&self.brokers))?,
+                // New partitions: let the caller ask `take_reassigned`.
+                _ = self.assignments.wake.notified() => return Ok(Vec::new()),
+                _ = tokio::time::sleep(self.unsettled_limit / 3) => self.check_settled()?,
+            }
         };
         let mut out = vec![delivery(&first)];
         drop(first);
@@ -548,9 +619,22 @@ impl Subscription for KafkaSubscription {
             return Ok(());
         }
         let consumer = self.consumer.clone();
-        let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|e| LogError::Io(e.to_string()))?;
+        let commit = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync));
+        // A synchronous commit sent while the broker is frozen can wait
+        // forever (librdkafka gives it no deadline), and the stage with it:
+        // past the session timeout the group has moved on anyway, so the
+        // caller takes a fresh consumer (the blocked thread ends whenever
+        // librdkafka answers).
+        let result = match tokio::time::timeout(self.commit_timeout, commit).await {
+            Ok(joined) => joined.map_err(|e| LogError::Io(e.to_string()))?,
+            Err(_) => {
+                return Err(LogError::Unavailable(format!(
+                    "commit to {} not answered within {} s",
+                    self.topic,
+                    self.commit_timeout.as_secs()
+                )));
+            }
+        };
         match result {
             Ok(()) => Ok(()),
             // The group moved on without this consumer: whoever owns the
