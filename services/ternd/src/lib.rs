@@ -446,7 +446,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         });
     }
     tracing::info!(
-        tcp = ?tcp_addr, ws = ?ws_addr, api = ?api_addr, ?services,
+        tcp = ?tcp_addr, ws = ?ws_addr, api = ?api_addr, %services,
         event_log = %config.backends.event_log, store = %config.backends.store, routes = %config.backends.routes,
         dev_mode = config.dev_mode, "tern started"
     );
