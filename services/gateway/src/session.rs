@@ -237,7 +237,9 @@ async fn write_loop(
             biased;
             words = &mut last_words, if !no_last_words => match words {
                 Ok(frame) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(frame)).await;
+                    // The socket may be full (the session gave up on a slow
+                    // client): wait as long as for the writer's own reason.
+                    let _ = tokio::time::timeout(LAST_WORDS_GRACE, writer.send(frame)).await;
                     break;
                 }
                 Err(_) => no_last_words = true,

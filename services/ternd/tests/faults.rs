@@ -197,12 +197,17 @@ async fn a_client_that_stops_reading_is_disconnected_with_a_reason() {
         Some(server_frame::Kind::LoginResult(_))
     ));
     let alice = server.login("alice", "phone").await;
-    for i in 0..300 {
+    // alice keeps sending while bob dawdles: how long her 300 sends take
+    // depends on the machine, and bob's pace must not.
+    let sending = tokio::spawn(async move {
+        for i in 0..300 {
+            alice
+                .send_to("bob", vec![b'a' + (i % 26) as u8; 50_000])
+                .await
+                .expect("a send is stored whatever bob does");
+        }
         alice
-            .send_to("bob", vec![b'a' + (i % 26) as u8; 50_000])
-            .await
-            .unwrap();
-    }
+    });
     // bob wakes up now and then and reads what is there, never ACKing;
     // the gateway, blocked on his socket, drops him and says why.
     let mut reason = None;
@@ -217,6 +222,7 @@ async fn a_client_that_stops_reading_is_disconnected_with_a_reason() {
     let reason = reason.expect("told why before the close");
     assert_eq!(reason.code(), ErrorCode::SlowConsumer, "{reason:?}");
     // Nobody else was held up, and bob's messages wait in his inbox.
+    let alice = sending.await.expect("alice's sends");
     alice.send_to("carol", "unaffected").await.unwrap();
     let bob = server.login("bob", "phone").await;
     assert_eq!(receive(&bob, 300, WAIT).await.len(), 300);
