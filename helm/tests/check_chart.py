@@ -125,6 +125,7 @@ def check_rendering(name, values_file):
             secrets[(s["metadata"]["name"], k)] = base64.b64decode(v).decode()
     toml = by_kind["ConfigMap"][f"{RELEASE}-tern"]["data"]["tern.toml"]
     check(("otlp_endpoint" in toml) == bool(values["tracing"]["otlpEndpoint"]), f"{name}: tracing settings in the config")
+    check(f"shutdown_delay_ms = {values['shutdownDelaySeconds'] * 1000}\n" in toml, f"{name}: shutdown delay in the config")
     for wname, w in workloads.items():
         component = wname.rsplit("-", 1)[1]
         c = containers(w)[0]
@@ -220,6 +221,7 @@ def main():
     check_refused("a misspelled tern setting", ["settings.recipt_timeout_ms=5000"], ["recipt_timeout_ms"])
     check_refused("a setting of the wrong type", ["settings.receipt_timeout_ms=soon"], ["receipt_timeout_ms"])
     check_refused("a trace sample ratio above 1", ["tracing.sampleRatio=2"], ["sampleRatio"])
+    check_refused("a shutdown delay as long as the grace period", ["shutdownDelaySeconds=30"], ["shutdownDelaySeconds", "terminationGracePeriodSeconds"])
     check_refused("a short JWT secret", ["auth.jwtSecret=short"], ["jwtSecret"])
     check_refused("an archive without credentials", ["archive.enabled=true", "archive.location=s3://b"], ["archive.s3.existingSecret"])
     check_refused("an archive without location", ["archive.enabled=true", "archive.s3.existingSecret=s"], ["archive.location"])

@@ -219,6 +219,14 @@ pub struct Settings {
     #[arg(long, env = "TERN_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
 
+    /// On SIGTERM, how long a gateway or API keeps serving after /readyz
+    /// turns 503, in ms: time for load balancers to stop sending new
+    /// connections here before clients are told to reconnect (on
+    /// Kubernetes, a few seconds; keep it under the termination grace
+    /// period). Other services stop at once [default: 0].
+    #[arg(long, env = "TERN_SHUTDOWN_DELAY_MS")]
+    pub shutdown_delay_ms: Option<u64>,
+
     /// Log filter, as RUST_LOG (e.g. "info,tern_gateway=debug") [default: info].
     #[arg(long, env = "TERN_LOG")]
     pub log: Option<String>,
@@ -282,7 +290,7 @@ impl Settings {
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             room_window_ms, room_queue, login_push_max, login_push_per_conversation, body_cache_entries, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
-            topic_partitions, retention_days, large_group_members, inbox_max_entries, inbox_max_age_days, sweep_every_ms, archive, admin_token, archive_retention_days, archive_segment_max_mib, archive_segment_max_age_ms, admin_listen, log, otlp_endpoint, trace_sample_ratio),
+            topic_partitions, retention_days, large_group_members, inbox_max_entries, inbox_max_age_days, sweep_every_ms, archive, admin_token, archive_retention_days, archive_segment_max_mib, archive_segment_max_age_ms, admin_listen, shutdown_delay_ms, log, otlp_endpoint, trace_sample_ratio),
         )
     }
 
@@ -491,6 +499,7 @@ impl Settings {
             sweep_every: Duration::from_millis(self.sweep_every_ms.unwrap_or(10_000).max(100)),
             archive,
             admin_listen,
+            shutdown_delay: Duration::from_millis(self.shutdown_delay_ms.unwrap_or(0)),
             migrate_only: self.migrate,
         })
     }

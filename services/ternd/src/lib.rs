@@ -163,6 +163,8 @@ pub struct TerndConfig {
     pub archive: Option<ArchiveSettings>,
     /// Address of /healthz, /readyz and /metrics; None serves none.
     pub admin_listen: Option<SocketAddr>,
+    /// How long a gateway or API keeps serving, not ready, before it stops.
+    pub shutdown_delay: Duration,
     /// Only prepare the backends (topics, keyspace, migrations), then exit.
     pub migrate_only: bool,
     /// OTLP/gRPC collector of message traces; None: no tracing.
@@ -196,6 +198,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// What /readyz reports; false again once shutting down.
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Served on, not ready, for this long after a shutdown is asked for.
+    shutdown_delay: Duration,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
 }
@@ -457,6 +461,13 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         api_addr,
         admin_addr,
         ready,
+        // Only client-facing services are behind a load balancer that
+        // needs time to notice; consumers have nobody to wait for.
+        shutdown_delay: if services.gateway || services.ingest {
+            config.shutdown_delay
+        } else {
+            Duration::ZERO
+        },
         shutdown,
         tasks,
     })
@@ -473,10 +484,19 @@ impl Running {
         }
     }
 
-    /// Stops accepting, tells clients to reconnect, stops the stages.
+    /// Reports not ready, serves on for the shutdown delay (while load
+    /// balancers take this instance out), then stops accepting, tells
+    /// clients to reconnect and stops the stages.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.ready
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(
+                delay_ms = self.shutdown_delay.as_millis() as u64,
+                "not ready; serving on until load balancers have noticed"
+            );
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
         let _ = self.shutdown.send(true);
         while let Some(done) = self.tasks.join_next().await {
             match done {

@@ -412,3 +412,38 @@ async fn health_readiness_and_metrics_are_served() {
     }
     assert_eq!(http_get(admin, "/nope").await.0, 404);
 }
+
+#[tokio::test]
+async fn on_shutdown_a_gateway_reports_not_ready_and_serves_on_for_the_delay() {
+    let delay = Duration::from_secs(3);
+    let server = Server::start_with(|c| c.shutdown_delay = delay).await;
+    let (admin, tcp) = (server.running.admin_addr.expect("admin on"), server.tcp());
+    let bob = server.login("bob", "phone").await;
+    let alice_token = server.token("alice").await;
+    let Server { running, dir: _dir } = server;
+    let asked = tokio::time::Instant::now();
+    let stopping = tokio::spawn(running.shutdown());
+    // The load balancer is told at once to send nobody new here…
+    eventually("/readyz turns 503", || async {
+        (http_get(admin, "/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(admin, "/healthz").await.0, 200, "alive all along");
+    // …but until it has noticed, whoever arrives is served, and so is
+    // everyone already connected.
+    let (alice, _) = Client::connect(&tcp, LoginOptions::new(alice_token, "phone"))
+        .await
+        .expect("a login during the delay is accepted");
+    alice.send_to("bob", "still here").await.expect("send");
+    assert_eq!(bodies(&receive(&bob, 1, WAIT).await), ["still here"]);
+    // Then clients are told to reconnect elsewhere, and not before the delay.
+    match tokio::time::timeout(WAIT, bob.next_event()).await {
+        Ok(Some(Event::ServerError(e))) => assert_eq!(e.code(), ErrorCode::GoingAway, "{e:?}"),
+        other => panic!("bob should be told to reconnect: {other:?}"),
+    }
+    assert!(asked.elapsed() >= delay, "told after {:?}", asked.elapsed());
+    stopping
+        .await
+        .expect("shutdown task")
+        .expect("clean shutdown");
+}
