@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::future::try_join_all;
+use futures_util::future::{try_join, try_join_all};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
@@ -471,7 +471,7 @@ impl ScyllaStore {
     /// time, in order (the caller guarantees it).
     ///
     /// Write order, and what a replay after a crash between steps does:
-    /// 1. body (by id: rewriting it is harmless);
+    /// 1. body (by id: rewriting it is harmless), and at the same time
     /// 2. history row at `seq`;
     /// 3. conversation head = `seq`;
     /// 4. idempotency key.
@@ -480,13 +480,20 @@ impl ScyllaStore {
     /// `seq`: if the head already points at this message (a crash after
     /// step 3), it reuses the head instead of taking the next number.
     async fn put_one(&self, mut m: StoredMessage) -> Result<PutOutcome, StoreError> {
-        let existing: Option<(Vec<u8>,)> = self
-            .first(
+        // Both reads at once: the head is wasted only on a duplicate.
+        let (existing, head) = try_join(
+            self.first::<(Vec<u8>,)>(
                 "read idempotency",
                 &self.st.select_idempotency,
                 (&m.sender_user, &m.client_msg_id),
-            )
-            .await?;
+            ),
+            self.first::<(i64,)>(
+                "read conversation head",
+                &self.st.select_head,
+                (&m.conversation,),
+            ),
+        )
+        .await?;
         if let Some((id,)) = existing {
             let stored = self.message(&id).await?.ok_or_else(|| {
                 StoreError::Corrupt(format!(
@@ -499,14 +506,7 @@ impl ScyllaStore {
                 duplicate: true,
             });
         }
-        let head = self
-            .first::<(i64,)>(
-                "read conversation head",
-                &self.st.select_head,
-                (&m.conversation,),
-            )
-            .await?
-            .map_or(0, |(h,)| h as u64);
+        let head = head.map_or(0, |(h,)| h as u64);
         let at_head: Option<(Vec<u8>,)> = if head > 0 {
             self.first(
                 "read history",
@@ -524,43 +524,49 @@ impl ScyllaStore {
         };
         m.seq = seq;
         let s = &self.st;
-        cql!(
-            "write message",
-            self.session.execute_unpaged(
-                &s.insert_message,
-                (
-                    &m.message_id[..],
-                    &m.conversation,
-                    seq as i64,
-                    &m.sender_user,
-                    &m.sender_device,
-                    &m.client_msg_id,
-                    &m.content_type,
-                    &m.body[..],
-                    m.sent_at_ms as i64,
-                    self.ttl
-                ),
-            )
-        )?;
-        cql!(
-            "write history",
-            self.session.execute_unpaged(
-                &s.insert_history,
-                (
-                    &m.conversation,
-                    (seq / HISTORY_BUCKET) as i64,
-                    seq as i64,
-                    &m.message_id[..],
-                    &m.sender_user,
-                    &m.sender_device,
-                    &m.client_msg_id,
-                    &m.content_type,
-                    &m.body[..],
-                    m.sent_at_ms as i64,
-                    self.ttl
+        // Steps 1 and 2 together: a replay rewrites whichever is missing.
+        let body = async {
+            cql!(
+                "write message",
+                self.session.execute_unpaged(
+                    &s.insert_message,
+                    (
+                        &m.message_id[..],
+                        &m.conversation,
+                        seq as i64,
+                        &m.sender_user,
+                        &m.sender_device,
+                        &m.client_msg_id,
+                        &m.content_type,
+                        &m.body[..],
+                        m.sent_at_ms as i64,
+                        self.ttl
+                    ),
                 )
             )
-        )?;
+        };
+        let history = async {
+            cql!(
+                "write history",
+                self.session.execute_unpaged(
+                    &s.insert_history,
+                    (
+                        &m.conversation,
+                        (seq / HISTORY_BUCKET) as i64,
+                        seq as i64,
+                        &m.message_id[..],
+                        &m.sender_user,
+                        &m.sender_device,
+                        &m.client_msg_id,
+                        &m.content_type,
+                        &m.body[..],
+                        m.sent_at_ms as i64,
+                        self.ttl
+                    )
+                )
+            )
+        };
+        try_join(body, history).await?;
         cql!(
             "write conversation head",
             self.session
@@ -599,25 +605,32 @@ impl ScyllaStore {
             return Ok((c as u64, false));
         }
         let bucket = (e.cursor >> INBOX_BUCKET_BITS) as i64;
-        cql!(
-            "write inbox",
-            self.session.execute_unpaged(
-                &s.insert_inbox,
-                (
-                    &e.user,
-                    bucket,
-                    e.cursor as i64,
-                    &id[..],
-                    &e.conversation,
-                    self.ttl
+        // Entry and bucket together; the index, which marks the entry
+        // written for a replay, after both.
+        let entry = async {
+            cql!(
+                "write inbox",
+                self.session.execute_unpaged(
+                    &s.insert_inbox,
+                    (
+                        &e.user,
+                        bucket,
+                        e.cursor as i64,
+                        &id[..],
+                        &e.conversation,
+                        self.ttl
+                    )
                 )
             )
-        )?;
-        cql!(
-            "write inbox bucket",
-            self.session
-                .execute_unpaged(&s.insert_inbox_bucket, (&e.user, bucket, self.ttl))
-        )?;
+        };
+        let listed = async {
+            cql!(
+                "write inbox bucket",
+                self.session
+                    .execute_unpaged(&s.insert_inbox_bucket, (&e.user, bucket, self.ttl))
+            )
+        };
+        try_join(entry, listed).await?;
         cql!(
             "write inbox index",
             self.session.execute_unpaged(
