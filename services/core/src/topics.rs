@@ -53,6 +53,18 @@ pub async fn subscribe_push_topic(
         .await
 }
 
+/// `push.deliver` spans for the refs after the first whose trace context
+/// differs from the record's (the first's is the record's own span).
+fn merged_spans(refs: &[crate::proto::records::InboxRef]) -> Vec<tracing::Span> {
+    let first = refs.first().map(|r| r.traceparent.as_str());
+    refs.iter()
+        .skip(1)
+        .map(|r| r.traceparent.as_str())
+        .filter(|tp| !tp.is_empty() && Some(*tp) != first)
+        .map(|tp| crate::message_span!("push.deliver", &crate::trace::headers_with(tp)))
+        .collect()
+}
+
 /// Hands each decodable record of `sub` to `on_record` and commits each
 /// batch once handed over, until `shutdown` (or the log closes). Calls
 /// `on_reassigned` when the subscription got partitions anew (see
@@ -111,6 +123,12 @@ pub async fn consume_push_topic(
                     let span = match &k {
                         Kind::Deliveries(_) => crate::message_span!("push.deliver", &d.headers),
                         Kind::Receipt(_) => crate::message_span!("push.receipt", &d.headers),
+                    };
+                    // Messages merged into this record after the first:
+                    // one span each in its own trace, open for the same time.
+                    let _merged = match &k {
+                        Kind::Deliveries(d) if crate::trace::enabled() => merged_spans(&d.refs),
+                        _ => Vec::new(),
                     };
                     span.in_scope(|| on_record(k))
                 }

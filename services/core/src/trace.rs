@@ -77,6 +77,26 @@ pub fn headers_of(span: &tracing::Span) -> Headers {
     headers.0
 }
 
+/// `span`'s W3C `traceparent`, for a context carried inside a record
+/// rather than in its headers; empty when tracing is off.
+pub fn traceparent_of(span: &tracing::Span) -> String {
+    headers_of(span)
+        .into_iter()
+        .find(|(k, _)| k == TRACEPARENT)
+        .and_then(|(_, v)| String::from_utf8(v.to_vec()).ok())
+        .unwrap_or_default()
+}
+
+/// Headers carrying `traceparent` (from [`traceparent_of`]); empty for "".
+pub fn headers_with(traceparent: &str) -> Headers {
+    if traceparent.is_empty() {
+        return Headers::new();
+    }
+    vec![(TRACEPARENT.to_owned(), Bytes::from(traceparent.to_owned()))]
+}
+
+const TRACEPARENT: &str = "traceparent";
+
 struct HeaderReader<'a>(&'a Headers);
 
 impl Extractor for HeaderReader<'_> {

@@ -201,7 +201,11 @@ pub(crate) async fn run_feed(
                 backoff = Duration::from_millis(50);
                 for d in &batch {
                     match GroupFeedRecord::decode(d.value.clone()).map(|r| r.kind) {
-                        Ok(Some(group_feed_record::Kind::Post(m))) => push(&shared, m),
+                        Ok(Some(group_feed_record::Kind::Post(m))) => {
+                            // The last hop of a large-group message's trace.
+                            let span = tern_core::message_span!("push.group", &d.headers, conversation = %m.conversation);
+                            span.in_scope(|| push(&shared, m))
+                        }
                         Ok(Some(group_feed_record::Kind::Change(c))) => {
                             tracing::debug!(group = %c.group, added = c.added.len(), removed = c.removed.len(), "group membership change");
                             shared.groups.apply(&c);

@@ -220,15 +220,16 @@ impl BatchHandler for Router {
             .await
             .map_err(|e| e.to_string())?;
 
-        // gateway → user → refs, in inbox order, and the trace context of
-        // the first: a push record carries one, so the traces of the other
-        // messages merged into it end here.
+        // gateway → user → refs, in inbox order. Each ref carries its own
+        // message's trace context (several messages share one record); the
+        // record's headers carry the first's, for tools that read headers.
         let mut per_gateway: HashMap<&str, HashMap<&str, (Vec<InboxRef>, Headers)>> =
             HashMap::new();
         for ((entry, cursor), span) in entries.iter().zip(cursors).zip(&spans) {
             let Some(user_routes) = routes.get(&entry.user) else {
                 continue;
             };
+            let traceparent = tern_core::trace::traceparent_of(span);
             let mut gateways: Vec<&str> = user_routes.iter().map(|r| r.gateway.as_str()).collect();
             gateways.sort_unstable();
             gateways.dedup();
@@ -242,6 +243,7 @@ impl BatchHandler for Router {
                     .push(InboxRef {
                         cursor,
                         message_id: entry.message_id.to_vec(),
+                        traceparent: traceparent.clone(),
                     });
             }
         }

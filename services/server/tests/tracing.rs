@@ -9,6 +9,10 @@
 //!                                        │  router.route ─► push.deliver (gw1, alice's own copy)
 //!                                        └► push.receipt (gw1: "stored" to alice)
 //! ```
+//!
+//! Then three messages merged into one push record (the router paused
+//! while they are stored) keep one trace each, and a large group's message
+//! ends in `push.group` on bob's gateway.
 
 mod common;
 
@@ -16,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cluster, infra, receive, send_until_stored};
+use common::{Cluster, infra, receive, send_until_stored, send_until_stored_to};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -24,7 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use tern_client::{SendOptions, Target};
+use tern_client::{Event, SendOptions, Target};
 
 /// An OTLP/gRPC trace collector keeping what it receives.
 #[derive(Clone, Default)]
@@ -116,7 +120,12 @@ async fn one_message_is_one_trace_across_the_processes() {
             .add_service(TraceServiceServer::new(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let mut cluster = Cluster::with_args(&infra, &[], &["--otlp-endpoint", &endpoint]);
+    // Every group of more than one member is large: pushed from the feed.
+    let mut cluster = Cluster::with_args(
+        &infra,
+        &[],
+        &["--otlp-endpoint", &endpoint, "--large-group-members", "1"],
+    );
     let alice_name = tern_core::conformance::fresh("alice");
     let bob_name = tern_core::conformance::fresh("bob");
     let alice = cluster.login(&cluster.gw1_addr, &alice_name, "phone").await;
@@ -135,9 +144,70 @@ async fn one_message_is_one_trace_across_the_processes() {
         .expect("stored at the first attempt");
     let (got, _) = receive(&bob, 1).await;
     assert_eq!(got[0].body, "traced".as_bytes());
-    // Also wait until alice's own copy came back, then stop every process
-    // the way Kubernetes does: SIGTERM makes each export what it buffered.
     receive(&alice, 1).await;
+    // Three messages routed in one batch, merged into one push record per
+    // user: the router is paused while they are stored.
+    cluster.router.signal("-STOP");
+    let resume = Resume(&cluster.router);
+    for i in 0..3 {
+        alice
+            .send(
+                SendOptions::new(Target::ToUser(bob_name.clone()), format!("merged {i}"))
+                    .with_client_msg_id(format!("merged-{i}")),
+            )
+            .await
+            .expect("stored at the first attempt");
+    }
+    drop(resume);
+    assert_eq!(receive(&bob, 3).await.0.len(), 3);
+    receive(&alice, 3).await;
+    // A large group's message, pushed by bob's gateway from the group feed.
+    let token = tern_client::dev_token(&cluster.api_addr, &alice_name)
+        .await
+        .unwrap();
+    let mut groups = tern_client::GroupApi::connect(&cluster.api_addr, token)
+        .await
+        .unwrap();
+    let group = groups
+        .create("big", std::slice::from_ref(&bob_name))
+        .await
+        .expect("group created");
+    // A new device of bob's: its login reads his groups, the new one too.
+    let bob_tablet = cluster.login(&cluster.gw2_addr, &bob_name, "tablet").await;
+    let to_group = || Target::Conversation(group.conversation.clone());
+    // The feed is read from its end: post until one arrives live.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    'warm: for n in 0.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no live group message"
+        );
+        send_until_stored_to(&alice, to_group(), &format!("gw{n}"), format!("w{n}")).await;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(200), bob_tablet.next_event()).await
+        {
+            if matches!(event, Event::GroupMessages { .. }) {
+                break 'warm;
+            }
+        }
+    }
+    alice
+        .send(SendOptions::new(to_group(), "to the group").with_client_msg_id("group-traced"))
+        .await
+        .expect("stored at the first attempt");
+    'live: loop {
+        match tokio::time::timeout(Duration::from_secs(20), bob_tablet.next_event()).await {
+            Ok(Some(Event::GroupMessages { messages, .. })) => {
+                if messages.iter().any(|m| m.body == "to the group".as_bytes()) {
+                    break 'live;
+                }
+            }
+            Ok(Some(_)) => {}
+            other => panic!("the traced group message did not arrive: {other:?}"),
+        }
+    }
+    // Then stop every process the way Kubernetes does: SIGTERM makes each
+    // export what it buffered.
     for s in [
         &mut cluster.gw1,
         &mut cluster.gw2,
@@ -230,4 +300,80 @@ async fn one_message_is_one_trace_across_the_processes() {
         "nothing else in the trace: {:?}",
         names(&trace)
     );
+
+    // Each merged message keeps its own trace to both gateways.
+    for i in 0..3 {
+        let id = format!("merged-{i}");
+        let sent = spans
+            .iter()
+            .find(|s| {
+                s.name == "gateway.send"
+                    && s.attributes.get("client_msg_id").map(String::as_str) == Some(id.as_str())
+            })
+            .unwrap_or_else(|| panic!("no gateway.send of {id}"));
+        let trace: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.trace_id == sent.trace_id)
+            .collect();
+        let routes: Vec<&[u8]> = trace
+            .iter()
+            .filter(|s| s.name == "router.route")
+            .map(|s| &s.span_id[..])
+            .collect();
+        for gateway in ["gw1", "gw2"] {
+            let pushes: Vec<&&Span> = trace
+                .iter()
+                .filter(|s| s.name == "push.deliver" && s.instance == gateway)
+                .collect();
+            assert_eq!(
+                pushes.len(),
+                1,
+                "{id}: one push.deliver on {gateway} in {:?}",
+                names(&trace.iter().map(|s| (*s).clone()).collect::<Vec<_>>())
+            );
+            assert!(
+                routes.contains(&&pushes[0].parent_span_id[..]),
+                "{id}: the push on {gateway} continues a router.route of its message"
+            );
+        }
+    }
+
+    // The large-group message: sent, stored, pushed from the feed by gw2.
+    let sent = spans
+        .iter()
+        .find(|s| {
+            s.name == "gateway.send"
+                && s.attributes.get("client_msg_id").map(String::as_str) == Some("group-traced")
+        })
+        .expect("no gateway.send of group-traced");
+    let trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == sent.trace_id)
+        .collect();
+    let store = trace
+        .iter()
+        .find(|s| s.name == "persister.store")
+        .expect("group message stored in its trace");
+    let pushed: Vec<&&Span> = trace
+        .iter()
+        .filter(|s| s.name == "push.group" && s.instance == "gw2")
+        .collect();
+    assert_eq!(pushed.len(), 1, "one push.group on gw2");
+    assert_eq!(
+        pushed[0].parent_span_id, store.span_id,
+        "pushed from the stored post"
+    );
+    assert_eq!(
+        pushed[0].attributes.get("conversation"),
+        Some(&group.conversation)
+    );
+}
+
+/// Resumes a paused process even if the test fails half-way.
+struct Resume<'a>(&'a common::Service);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        self.0.signal("-CONT");
+    }
 }

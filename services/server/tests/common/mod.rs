@@ -86,6 +86,19 @@ impl Service {
         }
     }
 
+    /// Sends `signal` (e.g. "-STOP", "-CONT") to the running process.
+    pub fn signal(&self, signal: &str) {
+        let child = self
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "{signal} to {}", self.name);
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
