@@ -157,9 +157,12 @@ pub async fn store_scenarios(store: Arc<dyn MessageStore>) {
 
     // Cursors per device, never moving back.
     assert_eq!(store.cursor(&bob, "phone").await.unwrap(), 0);
-    assert_eq!(store.advance_cursor(&bob, "phone", 11).await.unwrap(), 11);
-    assert_eq!(store.advance_cursor(&bob, "phone", 10).await.unwrap(), 11);
+    store.advance_cursor(&bob, "phone", 11).await.unwrap();
     assert_eq!(store.cursor(&bob, "phone").await.unwrap(), 11);
+    store.advance_cursor(&bob, "phone", 10).await.unwrap();
+    assert_eq!(store.cursor(&bob, "phone").await.unwrap(), 11, "never back");
+    store.advance_cursor(&bob, "phone", 12).await.unwrap();
+    assert_eq!(store.cursor(&bob, "phone").await.unwrap(), 12);
     assert_eq!(store.cursor(&bob, "laptop").await.unwrap(), 0);
 
     // Newest first, after a cursor; in a bucketed store the scan crosses

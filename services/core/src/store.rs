@@ -210,14 +210,10 @@ pub trait MessageStore: crate::groups::GroupStore {
     /// The device's cursor: everything up to it is stored on the device.
     async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError>;
 
-    /// Moves the device's cursor forward to `cursor` (never back); returns
-    /// the cursor now stored.
-    async fn advance_cursor(
-        &self,
-        user: &str,
-        device: &str,
-        cursor: u64,
-    ) -> Result<u64, StoreError>;
+    /// Moves the device's cursor forward to `cursor`; a cursor below the
+    /// one stored changes nothing.
+    async fn advance_cursor(&self, user: &str, device: &str, cursor: u64)
+    -> Result<(), StoreError>;
 }
 
 /// The client's view of a stored message at `cursor` of an inbox (0 outside one).

@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "005-history-bodies",
         include_str!("../../../schemas/cql/005-history-bodies.cql"),
     ),
+    (
+        6,
+        "006-device-cursors",
+        include_str!("../../../schemas/cql/006-device-cursors.cql"),
+    ),
 ];
 
 /// Inbox entries read per page while looking for what to trim.
@@ -113,7 +118,8 @@ struct Statements {
     select_inbox_page: PreparedStatement,
     select_last_inbox_cursor: PreparedStatement,
     select_cursor: PreparedStatement,
-    update_cursor: PreparedStatement,
+    select_device_cursor: PreparedStatement,
+    write_device_cursor: PreparedStatement,
     insert_group: PreparedStatement,
     select_group: PreparedStatement,
     insert_member: PreparedStatement,
@@ -351,7 +357,8 @@ async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> 
         select_inbox_page: p("SELECT cursor, message_id, conversation FROM {ks}.inbox WHERE user_id = ? AND bucket = ? AND cursor > ? LIMIT ?").await?,
         select_last_inbox_cursor: p("SELECT cursor FROM {ks}.inbox WHERE user_id = ? AND bucket = ? ORDER BY cursor DESC LIMIT 1").await?,
         select_cursor: p("SELECT cursor FROM {ks}.cursors WHERE user_id = ? AND device = ?").await?,
-        update_cursor: p("UPDATE {ks}.cursors SET cursor = ? WHERE user_id = ? AND device = ?").await?,
+        select_device_cursor: p("SELECT cursor FROM {ks}.device_cursors WHERE user_id = ? AND device = ?").await?,
+        write_device_cursor: p("UPDATE {ks}.device_cursors USING TIMESTAMP ? SET cursor = ? WHERE user_id = ? AND device = ?").await?,
         insert_group: p("INSERT INTO {ks}.groups (group_id, name, owner, created_at_ms) VALUES (?, ?, ?, ?)").await?,
         select_group: p("SELECT name, owner, created_at_ms FROM {ks}.groups WHERE group_id = ?").await?,
         insert_member: p("INSERT INTO {ks}.group_members (group_id, user_id) VALUES (?, ?)").await?,
@@ -1189,10 +1196,18 @@ impl MessageStore for ScyllaStore {
     }
 
     async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .first::<(i64,)>("read cursor", &self.st.select_cursor, (user, device))
-            .await?
-            .map_or(0, |(c,)| c as u64))
+        // The pre-006 table too, for devices that last ACKed before it.
+        let (now, before) = try_join(
+            self.first::<(i64,)>("read cursor", &self.st.select_device_cursor, (user, device)),
+            self.first::<(i64,)>("read old cursor", &self.st.select_cursor, (user, device)),
+        )
+        .await?;
+        Ok([now, before]
+            .into_iter()
+            .flatten()
+            .map(|(c,)| c as u64)
+            .max()
+            .unwrap_or(0))
     }
 
     async fn advance_cursor(
@@ -1200,18 +1215,17 @@ impl MessageStore for ScyllaStore {
         user: &str,
         device: &str,
         cursor: u64,
-    ) -> Result<u64, StoreError> {
-        // One gateway session writes a device's cursor; read-then-write is
-        // enough (a lost race only moves the cursor back: a re-push).
-        let old = self.cursor(user, device).await?;
-        if cursor > old {
-            cql!(
-                "write cursor",
-                self.session
-                    .execute_unpaged(&self.st.update_cursor, (cursor as i64, user, device))
-            )?;
-        }
-        Ok(old.max(cursor))
+    ) -> Result<(), StoreError> {
+        // No read: with the cursor as the write's timestamp, the largest
+        // cursor written wins, whatever order the writes arrive in.
+        cql!(
+            "write cursor",
+            self.session.execute_unpaged(
+                &self.st.write_device_cursor,
+                (cursor as i64, cursor as i64, user, device)
+            )
+        )?;
+        Ok(())
     }
 }
 

@@ -41,3 +41,35 @@ async fn an_unreachable_database_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_cursor_saved_before_migration_006_is_kept() {
+    let Ok(node) = std::env::var("TERN_TEST_CQL") else {
+        eprintln!("TERN_TEST_CQL not set: skipping");
+        return;
+    };
+    let config = ScyllaStoreConfig::new(node.clone(), "tern_conformance");
+    let store = ScyllaStore::connect(&config)
+        .await
+        .expect("CQL database reachable");
+    // An ACK stored by a tern before 006: in `cursors`, at wall-clock time.
+    let user = tern_core::conformance::fresh("olduser");
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(node)
+        .build()
+        .await
+        .expect("session");
+    session
+        .query_unpaged(
+            "INSERT INTO tern_conformance.cursors (user_id, device, cursor) VALUES (?, 'phone', 42)",
+            (&user,),
+        )
+        .await
+        .expect("old-style cursor written");
+    use tern_core::store::MessageStore as _;
+    assert_eq!(store.cursor(&user, "phone").await.unwrap(), 42);
+    store.advance_cursor(&user, "phone", 40).await.unwrap();
+    assert_eq!(store.cursor(&user, "phone").await.unwrap(), 42, "never back");
+    store.advance_cursor(&user, "phone", 50).await.unwrap();
+    assert_eq!(store.cursor(&user, "phone").await.unwrap(), 50);
+}

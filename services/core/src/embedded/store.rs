@@ -793,13 +793,13 @@ impl MessageStore for EmbeddedStore {
         user: &str,
         device: &str,
         cursor: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(), StoreError> {
         let stored = self.stored_cursor(user, device)?;
         let mut pending = self.cursors.lock().expect("cursor map poisoned");
         let entry = pending
             .entry((user.to_owned(), device.to_owned()))
             .or_insert(stored);
         *entry = (*entry).max(cursor).max(stored);
-        Ok(*entry)
+        Ok(())
     }
 }
