@@ -139,8 +139,10 @@ async fn frames_before_login_are_refused_and_login_must_come_in_time() {
 #[tokio::test]
 async fn an_idle_connection_is_closed_with_a_reason() {
     let server = Server::start_with(|c| {
+        // A heartbeat every 100 ms against a 1.5 s limit: a loaded machine
+        // may stall the client for a while without failing the test.
         c.gateway.heartbeat_interval = Duration::from_millis(100);
-        c.gateway.idle_timeout = Duration::from_millis(400);
+        c.gateway.idle_timeout = Duration::from_millis(1500);
     })
     .await;
     let token = server.token("bob").await;
@@ -152,7 +154,8 @@ async fn an_idle_connection_is_closed_with_a_reason() {
     let mut opts = LoginOptions::new(server.token("alice").await, "phone");
     opts.heartbeats = true;
     let (alice, _) = Client::connect(&server.tcp(), opts).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Twice the idle limit.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     alice
         .send_to("bob", "alive")
         .await
