@@ -66,6 +66,8 @@ const ROOM_RETRY: Duration = Duration::from_millis(10);
 /// How long a blocked socket is kept open to deliver the reason it is
 /// being closed, for a client that resumes reading.
 const LAST_WORDS_GRACE: Duration = Duration::from_secs(5);
+/// Longest a closing connection waits for its cursor write.
+const CURSOR_FLUSH: Duration = Duration::from_secs(5);
 /// After a failed inbox read, pushing is tried again this much later.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Message bodies fetched from the store in one call.
@@ -155,6 +157,13 @@ struct Session {
     room_tx: Option<mpsc::Sender<crate::rooms::RoomFrame>>,
     /// Room posts being appended to the log.
     room_posts: FuturesUnordered<BoxFuture<'static, rooms::PostResult>>,
+    /// The write of the device's cursor in flight, if any: ACKs do not wait
+    /// for it, and those arriving meanwhile are written together after it.
+    cursor_write: Option<BoxFuture<'static, ()>>,
+    /// Highest cursor the device ACKed.
+    cursor_acked: u64,
+    /// Highest cursor whose write was started.
+    cursor_writing: u64,
 }
 
 /// Serves one connection until it ends.
@@ -197,9 +206,15 @@ pub(crate) async fn serve(
             room_feed: None,
             room_tx: None,
             room_posts: FuturesUnordered::new(),
+            cursor_write: None,
+            cursor_acked: 0,
+            cursor_writing: 0,
         };
         metrics::CONNECTIONS.inc();
         let close = session.run(reader, shutdown).await;
+        // Before the client can hear why it is closed and log in again:
+        // what it ACKed here must be what its next login starts from.
+        session.flush_cursor().await;
         metrics::CONNECTIONS.dec();
         if let Close::Fatal(code, _) = &close {
             metrics::DISCONNECTS.inc(code.as_str_name());
@@ -292,6 +307,14 @@ async fn next_event(mailbox: &mut Option<mpsc::Receiver<SessionEvent>>) -> Optio
     }
 }
 
+/// Resolves when the cursor write in flight is done, or never if none is.
+async fn cursor_written(write: &mut Option<BoxFuture<'static, ()>>) {
+    match write {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when the session is kicked, or never if it cannot be.
 async fn kicked(kick: &mut Option<watch::Receiver<Option<Kick>>>) -> Kick {
     match kick {
@@ -344,6 +367,11 @@ impl Session {
                     Some(frame) => self.on_room_frame(frame),
                     None => Ok(()),
                 },
+                _ = cursor_written(&mut self.cursor_write) => {
+                    self.cursor_write = None;
+                    self.write_cursor();
+                    Ok(())
+                }
                 done = self.room_posts.next(), if !self.room_posts.is_empty() => match done {
                     Some(done) => self.on_room_posted(done),
                     None => Ok(()),
@@ -941,21 +969,8 @@ impl Session {
             );
             return self.reject(ErrorCode::BadCursor, msg, "", 0);
         }
-        let (user, device) = {
-            let l = self.login.as_ref().expect("checked by caller");
-            (l.user.clone(), l.device.clone())
-        };
-        if let Err(e) = self
-            .shared
-            .deps
-            .store
-            .advance_cursor(&user, &device, cursor)
-            .await
-        {
-            // Not fatal: the frames stay un-ACKed on the server's side of
-            // things only in the cursor; the device re-gets them next login.
-            tracing::warn!(error = %e, cursor, "cursor not saved");
-        }
+        self.cursor_acked = self.cursor_acked.max(cursor);
+        self.write_cursor();
         self.unacked.retain(|u| {
             let covered = u.last_cursor <= cursor;
             if covered {
@@ -1091,6 +1106,54 @@ impl Session {
 
     /// Forgets the connection; removes the route unless the device already
     /// logged in again elsewhere on this gateway.
+    /// Starts writing the highest ACKed cursor, unless a write is in
+    /// flight (its completion calls this again) or nothing new was ACKed.
+    fn write_cursor(&mut self) {
+        if self.cursor_write.is_some() || self.cursor_acked <= self.cursor_writing {
+            return;
+        }
+        let Some(l) = self.login.as_ref() else {
+            return;
+        };
+        let (store, user, device) = (
+            self.shared.deps.store.clone(),
+            l.user.clone(),
+            l.device.clone(),
+        );
+        let cursor = self.cursor_acked;
+        self.cursor_writing = cursor;
+        self.cursor_write = Some(
+            async move {
+                if let Err(e) = store.advance_cursor(&user, &device, cursor).await {
+                    // Not fatal: the device gets those pushes again at its
+                    // next login, and the next ACK writes a higher cursor.
+                    tracing::warn!(error = %e, cursor, "cursor not saved");
+                }
+            }
+            .in_current_span()
+            .boxed(),
+        );
+    }
+
+    /// Waits for the cursor write in flight and writes any cursor ACKed
+    /// after it; gives up after `CURSOR_FLUSH` (a dead store).
+    async fn flush_cursor(&mut self) {
+        let flush = async {
+            if let Some(w) = self.cursor_write.take() {
+                w.await;
+            }
+            self.write_cursor();
+            if let Some(w) = self.cursor_write.take() {
+                w.await;
+            }
+        };
+        if tokio::time::timeout(CURSOR_FLUSH, flush).await.is_err() {
+            tracing::warn!(
+                "cursor not saved before the close; the device gets the last pushes again"
+            );
+        }
+    }
+
     async fn cleanup(&mut self) {
         self.leave_room();
         let Some(login) = self.login.take() else {

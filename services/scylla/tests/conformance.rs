@@ -69,7 +69,11 @@ async fn a_cursor_saved_before_migration_006_is_kept() {
     use tern_core::store::MessageStore as _;
     assert_eq!(store.cursor(&user, "phone").await.unwrap(), 42);
     store.advance_cursor(&user, "phone", 40).await.unwrap();
-    assert_eq!(store.cursor(&user, "phone").await.unwrap(), 42, "never back");
+    assert_eq!(
+        store.cursor(&user, "phone").await.unwrap(),
+        42,
+        "never back"
+    );
     store.advance_cursor(&user, "phone", 50).await.unwrap();
     assert_eq!(store.cursor(&user, "phone").await.unwrap(), 50);
 }
