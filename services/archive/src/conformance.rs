@@ -318,6 +318,7 @@ pub async fn a_user_export_has_their_messages_in_range_both_ways_and_in_groups(s
                 name: "Big".into(),
                 owner: "carol".into(),
                 created_at_ms: 0,
+                history_open: false,
             },
             &["alice".into(), "carol".into(), "dan".into()],
         )

@@ -333,6 +333,7 @@ async fn group_scenarios(store: &dyn MessageStore) {
         name: "team".into(),
         owner: owner.clone(),
         created_at_ms: 1_700_000_000_000,
+        history_open: false,
     };
     assert_eq!(store.group(&id).await.unwrap(), None);
     store
@@ -358,7 +359,7 @@ async fn group_scenarios(store: &dyn MessageStore) {
     assert!(!store.is_member(&id, &b).await.unwrap());
 
     store
-        .add_members(&id, &[b.clone(), a.clone()])
+        .add_members(&id, &[b.clone(), a.clone()], 0)
         .await
         .expect("add");
     assert_eq!(store.member_count(&id).await.unwrap(), 3);

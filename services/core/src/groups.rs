@@ -19,6 +19,10 @@ pub struct Group {
     /// The user who created it; the only one who adds or removes others.
     pub owner: String,
     pub created_at_ms: u64,
+    /// Members added later read the history from before they joined too.
+    /// Off (the default), a member reads only what was posted after they
+    /// joined (see [`GroupStore::member_since`]).
+    pub history_open: bool,
 }
 
 #[async_trait]
@@ -29,8 +33,15 @@ pub trait GroupStore: Send + Sync + 'static {
 
     async fn group(&self, id: &str) -> Result<Option<Group>, StoreError>;
 
-    /// Adds users; ones already members are left as they are.
-    async fn add_members(&self, group: &str, users: &[String]) -> Result<(), StoreError>;
+    /// Adds users who join after the group's message `joined_after_seq`
+    /// (see [`Self::member_since`]); ones already members are left as they
+    /// are, their join point too.
+    async fn add_members(
+        &self,
+        group: &str,
+        users: &[String],
+        joined_after_seq: u64,
+    ) -> Result<(), StoreError>;
 
     /// Removes users; ones not members are ignored.
     async fn remove_members(&self, group: &str, users: &[String]) -> Result<(), StoreError>;
@@ -45,6 +56,12 @@ pub trait GroupStore: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
 
     async fn is_member(&self, group: &str, user: &str) -> Result<bool, StoreError>;
+
+    /// None if `user` is not a member of `group`; otherwise the seq of the
+    /// group's newest message when they joined (0 for the members it was
+    /// created with): what they may read of its history is after it,
+    /// unless the group's history is open.
+    async fn member_since(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError>;
 
     async fn member_count(&self, group: &str) -> Result<u64, StoreError>;
 

@@ -6,13 +6,15 @@
 //!   [`log::EventLog`] (Kafka in production, [`embedded::EmbeddedLog`] here),
 //!   [`store::MessageStore`] (ScyllaDB, [`embedded::EmbeddedStore`]),
 //!   [`routes::RouteDirectory`] (Redis, [`embedded::MemoryRoutes`]);
-//!   the store also keeps groups ([`groups::GroupStore`]);
+//!   the store also keeps groups ([`groups::GroupStore`]) and per-user
+//!   blocks and token revocations ([`accounts::AccountStore`]);
 //! - [`stage`]: the consume → act → commit loop every pipeline stage runs;
 //! - [`auth`]: HS256 JWT tokens for client logins;
 //! - [`conformance`]: scenarios every backend must pass, run against each one.
 //!
 //! Business logic holds `Arc<dyn Trait>` and never knows which backend it has.
 
+pub mod accounts;
 pub mod auth;
 pub mod conformance;
 pub mod embedded;

@@ -126,9 +126,10 @@ pub fn newest_first(mut list: Vec<ConversationState>, limit: usize) -> Vec<Conve
     list
 }
 
-/// Groups live in the same database as messages, so every store keeps them.
+/// Groups and per-user safety state (blocks, token revocations) live in the
+/// same database as messages, so every store keeps them.
 #[async_trait]
-pub trait MessageStore: crate::groups::GroupStore {
+pub trait MessageStore: crate::groups::GroupStore + crate::accounts::AccountStore {
     /// Stores messages, each once per (sender_user, client_msg_id), and gives
     /// each new one the next sequence number of its conversation (ignoring
     /// the `seq` passed in). Returns the stored form of each, in order.

@@ -10,6 +10,7 @@
 //! One write transaction commits many records (group commit), so throughput
 //! does not pay one fsync per message.
 
+mod accounts;
 mod log;
 mod routes;
 mod store;

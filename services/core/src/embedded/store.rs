@@ -37,6 +37,12 @@ const GROUPS: TableDefinition<&str, (&str, &str, u64)> = TableDefinition::new("g
 const GROUP_MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("group_members");
 /// (user, group id) → (): the groups of a user.
 const USER_GROUPS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_groups");
+/// (group id, user) → the group's seq when the member joined, for members
+/// added after the group was made (absent: 0, from the start). A table of
+/// its own so that stores made before it keep their `group_members`.
+const GROUP_JOINS: TableDefinition<(&str, &str), u64> = TableDefinition::new("group_joins");
+/// Groups whose history is open to members who join later (absent: closed).
+const OPEN_HISTORY_GROUPS: TableDefinition<&str, ()> = TableDefinition::new("open_history_groups");
 /// user → entries in their inbox (kept with the inbox, for the count bound).
 const INBOX_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("inbox_counts");
 /// user → highest inbox cursor trimmed by retention.
@@ -67,7 +73,7 @@ type PendingCursors = Mutex<HashMap<(String, String), u64>>;
 /// client that remembers what it stored drops by message id or cursor.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    pub(super) db: Arc<Database>,
     cursors: Arc<PendingCursors>,
     /// Dropped with the last clone of the store: stops the flusher, which
     /// first writes what is pending, durably.
@@ -113,6 +119,9 @@ impl EmbeddedStore {
             tx.open_table(USER_CONVERSATIONS).map_err(io)?;
             tx.open_table(INBOX_COUNTS).map_err(io)?;
             tx.open_table(INBOX_TRIMS).map_err(io)?;
+            tx.open_table(GROUP_JOINS).map_err(io)?;
+            tx.open_table(OPEN_HISTORY_GROUPS).map_err(io)?;
+            super::accounts::create_tables(&tx)?;
         }
         tx.commit().map_err(io)?;
         let db = Arc::new(db);
@@ -144,7 +153,7 @@ impl EmbeddedStore {
     }
 
     /// Runs blocking redb work off the async threads.
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -210,7 +219,7 @@ fn write_cursors(
     tx.commit().map_err(io)
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(io_err(e))
 }
 
@@ -223,24 +232,34 @@ fn message_id(m: &StoredMessage) -> Result<MessageId, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("message id is not 16 bytes".into()))
 }
 
-/// Adds (`add`) or removes members of `group` in one durable transaction.
+/// Adds members who joined after `joined_after_seq` (Some) or removes
+/// members (None) of `group`, in one durable transaction.
 fn change_members(
     db: &Database,
     group: &str,
     users: &[String],
-    add: bool,
+    joined_after_seq: Option<u64>,
 ) -> Result<(), StoreError> {
     let tx = db.begin_write().map_err(io)?;
     {
         let mut members = tx.open_table(GROUP_MEMBERS).map_err(io)?;
         let mut by_user = tx.open_table(USER_GROUPS).map_err(io)?;
+        let mut joins = tx.open_table(GROUP_JOINS).map_err(io)?;
         for user in users {
-            if add {
-                members.insert((group, user.as_str()), ()).map_err(io)?;
-                by_user.insert((user.as_str(), group), ()).map_err(io)?;
-            } else {
-                members.remove((group, user.as_str())).map_err(io)?;
-                by_user.remove((user.as_str(), group)).map_err(io)?;
+            let key = (group, user.as_str());
+            match joined_after_seq {
+                // A member already in keeps the join point they have.
+                Some(seq) => {
+                    if members.insert(key, ()).map_err(io)?.is_none() && seq > 0 {
+                        joins.insert(key, seq).map_err(io)?;
+                    }
+                    by_user.insert((user.as_str(), group), ()).map_err(io)?;
+                }
+                None => {
+                    members.remove(key).map_err(io)?;
+                    joins.remove(key).map_err(io)?;
+                    by_user.remove((user.as_str(), group)).map_err(io)?;
+                }
             }
         }
     }
@@ -269,6 +288,10 @@ impl GroupStore for EmbeddedStore {
                         ),
                     )
                     .map_err(io)?;
+                if group.history_open {
+                    let mut open = tx.open_table(OPEN_HISTORY_GROUPS).map_err(io)?;
+                    open.insert(group.id.as_str(), ()).map_err(io)?;
+                }
                 let mut by_group = tx.open_table(GROUP_MEMBERS).map_err(io)?;
                 let mut by_user = tx.open_table(USER_GROUPS).map_err(io)?;
                 for user in &members {
@@ -288,6 +311,12 @@ impl GroupStore for EmbeddedStore {
     async fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         let groups = tx.open_table(GROUPS).map_err(io)?;
+        let history_open = tx
+            .open_table(OPEN_HISTORY_GROUPS)
+            .map_err(io)?
+            .get(id)
+            .map_err(io)?
+            .is_some();
         Ok(groups.get(id).map_err(io)?.map(|v| {
             let (name, owner, created_at_ms) = v.value();
             Group {
@@ -295,20 +324,38 @@ impl GroupStore for EmbeddedStore {
                 name: name.to_owned(),
                 owner: owner.to_owned(),
                 created_at_ms,
+                history_open,
             }
         }))
     }
 
-    async fn add_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
+    async fn add_members(
+        &self,
+        group: &str,
+        users: &[String],
+        joined_after_seq: u64,
+    ) -> Result<(), StoreError> {
         let (group, users) = (group.to_owned(), users.to_vec());
-        self.blocking(move |db| change_members(db, &group, &users, true))
+        self.blocking(move |db| change_members(db, &group, &users, Some(joined_after_seq)))
             .await
     }
 
     async fn remove_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
         let (group, users) = (group.to_owned(), users.to_vec());
-        self.blocking(move |db| change_members(db, &group, &users, false))
+        self.blocking(move |db| change_members(db, &group, &users, None))
             .await
+    }
+
+    async fn member_since(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let members = tx.open_table(GROUP_MEMBERS).map_err(io)?;
+        if members.get((group, user)).map_err(io)?.is_none() {
+            return Ok(None);
+        }
+        let joins = tx.open_table(GROUP_JOINS).map_err(io)?;
+        Ok(Some(
+            joins.get((group, user)).map_err(io)?.map_or(0, |v| v.value()),
+        ))
     }
 
     async fn members(
