@@ -194,6 +194,9 @@ pub async fn store_scenarios(store: Arc<dyn MessageStore>) {
     conversation_list_scenarios(store.as_ref()).await;
     retention_scenarios(store.as_ref()).await;
     group_scenarios(store.as_ref()).await;
+    join_point_scenarios(store.as_ref()).await;
+    block_scenarios(store.as_ref()).await;
+    revocation_scenarios(store.as_ref()).await;
 }
 
 async fn retention_scenarios(store: &dyn MessageStore) {
@@ -388,6 +391,158 @@ async fn group_scenarios(store: &dyn MessageStore) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Where members start reading a group's history, and whether it is open.
+async fn join_point_scenarios(store: &dyn MessageStore) {
+    let id = crate::ids::new_group_id();
+    let (owner, a, b, c) = (fresh("owner"), fresh("a"), fresh("b"), fresh("c"));
+    let group = Group {
+        id: id.clone(),
+        name: "joins".into(),
+        owner: owner.clone(),
+        created_at_ms: 1_700_000_000_000,
+        history_open: false,
+    };
+    store
+        .create_group(&group, std::slice::from_ref(&a))
+        .await
+        .expect("create");
+    // The members it was created with read from the start.
+    assert_eq!(store.member_since(&id, &owner).await.unwrap(), Some(0));
+    assert_eq!(store.member_since(&id, &a).await.unwrap(), Some(0));
+    assert_eq!(store.member_since(&id, &b).await.unwrap(), None);
+    assert_eq!(store.member_since("nosuchgroup", &a).await.unwrap(), None);
+
+    // Added later: from the seq given. Someone already in keeps their
+    // join point, in the same call as newcomers or in a later one.
+    store
+        .add_members(&id, &[b.clone(), a.clone()], 7)
+        .await
+        .expect("add");
+    assert_eq!(store.member_since(&id, &b).await.unwrap(), Some(7));
+    assert_eq!(store.member_since(&id, &a).await.unwrap(), Some(0));
+    store
+        .add_members(&id, &[b.clone(), c.clone()], 9)
+        .await
+        .expect("add again");
+    assert_eq!(store.member_since(&id, &b).await.unwrap(), Some(7));
+    assert_eq!(store.member_since(&id, &c).await.unwrap(), Some(9));
+    assert_eq!(store.member_count(&id).await.unwrap(), 4);
+
+    // Removed then added again: a new join point.
+    store
+        .remove_members(&id, std::slice::from_ref(&b))
+        .await
+        .expect("remove");
+    assert_eq!(store.member_since(&id, &b).await.unwrap(), None);
+    store
+        .add_members(&id, std::slice::from_ref(&b), 12)
+        .await
+        .expect("add after removal");
+    assert_eq!(store.member_since(&id, &b).await.unwrap(), Some(12));
+    assert_eq!(store.user_groups(&b).await.unwrap(), vec![id.clone()]);
+
+    // Open history round-trips; closed is the default (checked above too).
+    let open = Group {
+        id: crate::ids::new_group_id(),
+        history_open: true,
+        ..group.clone()
+    };
+    store.create_group(&open, &[]).await.expect("create open");
+    assert_eq!(store.group(&open.id).await.unwrap(), Some(open.clone()));
+    assert!(!store.group(&id).await.unwrap().unwrap().history_open);
+}
+
+async fn block_scenarios(store: &dyn MessageStore) {
+    let (ann, ben, cat, dan) = (fresh("ann"), fresh("ben"), fresh("cat"), fresh("dan"));
+    assert!(!store.is_blocked(&ann, &ben).await.unwrap());
+    assert!(store.blocked_users(&ann, "", 10).await.unwrap().is_empty());
+
+    // Blocking twice is blocking once; a block is one way.
+    store.set_blocked(&ann, &ben, true).await.expect("block");
+    store
+        .set_blocked(&ann, &ben, true)
+        .await
+        .expect("block again");
+    assert!(store.is_blocked(&ann, &ben).await.unwrap());
+    assert!(!store.is_blocked(&ben, &ann).await.unwrap(), "one way");
+    assert!(store.blocked_users(&ben, "", 10).await.unwrap().is_empty());
+
+    // The list pages in id order, after the given id (prefixes b < c < d).
+    store.set_blocked(&ann, &dan, true).await.expect("block");
+    store.set_blocked(&ann, &cat, true).await.expect("block");
+    let all = vec![ben.clone(), cat.clone(), dan.clone()];
+    assert_eq!(store.blocked_users(&ann, "", 10).await.unwrap(), all);
+    assert_eq!(store.blocked_users(&ann, "", 2).await.unwrap(), all[..2]);
+    assert_eq!(store.blocked_users(&ann, &cat, 2).await.unwrap(), all[2..]);
+    assert!(store.blocked_users(&ann, &dan, 2).await.unwrap().is_empty());
+    assert!(store.blocked_users(&ann, "", 0).await.unwrap().is_empty());
+
+    // Unblocking twice, or someone never blocked, is fine too.
+    store.set_blocked(&ann, &cat, false).await.expect("unblock");
+    store
+        .set_blocked(&ann, &cat, false)
+        .await
+        .expect("unblock again");
+    store
+        .set_blocked(&ann, &fresh("stranger"), false)
+        .await
+        .expect("unblock a stranger");
+    assert!(!store.is_blocked(&ann, &cat).await.unwrap());
+    assert_eq!(
+        store.blocked_users(&ann, "", 10).await.unwrap(),
+        vec![ben.clone(), dan.clone()]
+    );
+}
+
+async fn revocation_scenarios(store: &dyn MessageStore) {
+    let user = fresh("rae");
+    let now = crate::now_ms();
+    let before = |device: Option<&'static str>| {
+        let user = user.clone();
+        async move { store.revoked_before(&user, device).await.unwrap() }
+    };
+    assert_eq!(before(None).await, 0, "nothing revoked");
+    assert_eq!(before(Some("phone")).await, 0);
+
+    // One device's revocation is that device's only.
+    store
+        .revoke_tokens(&user, Some("phone"), now)
+        .await
+        .expect("revoke");
+    assert_eq!(before(Some("phone")).await, now);
+    assert_eq!(before(Some("laptop")).await, 0);
+    assert_eq!(before(None).await, 0, "not user-wide");
+
+    // A user-wide one covers every device; the later of the two counts.
+    store
+        .revoke_tokens(&user, None, now - 1000)
+        .await
+        .expect("revoke all");
+    assert_eq!(before(None).await, now - 1000);
+    assert_eq!(before(Some("laptop")).await, now - 1000);
+    assert_eq!(before(Some("phone")).await, now);
+
+    // Only forward: an earlier time changes nothing, a later one moves it.
+    store.revoke_tokens(&user, None, now - 5000).await.unwrap();
+    store
+        .revoke_tokens(&user, Some("phone"), now - 500)
+        .await
+        .unwrap();
+    assert_eq!(before(None).await, now - 1000);
+    assert_eq!(before(Some("phone")).await, now);
+    store.revoke_tokens(&user, None, now + 1000).await.unwrap();
+    assert_eq!(before(None).await, now + 1000);
+    assert_eq!(before(Some("phone")).await, now + 1000);
+
+    assert_eq!(
+        store
+            .revoked_before(&fresh("nobody"), Some("phone"))
+            .await
+            .unwrap(),
+        0
     );
 }
 

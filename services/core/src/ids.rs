@@ -18,6 +18,19 @@ pub enum IdError {
     UnknownConversation(String),
 }
 
+/// Most characters of client input an error message repeats.
+const ECHO_CHARS: usize = 72;
+
+/// Client input as an error message may quote it: whole when short, else
+/// its start and its length, so a 900 KB id is not sent back (nor logged).
+pub fn clip(input: &str) -> String {
+    if input.chars().count() <= ECHO_CHARS {
+        return input.to_owned();
+    }
+    let start: String = input.chars().take(ECHO_CHARS - 8).collect();
+    format!("{start}… ({} bytes)", input.len())
+}
+
 fn check(kind: &'static str, id: &str) -> Result<(), IdError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
@@ -27,10 +40,7 @@ fn check(kind: &'static str, id: &str) -> Result<(), IdError> {
     if ok {
         Ok(())
     } else {
-        Err(IdError::Invalid {
-            kind,
-            id: id.to_owned(),
-        })
+        Err(IdError::Invalid { kind, id: clip(id) })
     }
 }
 
@@ -83,7 +93,7 @@ impl Conversation {
 
     /// Parses a conversation id as produced by `Display`.
     pub fn parse(id: &str) -> Result<Self, IdError> {
-        let unknown = || IdError::UnknownConversation(id.to_owned());
+        let unknown = || IdError::UnknownConversation(clip(id));
         match id.split(':').collect::<Vec<_>>().as_slice() {
             ["d", a, b] => {
                 let c = Self::direct(a, b).map_err(|_| unknown())?;
@@ -224,6 +234,17 @@ mod tests {
         assert_eq!(c.to_string(), format!("g:{id}"));
         assert_eq!(c.direct_members(), None);
         assert!(new_group_id() > id, "group ids sort by creation time");
+    }
+
+    #[test]
+    fn errors_quote_long_input_clipped() {
+        let huge = "x".repeat(900_000);
+        let msg = check_device(&huge).unwrap_err().to_string();
+        assert!(msg.len() < 200, "{} bytes", msg.len());
+        assert!(msg.contains("(900000 bytes)"), "{msg}");
+        let msg = Conversation::parse(&huge).unwrap_err().to_string();
+        assert!(msg.len() < 200, "{} bytes", msg.len());
+        assert_eq!(clip("short"), "short");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!   `put_one`). Inbox entries are keyed by the deliver record's offset and
 //!   deduplicated per (user, message).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -68,12 +68,19 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "006-device-cursors",
         include_str!("../../../schemas/cql/006-device-cursors.cql"),
     ),
+    (
+        7,
+        "007-accounts",
+        include_str!("../../../schemas/cql/007-accounts.cql"),
+    ),
 ];
 
 /// Inbox entries read per page while looking for what to trim.
 const TRIM_PAGE: usize = 1000;
 /// Most entries one trim deletes; the rest go next time.
 const MAX_TRIM: usize = 20_000;
+/// Users per `IN` list when looking up which of them are members.
+const MEMBER_LOOKUP: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct ScyllaStoreConfig {
@@ -128,6 +135,8 @@ struct Statements {
     delete_user_group: PreparedStatement,
     select_members_page: PreparedStatement,
     select_member: PreparedStatement,
+    select_members_among: PreparedStatement,
+    select_member_since: PreparedStatement,
     count_members: PreparedStatement,
     select_user_groups: PreparedStatement,
     select_inbox_buckets_desc: PreparedStatement,
@@ -142,6 +151,7 @@ struct Statements {
     update_trim: PreparedStatement,
     delete_inbox: PreparedStatement,
     delete_inbox_index: PreparedStatement,
+    accounts: accounts::Statements,
 }
 
 pub struct ScyllaStore {
@@ -158,6 +168,8 @@ macro_rules! cql {
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", $what)))
     };
 }
+
+mod accounts;
 
 fn check_keyspace(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
@@ -359,14 +371,16 @@ async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> 
         select_cursor: p("SELECT cursor FROM {ks}.cursors WHERE user_id = ? AND device = ?").await?,
         select_device_cursor: p("SELECT cursor FROM {ks}.device_cursors WHERE user_id = ? AND device = ?").await?,
         write_device_cursor: p("UPDATE {ks}.device_cursors USING TIMESTAMP ? SET cursor = ? WHERE user_id = ? AND device = ?").await?,
-        insert_group: p("INSERT INTO {ks}.groups (group_id, name, owner, created_at_ms) VALUES (?, ?, ?, ?)").await?,
-        select_group: p("SELECT name, owner, created_at_ms FROM {ks}.groups WHERE group_id = ?").await?,
-        insert_member: p("INSERT INTO {ks}.group_members (group_id, user_id) VALUES (?, ?)").await?,
+        insert_group: p("INSERT INTO {ks}.groups (group_id, name, owner, created_at_ms, history_open) VALUES (?, ?, ?, ?, ?)").await?,
+        select_group: p("SELECT name, owner, created_at_ms, history_open FROM {ks}.groups WHERE group_id = ?").await?,
+        insert_member: p("INSERT INTO {ks}.group_members (group_id, user_id, joined_after_seq) VALUES (?, ?, ?)").await?,
         delete_member: p("DELETE FROM {ks}.group_members WHERE group_id = ? AND user_id = ?").await?,
         insert_user_group: p("INSERT INTO {ks}.user_groups (user_id, group_id) VALUES (?, ?)").await?,
         delete_user_group: p("DELETE FROM {ks}.user_groups WHERE user_id = ? AND group_id = ?").await?,
         select_members_page: p("SELECT user_id FROM {ks}.group_members WHERE group_id = ? AND user_id > ? LIMIT ?").await?,
         select_member: p("SELECT user_id FROM {ks}.group_members WHERE group_id = ? AND user_id = ?").await?,
+        select_members_among: p("SELECT user_id FROM {ks}.group_members WHERE group_id = ? AND user_id IN ?").await?,
+        select_member_since: p("SELECT joined_after_seq FROM {ks}.group_members WHERE group_id = ? AND user_id = ?").await?,
         count_members: p("SELECT COUNT(*) FROM {ks}.group_members WHERE group_id = ?").await?,
         select_user_groups: p("SELECT group_id FROM {ks}.user_groups WHERE user_id = ?").await?,
         select_inbox_buckets_desc: p("SELECT bucket FROM {ks}.inbox_buckets WHERE user_id = ? AND bucket >= ? ORDER BY bucket DESC").await?,
@@ -381,6 +395,7 @@ async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> 
         update_trim: p("UPDATE {ks}.inbox_trims USING TIMESTAMP ? SET trimmed_through = ? WHERE user_id = ?").await?,
         delete_inbox: p("DELETE FROM {ks}.inbox WHERE user_id = ? AND bucket = ? AND cursor = ?").await?,
         delete_inbox_index: p("DELETE FROM {ks}.inbox_index WHERE user_id = ? AND message_id = ?").await?,
+        accounts: accounts::prepare(s, keyspace).await?,
     })
 }
 
@@ -740,31 +755,72 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// Writes (`add`) or deletes both rows of each membership, in parallel.
-    async fn change_members(
+    /// Writes both rows of each membership, in parallel: the member's row
+    /// with join point `joined_after_seq`, except for users in `keep`
+    /// (members already, whose row and join point stay as they are), and
+    /// the user's index row for every user (rewriting it repairs an add
+    /// that stopped between the two rows).
+    async fn write_members(
         &self,
         group: &str,
         users: &[String],
-        add: bool,
+        joined_after_seq: u64,
+        keep: &HashSet<String>,
     ) -> Result<(), StoreError> {
         let s = &self.st;
-        let (by_group, by_user) = if add {
-            (&s.insert_member, &s.insert_user_group)
-        } else {
-            (&s.delete_member, &s.delete_user_group)
-        };
         try_join_all(users.iter().map(|user| async move {
-            cql!(
-                "write group member",
-                self.session.execute_unpaged(by_group, (group, user))
-            )?;
+            if !keep.contains(user) {
+                cql!(
+                    "write group member",
+                    self.session
+                        .execute_unpaged(&s.insert_member, (group, user, joined_after_seq as i64))
+                )?;
+            }
             cql!(
                 "write user group",
-                self.session.execute_unpaged(by_user, (user, group))
+                self.session
+                    .execute_unpaged(&s.insert_user_group, (user, group))
             )
         }))
         .await?;
         Ok(())
+    }
+
+    /// Deletes both rows of each membership, in parallel.
+    async fn delete_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
+        let s = &self.st;
+        try_join_all(users.iter().map(|user| async move {
+            cql!(
+                "delete group member",
+                self.session
+                    .execute_unpaged(&s.delete_member, (group, user))
+            )?;
+            cql!(
+                "delete user group",
+                self.session
+                    .execute_unpaged(&s.delete_user_group, (user, group))
+            )
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Which of `users` are members of `group`: one slice of the group's
+    /// partition per [`MEMBER_LOOKUP`] users, in parallel.
+    async fn members_among(
+        &self,
+        group: &str,
+        users: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let found = try_join_all(users.chunks(MEMBER_LOOKUP).map(|chunk| {
+            self.all::<(String,)>(
+                "read group members",
+                &self.st.select_members_among,
+                (group, chunk),
+            )
+        }))
+        .await?;
+        Ok(found.into_iter().flatten().map(|(u,)| u).collect())
     }
 }
 
@@ -777,7 +833,8 @@ impl GroupStore for ScyllaStore {
         // Members first, the group row last: a retry after a crash in
         // between finds no group and writes the members again.
         let members = initial_members(&group.owner, members);
-        self.change_members(&group.id, &members, true).await?;
+        self.write_members(&group.id, &members, 0, &HashSet::new())
+            .await?;
         cql!(
             "write group",
             self.session.execute_unpaged(
@@ -786,7 +843,8 @@ impl GroupStore for ScyllaStore {
                     &group.id,
                     &group.name,
                     &group.owner,
-                    group.created_at_ms as i64
+                    group.created_at_ms as i64,
+                    group.history_open
                 )
             )
         )?;
@@ -795,22 +853,55 @@ impl GroupStore for ScyllaStore {
 
     async fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
         Ok(self
-            .first::<(String, String, i64)>("read group", &self.st.select_group, (id,))
+            .first::<(String, String, i64, Option<bool>)>(
+                "read group",
+                &self.st.select_group,
+                (id,),
+            )
             .await?
-            .map(|(name, owner, created)| Group {
+            .map(|(name, owner, created, history_open)| Group {
                 id: id.to_owned(),
                 name,
                 owner,
                 created_at_ms: created as u64,
+                // Null in groups made before migration 007: closed.
+                history_open: history_open.unwrap_or(false),
             }))
     }
 
-    async fn add_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
-        self.change_members(group, users, true).await
+    async fn add_members(
+        &self,
+        group: &str,
+        users: &[String],
+        joined_after_seq: u64,
+    ) -> Result<(), StoreError> {
+        // Members already in keep their join point, so only newcomers' rows
+        // are written: a plain INSERT would overwrite it. Without a
+        // lightweight transaction the read and the writes race: two adds of
+        // the same user at once both find them missing and the last write's
+        // join point stands (one of the two the callers gave); a remove
+        // between an add's read and its writes leaves the user out of the
+        // group but (as before 007, where rows were written in either
+        // order) may leave their `user_groups` row behind.
+        let keep = self.members_among(group, users).await?;
+        self.write_members(group, users, joined_after_seq, &keep)
+            .await
     }
 
     async fn remove_members(&self, group: &str, users: &[String]) -> Result<(), StoreError> {
-        self.change_members(group, users, false).await
+        self.delete_members(group, users).await
+    }
+
+    async fn member_since(&self, group: &str, user: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .first::<(Option<i64>,)>(
+                "read group member",
+                &self.st.select_member_since,
+                (group, user),
+            )
+            .await?
+            // Null in rows from before migration 007: from the start.
+            .map(|(seq,)| seq.map_or(0, |s| s.max(0) as u64)))
     }
 
     async fn members(

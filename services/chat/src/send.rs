@@ -1,0 +1,202 @@
+//! What a valid send is, for a user's `Send` frame and for the back end's
+//! `SendAsSystem` alike, and the checks the persister repeats on every
+//! record (the log may hold records from older or foreign producers).
+
+use tern_core::ids::{Conversation, clip};
+use tern_core::proto::client::ErrorCode;
+use tern_core::store::MessageStore;
+
+use crate::{ChatError, Refusal};
+
+/// Longest client message id accepted.
+pub const MAX_CLIENT_MSG_ID: usize = 128;
+/// Longest content type accepted.
+pub const MAX_CONTENT_TYPE: usize = 128;
+
+/// Where a send goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The 1:1 conversation with this user.
+    User(&'a str),
+    /// An existing conversation id (`d:…` or `g:…`).
+    Conversation(&'a str),
+}
+
+/// A send as it arrived, before any check.
+#[derive(Debug, Clone, Copy)]
+pub struct SendRequest<'a> {
+    pub sender: &'a str,
+    pub client_msg_id: &'a str,
+    pub target: Option<Target<'a>>,
+    pub content_type: &'a str,
+    pub body_len: usize,
+}
+
+/// Checks a send's shape and returns its conversation. Group membership and
+/// blocks need the store: the persister checks them ([`check_blocks`]),
+/// where the message is ordered.
+pub fn check_send(req: &SendRequest<'_>, max_body_bytes: usize) -> Result<Conversation, Refusal> {
+    let cmid = req.client_msg_id;
+    if cmid.is_empty() || cmid.len() > MAX_CLIENT_MSG_ID {
+        return Err(Refusal::invalid(format!(
+            "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} bytes"
+        )));
+    }
+    if req.content_type.len() > MAX_CONTENT_TYPE {
+        return Err(Refusal::invalid(format!(
+            "content_type is over the limit of {MAX_CONTENT_TYPE} bytes"
+        )));
+    }
+    if req.body_len > max_body_bytes {
+        return Err(Refusal::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message body of {} bytes is over the limit of {max_body_bytes} bytes; nothing was stored",
+                req.body_len
+            ),
+        ));
+    }
+    let conversation = match req.target {
+        Some(Target::User(to)) => {
+            Conversation::direct(req.sender, to).map_err(|e| Refusal::invalid(e.to_string()))?
+        }
+        Some(Target::Conversation(id)) => check_sender(req.sender, id)?,
+        None => return Err(Refusal::invalid("send needs to_user or conversation")),
+    };
+    if conversation.has_direct_member(req.sender) == Some(false) {
+        return Err(not_a_member(req.sender, &conversation));
+    }
+    Ok(conversation)
+}
+
+/// Parses a conversation id a sender posts to: a 1:1 conversation must be
+/// one of the sender's own.
+pub fn check_sender(sender: &str, conversation: &str) -> Result<Conversation, Refusal> {
+    let parsed = Conversation::parse(conversation)
+        .map_err(|e| Refusal::new(ErrorCode::UnknownConversation, e.to_string()))?;
+    if parsed.has_direct_member(sender) == Some(false) {
+        return Err(not_a_member(sender, &parsed));
+    }
+    Ok(parsed)
+}
+
+fn not_a_member(sender: &str, conversation: &Conversation) -> Refusal {
+    Refusal::forbidden(format!(
+        "{} is not a member of conversation {conversation}",
+        clip(sender)
+    ))
+}
+
+/// Refuses a 1:1 message whose recipient blocks its sender. Group messages
+/// are not filtered: blocking is about who may reach you directly (and who
+/// may add you to a group, see [`crate::access`]).
+pub async fn check_blocks(
+    store: &dyn MessageStore,
+    sender: &str,
+    conversation: &Conversation,
+) -> Result<(), ChatError> {
+    let Conversation::Direct { low, high } = conversation else {
+        return Ok(());
+    };
+    let recipient = if low == sender { high } else { low };
+    if recipient != sender && store.is_blocked(recipient, sender).await? {
+        return Err(Refusal::new(
+            ErrorCode::Blocked,
+            format!("{recipient} does not accept messages from {sender}; nothing was stored"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<'a>(target: Option<Target<'a>>) -> SendRequest<'a> {
+        SendRequest {
+            sender: "alice",
+            client_msg_id: "c1",
+            target,
+            content_type: "text/plain",
+            body_len: 10,
+        }
+    }
+
+    fn code(r: Result<Conversation, Refusal>) -> ErrorCode {
+        r.unwrap_err().code
+    }
+
+    #[test]
+    fn a_good_send_names_its_conversation() {
+        let c = check_send(&send(Some(Target::User("bob"))), 100).unwrap();
+        assert_eq!(c.to_string(), "d:alice:bob");
+        let c = check_send(&send(Some(Target::Conversation("d:alice:bob"))), 100).unwrap();
+        assert_eq!(c.to_string(), "d:alice:bob");
+    }
+
+    #[test]
+    fn each_bad_part_gets_its_code() {
+        let long_id = "x".repeat(MAX_CLIENT_MSG_ID + 1);
+        let cases = [
+            (
+                SendRequest {
+                    client_msg_id: "",
+                    ..send(Some(Target::User("bob")))
+                },
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                SendRequest {
+                    client_msg_id: &long_id,
+                    ..send(Some(Target::User("bob")))
+                },
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                SendRequest {
+                    body_len: 101,
+                    ..send(Some(Target::User("bob")))
+                },
+                ErrorCode::MessageTooLarge,
+            ),
+            (send(None), ErrorCode::InvalidArgument),
+            (send(Some(Target::User("b b"))), ErrorCode::InvalidArgument),
+            (
+                send(Some(Target::Conversation("x:nope"))),
+                ErrorCode::UnknownConversation,
+            ),
+            (
+                send(Some(Target::Conversation("d:bob:carol"))),
+                ErrorCode::Forbidden,
+            ),
+        ];
+        for (req, expected) in cases {
+            assert_eq!(code(check_send(&req, 100)), expected, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn a_huge_target_is_not_echoed() {
+        let huge = "y".repeat(100_000);
+        let r = check_send(&send(Some(Target::Conversation(&huge))), 100).unwrap_err();
+        assert!(r.message.len() < 200, "{}", r.message.len());
+    }
+
+    #[tokio::test]
+    async fn a_blocked_sender_is_refused_in_1_1_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            tern_core::embedded::EmbeddedStore::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
+        use tern_core::accounts::AccountStore as _;
+        store.set_blocked("bob", "alice", true).await.unwrap();
+        let direct = Conversation::direct("alice", "bob").unwrap();
+        let err = check_blocks(&store, "alice", &direct).await.unwrap_err();
+        assert!(matches!(err, ChatError::Refused(r) if r.code == ErrorCode::Blocked));
+        // Bob may still write to alice; groups are not filtered.
+        check_blocks(&store, "bob", &direct).await.unwrap();
+        check_blocks(&store, "alice", &Conversation::group("g1").unwrap())
+            .await
+            .unwrap();
+    }
+}
