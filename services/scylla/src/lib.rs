@@ -1374,6 +1374,21 @@ mod tests {
     }
 
     #[test]
+    fn the_alters_of_007_are_recognised_when_another_process_applied_them() {
+        let added: Vec<(String, Vec<String>)> = super::statements(super::MIGRATIONS[6].2)
+            .iter()
+            .filter_map(|st| super::alter_add_columns(&super::qualify(st, "ks"), "ks"))
+            .collect();
+        assert_eq!(
+            added,
+            vec![
+                ("group_members".into(), vec!["joined_after_seq".into()]),
+                ("groups".into(), vec!["history_open".into()]),
+            ]
+        );
+    }
+
+    #[test]
     fn keyspace_names_are_checked() {
         assert!(super::check_keyspace("tern_test_1").is_ok());
         assert!(super::check_keyspace("tern; DROP").is_err());
