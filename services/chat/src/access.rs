@@ -6,6 +6,7 @@
 //! does not read what was said before them), unless the group's history is
 //! open. The back end reads everything.
 
+use tern_core::accounts::MAX_BLOCKED;
 use tern_core::groups::Group;
 use tern_core::ids::{Conversation, clip, check_user};
 use tern_core::proto::client::{ErrorCode, Message};
@@ -226,6 +227,31 @@ pub async fn check_addable(
         }
     }
     Ok(())
+}
+
+/// `user` blocks (or unblocks) `other`; returns `other`. A user blocks at
+/// most [`MAX_BLOCKED`] others.
+pub async fn set_blocked(
+    store: &dyn MessageStore,
+    user: &str,
+    other: &str,
+    blocked: bool,
+) -> Result<String, ChatError> {
+    check_user(other).map_err(|e| Refusal::invalid(e.to_string()))?;
+    if other == user {
+        return Err(Refusal::invalid("a user cannot block themselves").into());
+    }
+    if blocked
+        && !store.is_blocked(user, other).await?
+        && store.blocked_users(user, "", MAX_BLOCKED).await?.len() >= MAX_BLOCKED
+    {
+        return Err(Refusal::invalid(format!(
+            "{user} already blocks {MAX_BLOCKED} users, the most allowed"
+        ))
+        .into());
+    }
+    store.set_blocked(user, other, blocked).await?;
+    Ok(other.to_owned())
 }
 
 #[cfg(test)]

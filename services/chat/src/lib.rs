@@ -8,7 +8,8 @@
 //!   members from when they joined), who changes a group's members, who
 //!   may be added (blocks), how many groups a user may be in;
 //! - [`rooms`]: which live rooms a token may join and post to;
-//! - [`pages`]: how big a page of messages or conversations may be;
+//! - [`pages`], [`conversations`]: how big a page of messages or
+//!   conversations may be;
 //! - [`limits`]: token buckets and connection counts, sans I/O (the caller
 //!   passes the time), for the rate limits the gateway and API enforce.
 //!
@@ -17,6 +18,7 @@
 //! into an `Error` frame, the API into a gRPC status.
 
 pub mod access;
+pub mod conversations;
 pub mod identity;
 pub mod limits;
 pub mod pages;

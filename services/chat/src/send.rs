@@ -87,26 +87,38 @@ fn not_a_member(sender: &str, conversation: &Conversation) -> Refusal {
     ))
 }
 
-/// Refuses a 1:1 message whose recipient blocks its sender. Group messages
-/// are not filtered: blocking is about who may reach you directly (and who
-/// may add you to a group, see [`crate::access`]).
+/// Whose block list decides whether `sender` may post to `conversation`:
+/// the other user of a 1:1 conversation. Group messages are not filtered
+/// (blocking is about who may reach you directly, and who may add you to a
+/// group: see [`crate::access`]); None for them and for notes to self.
+pub fn block_list_owner<'a>(sender: &str, conversation: &'a Conversation) -> Option<&'a str> {
+    let Conversation::Direct { low, high } = conversation else {
+        return None;
+    };
+    let recipient = if low == sender { high } else { low };
+    (recipient != sender).then_some(recipient.as_str())
+}
+
+/// The refusal of a message to a `recipient` who blocks its `sender`.
+pub fn blocked(recipient: &str, sender: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Blocked,
+        format!("{recipient} does not accept messages from {sender}; nothing was stored"),
+    )
+}
+
+/// Refuses a 1:1 message whose recipient blocks its sender.
 pub async fn check_blocks(
     store: &dyn MessageStore,
     sender: &str,
     conversation: &Conversation,
 ) -> Result<(), ChatError> {
-    let Conversation::Direct { low, high } = conversation else {
-        return Ok(());
-    };
-    let recipient = if low == sender { high } else { low };
-    if recipient != sender && store.is_blocked(recipient, sender).await? {
-        return Err(Refusal::new(
-            ErrorCode::Blocked,
-            format!("{recipient} does not accept messages from {sender}; nothing was stored"),
-        )
-        .into());
+    match block_list_owner(sender, conversation) {
+        Some(recipient) if store.is_blocked(recipient, sender).await? => {
+            Err(blocked(recipient, sender).into())
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

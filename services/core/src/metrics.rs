@@ -381,6 +381,16 @@ pub static DISCONNECTS: LabeledCounter = LabeledCounter::new(
     "Connections closed by the gateway, by reason.",
     "reason",
 );
+pub static GATEWAY_LIMITED: LabeledCounter = LabeledCounter::new(
+    "tern_gateway_limited_total",
+    "Requests a gateway limit refused or slowed down, by limit.",
+    "limit",
+);
+pub static API_LIMITED: LabeledCounter = LabeledCounter::new(
+    "tern_api_limited_total",
+    "API calls a limit refused, by limit.",
+    "limit",
+);
 pub static ROOM_VIEWERS: Gauge = Gauge::new(
     "tern_gateway_room_viewers",
     "Connections in a live room on this gateway.",
@@ -510,7 +520,14 @@ pub fn render() -> String {
         header(&mut out, c.name, c.help, "counter");
         let _ = writeln!(out, "{} {}", c.name, c.get());
     }
-    for l in [&DISCONNECTS, &STAGE_BATCHES, &STAGE_RECORDS, &STAGE_RETRIES] {
+    for l in [
+        &DISCONNECTS,
+        &GATEWAY_LIMITED,
+        &API_LIMITED,
+        &STAGE_BATCHES,
+        &STAGE_RECORDS,
+        &STAGE_RETRIES,
+    ] {
         header(&mut out, l.name, l.help, "counter");
         for (value, n) in l.values.lock().expect("metric poisoned").iter() {
             let _ = writeln!(out, "{}{{{}=\"{value}\"}} {n}", l.name, l.label);

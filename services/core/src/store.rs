@@ -253,9 +253,12 @@ pub async fn load_entries(
 
 /// A user's conversation list, most recently active first, with the newest
 /// message of each: two store calls whatever the number of conversations.
+/// With `before`, only conversations whose newest message is older than
+/// that message (the next page of a list).
 pub async fn conversation_summaries(
     store: &dyn MessageStore,
     user: &str,
+    before: Option<MessageId>,
     limit: usize,
 ) -> Result<Vec<tern_proto::client::ConversationSummary>, StoreError> {
     let mut states = store.conversations(user, usize::MAX).await?;
@@ -280,7 +283,7 @@ pub async fn conversation_summaries(
             }),
         }
     }
-    states.retain(|s| s.last_seq > 0);
+    states.retain(|s| s.last_seq > 0 && before.is_none_or(|b| s.last_message_id < b));
     let states = newest_first(states, limit);
     let ids: Vec<MessageId> = states.iter().map(|s| s.last_message_id).collect();
     let mut bodies = bodies_by_id(store, &ids).await?;

@@ -15,6 +15,11 @@
 //! connection whose queues are full. The messages are in the group's
 //! history; a client that was offline, or sees a gap in the group's seq
 //! numbers, pages it (the conversation list tells it which groups moved).
+//!
+//! The same feed carries token revocations: each gateway closes the
+//! connections that logged in with a revoked token. (Logins check the
+//! store, so a revocation this feed misses, while the gateway's feed had
+//! no partition, only leaves connections that were already open.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -209,6 +214,11 @@ pub(crate) async fn run_feed(
                         Ok(Some(group_feed_record::Kind::Change(c))) => {
                             tracing::debug!(group = %c.group, added = c.added.len(), removed = c.removed.len(), "group membership change");
                             shared.groups.apply(&c);
+                        }
+                        Ok(Some(group_feed_record::Kind::Revoked(r))) => {
+                            let device = (!r.device.is_empty()).then_some(r.device.as_str());
+                            let ended = shared.hub.revoke(&r.user, device, r.before_ms);
+                            tracing::info!(user = %r.user, device = device.unwrap_or("*"), ended, "tokens revoked: connections closed");
                         }
                         Ok(None) => {}
                         Err(e) => {

@@ -31,6 +31,8 @@ pub enum Kick {
     Replaced,
     /// The gateway is shutting down.
     GoingAway,
+    /// The token it logged in with was revoked.
+    Revoked,
 }
 
 #[derive(Clone)]
@@ -39,6 +41,9 @@ pub struct ConnHandle {
     pub device: String,
     /// The codec negotiated at login, for frames encoded once per codec.
     pub codec: tern_core::proto::client::Codec,
+    /// When the login token was issued, ms: a revocation after it ends
+    /// the connection.
+    pub token_issued_at_ms: u64,
     pub mailbox: mpsc::Sender<SessionEvent>,
     pub kick: watch::Sender<Option<Kick>>,
 }
@@ -149,6 +154,41 @@ impl Hub {
         }
     }
 
+    /// Ends the connections of `user` (on `device`, or on any device) that
+    /// logged in with a token issued before `before_ms`; returns how many.
+    pub fn revoke(&self, user: &str, device: Option<&str>, before_ms: u64) -> usize {
+        let inner = self.inner.read().expect("hub poisoned");
+        let mut ended = 0;
+        // Send-only connections are not in `by_user`: look at all of them
+        // (revocations are rare).
+        for handle in inner.conns.values() {
+            if handle.user == user
+                && device.is_none_or(|d| d == handle.device)
+                && handle.token_issued_at_ms < before_ms
+            {
+                handle.kick.send_replace(Some(Kick::Revoked));
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Whether `device` of `user` has a receiving connection here (a new
+    /// login of it replaces that one).
+    pub fn has_device(&self, user: &str, device: &str) -> bool {
+        let inner = self.inner.read().expect("hub poisoned");
+        inner
+            .by_user
+            .get(user)
+            .is_some_and(|devices| devices.contains_key(device))
+    }
+
+    /// Connections of `user` on this gateway, send-only ones included.
+    pub fn count_user(&self, user: &str) -> usize {
+        let inner = self.inner.read().expect("hub poisoned");
+        inner.conns.values().filter(|h| h.user == user).count()
+    }
+
     pub fn kick_all(&self, kick: Kick) {
         for handle in self.inner.read().expect("hub poisoned").conns.values() {
             handle.kick.send_replace(Some(kick));
@@ -175,6 +215,7 @@ mod tests {
                 user: user.into(),
                 device: device.into(),
                 codec: tern_core::proto::client::Codec::None,
+                token_issued_at_ms: 100,
                 mailbox: tx,
                 kick: watch::channel(None).0,
             },
@@ -208,6 +249,26 @@ mod tests {
         assert!(hub.get(2).is_some(), "reachable for its receipts");
         assert!(!hub.remove(2), "not the device's current connection");
         assert!(hub.remove(1));
+    }
+
+    #[test]
+    fn a_revocation_ends_the_connections_it_covers() {
+        let hub = Hub::new();
+        let (phone, _r1) = handle("bob", "phone");
+        let (laptop, _r2) = handle("bob", "laptop");
+        let (carol, _r3) = handle("carol", "phone");
+        let kicked = |h: &ConnHandle| *h.kick.subscribe().borrow();
+        hub.insert(1, phone.clone(), true);
+        hub.insert(2, laptop.clone(), false);
+        hub.insert(3, carol.clone(), true);
+        assert_eq!(hub.revoke("bob", Some("phone"), 50), 0, "token issued after");
+        assert_eq!(hub.revoke("bob", Some("phone"), 101), 1);
+        assert_eq!(kicked(&phone), Some(Kick::Revoked));
+        assert_eq!(kicked(&laptop), None);
+        assert_eq!(hub.revoke("bob", None, 101), 2, "every device, send-only too");
+        assert_eq!(kicked(&laptop), Some(Kick::Revoked));
+        assert_eq!(kicked(&carol), None);
+        assert_eq!(hub.count_user("bob"), 2);
     }
 
     #[test]

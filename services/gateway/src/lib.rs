@@ -14,11 +14,15 @@
 //!
 //! Every connection has a bounded outbound queue and a bounded mailbox: a
 //! client that cannot keep up is disconnected with a reason instead of
-//! growing the gateway's memory.
+//! growing the gateway's memory. A client that sends faster than its
+//! replies drain, or than its limits allow, is read more slowly (TCP
+//! backpressure) or told `RATE_LIMITED` ([`limits`]); what it may do is
+//! decided by `tern-chat`, the rules the API shares.
 
 mod bodies;
 pub mod groups;
 pub mod hub;
+pub mod limits;
 pub mod pusher;
 pub mod rooms;
 pub mod session;
@@ -102,6 +106,10 @@ pub struct GatewayConfig {
     /// Message bodies kept in memory for pushes and pages (shared by all
     /// sessions: a group message is read from the store once per gateway).
     pub body_cache_entries: usize,
+    /// Which live rooms a login may join and post to.
+    pub room_policy: tern_chat::rooms::RoomPolicy,
+    /// Rate and connection limits.
+    pub limits: limits::LimitsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -134,6 +142,8 @@ impl Default for GatewayConfig {
             login_push_per_conversation: 100,
             inbox_retention: Default::default(),
             body_cache_entries: 10_000,
+            room_policy: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -155,6 +165,7 @@ pub(crate) struct Shared {
     pub rooms: rooms::Rooms,
     pub bodies: bodies::BodyCache,
     pub groups: groups::GroupMembers,
+    pub limits: limits::Limits,
 }
 
 /// A gateway with its listeners bound (so callers can learn the ports).
@@ -192,6 +203,7 @@ impl Gateway {
         Ok(Gateway {
             shared: Arc::new(Shared {
                 bodies: bodies::BodyCache::new(config.body_cache_entries),
+                limits: limits::Limits::new(config.limits),
                 config,
                 deps,
                 hub: hub::Hub::new(),
@@ -316,16 +328,29 @@ async fn accept_loop(
                 continue;
             }
         };
+        let admitted = shared
+            .limits
+            .admit(peer.ip(), tokio::time::Instant::now().into_std());
+        let place = match admitted {
+            Ok(place) => place,
+            Err(why) => {
+                tracing::debug!(%peer, "connection turned away by a limit");
+                tokio::spawn(limits::turn_away(kind, stream, why));
+                continue;
+            }
+        };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            // Held while the connection lives: its address's place.
+            let _place = place;
             let _ = stream.set_nodelay(true);
             // The WebSocket handshake counts against the login timeout: a
             // peer that connects and says nothing must not hold a task.
             let handshake = transport::open(kind, stream, shared.config.max_frame_bytes);
             match tokio::time::timeout(shared.config.login_timeout, handshake).await {
-                Ok(Ok((reader, writer))) => {
-                    session::serve(shared, reader, writer, peer, shutdown).await
+                Ok(Ok((reader, writer, budget))) => {
+                    session::serve(shared, reader, writer, budget, peer, shutdown).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake failed"),
                 Err(_) => tracing::debug!(%peer, "no handshake within the login timeout"),

@@ -17,10 +17,15 @@
 //!
 //! Memory per connection stays bounded whatever the client does: at most
 //! `max_unacked_pushes` frames of at most the frame limit, an outbound queue
-//! of `outbound_queue` frames, a mailbox of `mailbox` events, and at most
-//! `max_sends_in_flight` sends waiting for their receipt. A client whose
-//! socket accepts nothing for `write_timeout`, or whose replies overflow the
-//! queue, is disconnected with SLOW_CONSUMER.
+//! of `outbound_queue` frames, a mailbox of `mailbox` events, at most
+//! `max_sends_in_flight` sends waiting for their receipt and as many
+//! replies waiting for the queue ([`flow`]: past those, the socket is not
+//! read). A client whose socket accepts nothing for `write_timeout` is
+//! disconnected with SLOW_CONSUMER.
+//!
+//! What a client may do is `tern-chat`'s rule: its login token is checked
+//! with revocations ([`tern_chat::identity`]), its sends with the same
+//! rules as the API's, its reads with the conversation access rules.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -33,11 +38,13 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
-use tern_core::ids::{Conversation, MessageId, check_device};
+use tern_chat::Refusal;
+use tern_chat::send::{SendRequest, Target, check_send};
+use tern_core::ids::{MessageId, check_device, clip};
 use tern_core::log::Record;
 use tern_core::proto::client::{
-    Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Login, LoginResult, Message, Push, Send,
-    SendResult, SyncPage, SyncRequest, client_frame, send, server_frame,
+    Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Limits, Login, LoginResult, Message,
+    Push, Send, SendResult, SyncPage, SyncRequest, client_frame, send, server_frame,
 };
 use tern_core::proto::records::{InboundRecord, Origin, Receipt};
 use tern_core::routes::Route;
@@ -47,17 +54,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+mod flow;
 mod history;
 mod rooms;
+mod safety;
 
 use crate::Shared;
 use crate::hub::{ConnHandle, Kick, SessionEvent};
-use crate::transport::{FrameReader, FrameWriter, TransportError};
-
-/// Longest client message id accepted.
-const MAX_CLIENT_MSG_ID: usize = 128;
-/// Longest content type accepted.
-pub const MAX_CONTENT_TYPE: usize = 128;
+use crate::transport::{Budget, FrameReader, FrameWriter, TransportError};
 /// Room left in every frame for what surrounds the messages.
 const FRAME_OVERHEAD: usize = 1024;
 /// When pushing stopped for lack of queue room and no ACK is due to restart
@@ -74,8 +78,9 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 const BODY_BATCH: usize = 100;
 /// Frames kept free in the socket queue when writing live-only frames.
 const LIVE_RESERVE: usize = 4;
-/// Most messages one sync page returns.
-const MAX_SYNC_LIMIT: u32 = 1000;
+/// Frames of room the outbound queue must have for the socket to be read:
+/// a frame read may need a reply, and pushes need a little room too.
+const READ_RESERVE: usize = 2;
 
 /// Connection ids: a random base per process, so a receipt addressed to a
 /// connection of a previous run never reaches a new one.
@@ -104,6 +109,8 @@ struct LoggedIn {
     device: String,
     codec: Codec,
     send_only: bool,
+    /// Room prefixes the login token allows (the room policy reads them).
+    rooms: Option<Vec<String>>,
 }
 
 /// A push frame the client has not ACKed yet.
@@ -164,6 +171,14 @@ struct Session {
     cursor_acked: u64,
     /// Highest cursor whose write was started.
     cursor_writing: u64,
+    /// Bytes the connection may still send before logging in.
+    budget: Budget,
+    /// Replies waiting for room in the outbound queue.
+    replies: flow::Replies,
+    /// The connection's frames-per-second budget.
+    read_gate: flow::ReadGate,
+    /// The user's place among their connections on this gateway.
+    _user_place: Option<tern_chat::limits::CountGuard<String>>,
 }
 
 /// Serves one connection until it ends.
@@ -171,6 +186,7 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     reader: FrameReader,
     writer: FrameWriter,
+    budget: Budget,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -183,6 +199,7 @@ pub(crate) async fn serve(
         let writer_task =
             tokio::spawn(write_loop(writer, queue, last_words, write_timeout).in_current_span());
         let now = Instant::now();
+        let frames = shared.config.limits.frames;
         let mut session = Session {
             shared,
             id,
@@ -209,6 +226,10 @@ pub(crate) async fn serve(
             cursor_write: None,
             cursor_acked: 0,
             cursor_writing: 0,
+            budget,
+            replies: flow::Replies::default(),
+            read_gate: flow::ReadGate::new(frames, now.into_std()),
+            _user_place: None,
         };
         metrics::CONNECTIONS.inc();
         let close = session.run(reader, shutdown).await;
@@ -332,17 +353,30 @@ async fn kicked(kick: &mut Option<watch::Receiver<Option<Kick>>>) -> Kick {
 impl Session {
     async fn run(&mut self, mut reader: FrameReader, mut shutdown: watch::Receiver<bool>) -> Close {
         loop {
+            let reading = self.may_read();
+            if !reading {
+                // A client the gateway is not reading cannot be idle.
+                self.last_frame = Instant::now();
+            }
             let wake = self.next_wake();
             let step = tokio::select! {
-                frame = reader.next() => match frame {
+                frame = reader.next(), if reading => match frame {
                     None => Err(Close::Quiet),
                     Some(Ok(bytes)) => {
-                        self.last_frame = Instant::now();
+                        let now = Instant::now();
+                        self.last_frame = now;
+                        if self.read_gate.on_frame(now.into_std()) {
+                            metrics::GATEWAY_LIMITED.inc("frames");
+                        }
                         self.on_frame(bytes).await
                     }
                     Some(Err(TransportError::FrameTooLarge { len, max })) => Err(fatal(
                         ErrorCode::FrameTooLarge,
                         format!("frame of {len} bytes is over the limit of {max} bytes"),
+                    )),
+                    Some(Err(TransportError::PreLoginTooLarge)) => Err(fatal(
+                        ErrorCode::FrameTooLarge,
+                        format!("more than {} bytes before login", crate::transport::PRE_LOGIN_BYTES),
                     )),
                     Some(Err(TransportError::Protocol(m))) => Err(fatal(ErrorCode::MalformedFrame, m)),
                     Some(Err(TransportError::Io(e))) => {
@@ -358,6 +392,7 @@ impl Session {
                     Kick::SlowConsumer => fatal(ErrorCode::SlowConsumer, "too many pushes waiting: the client is not reading fast enough"),
                     Kick::Replaced => fatal(ErrorCode::SessionReplaced, "this device logged in on another connection"),
                     Kick::GoingAway => fatal(ErrorCode::GoingAway, "gateway shutting down: reconnect"),
+                    Kick::Revoked => fatal(ErrorCode::TokenRevoked, "the login token was revoked (logged out): log in again with a new one"),
                 }),
                 done = self.appends.next(), if !self.appends.is_empty() => match done {
                     Some(done) => self.on_appended(done),
@@ -376,6 +411,12 @@ impl Session {
                     Some(done) => self.on_room_posted(done),
                     None => Ok(()),
                 },
+                permit = self.out.clone().reserve_owned(), if !self.replies.is_empty() => {
+                    // Room for the replies that were waiting for it.
+                    drop(permit);
+                    self.replies.drain(&self.out);
+                    Ok(())
+                }
                 _ = tokio::time::sleep_until(wake) => self.on_timer().await,
                 // The writer gave up on a blocked socket (and said why, if it could).
                 _ = self.out.closed() => Err(Close::Quiet),
@@ -385,6 +426,15 @@ impl Session {
                 return close;
             }
         }
+    }
+
+    /// Whether the socket is read now (see [`flow`]): no reply waiting for
+    /// room, room for the next one, a send slot free, frame budget left.
+    fn may_read(&mut self) -> bool {
+        self.replies.is_empty()
+            && self.out.capacity() >= READ_RESERVE
+            && self.awaiting.len() < self.shared.config.max_sends_in_flight
+            && !self.read_gate.paused(Instant::now().into_std())
     }
 
     /// Room for another push frame: under the un-ACKed window, and leaving
@@ -410,8 +460,24 @@ impl Session {
         }
     }
 
+    /// Queues a reply to the client's own request: one that finds the
+    /// queue full waits, and the socket is not read meanwhile ([`flow`]).
     fn emit(&mut self, kind: server_frame::Kind) -> Result<(), Close> {
-        self.emit_bytes(tern_wire::encode_server(kind))
+        self.replies
+            .send(&self.out, tern_wire::encode_server(kind))
+            .map_err(|_| Close::Quiet)
+    }
+
+    /// Answers a request with a refusal of `tern-chat`'s.
+    fn refuse(&mut self, r: Refusal, client_msg_id: &str, request_id: u64) -> Result<(), Close> {
+        self.emit(server_frame::Kind::Error(ErrorFrame {
+            code: r.code as i32,
+            message: r.message,
+            client_msg_id: client_msg_id.to_owned(),
+            request_id,
+            fatal: false,
+            retry_after_ms: r.retry_after.map_or(0, |d| d.as_millis() as u64),
+        }))
     }
 
     /// Answers a request with a non-fatal error.
@@ -427,7 +493,7 @@ impl Session {
             message: message.into(),
             client_msg_id: client_msg_id.to_owned(),
             request_id,
-            fatal: false,
+            ..Default::default()
         }))
     }
 
@@ -445,6 +511,9 @@ impl Session {
         }
         if let Some((at, _)) = self.deadlines.front() {
             wake = wake.min(*at);
+        }
+        if let Some(at) = self.read_gate.resumes_at() {
+            wake = wake.min(Instant::from_std(at));
         }
         wake
     }
@@ -471,6 +540,8 @@ impl Session {
                     client_frame::Kind::History(h) => (String::new(), h.request_id),
                     client_frame::Kind::Conversations(c) => (String::new(), c.request_id),
                     client_frame::Kind::MarkRead(m) => (String::new(), m.request_id),
+                    client_frame::Kind::SetBlocked(b) => (String::new(), b.request_id),
+                    client_frame::Kind::BlockedList(b) => (String::new(), b.request_id),
                     _ => (String::new(), 0),
                 };
                 self.reject(ErrorCode::NotLoggedIn, "log in first", &cmid, rid)
@@ -484,6 +555,8 @@ impl Session {
             client_frame::Kind::History(req) => self.on_history(req).await,
             client_frame::Kind::Conversations(req) => self.on_conversations(req).await,
             client_frame::Kind::MarkRead(req) => self.on_mark_read(req).await,
+            client_frame::Kind::SetBlocked(req) => self.on_set_blocked(req).await,
+            client_frame::Kind::BlockedList(req) => self.on_blocked_list(req).await,
         }
     }
 
@@ -497,15 +570,35 @@ impl Session {
             );
         }
         let deps = &self.shared.deps;
-        let claims = deps
-            .auth
-            .verify(&login.token, tern_core::auth::now_secs())
-            .map_err(|e| fatal(ErrorCode::Unauthenticated, format!("login refused: {e}")))?;
         check_device(&login.device_id)
             .map_err(|e| fatal(ErrorCode::InvalidArgument, e.to_string()))?;
+        let claims = tern_chat::identity::authenticate(
+            &deps.auth,
+            deps.store.as_ref(),
+            &login.token,
+            Some(&login.device_id),
+            now_ms(),
+        )
+        .await
+        .map_err(|r| Close::Fatal(r.code, r.message))?;
+        let token_issued_at_ms = claims.issued_at_ms();
         let user = claims.sub;
         let device = login.device_id;
         let codec = tern_wire::negotiate(&login.accept_codecs);
+        let limits = &self.shared.limits;
+        // A device logging in again replaces its old connection: it does
+        // not need a place of its own.
+        let replacing = !login.send_only && self.shared.hub.has_device(&user, &device);
+        let max = limits.config.connections_per_user;
+        if max > 0 && !replacing && limits.per_user.count(&user) >= max {
+            metrics::GATEWAY_LIMITED.inc("connections_per_user");
+            return Err(fatal(
+                ErrorCode::TooManyConnections,
+                format!("{user} has {max} connections on this gateway, the most allowed: close one"),
+            ));
+        }
+        self._user_place = limits.per_user.try_acquire(&user, 0);
+        self.budget.lift();
 
         let (mailbox_tx, mailbox) = mpsc::channel(self.shared.config.mailbox);
         let (kick_tx, kick) = watch::channel(None);
@@ -513,6 +606,7 @@ impl Session {
             user: user.clone(),
             device: device.clone(),
             codec,
+            token_issued_at_ms,
             mailbox: mailbox_tx,
             kick: kick_tx,
         };
@@ -526,6 +620,7 @@ impl Session {
             device: device.clone(),
             codec,
             send_only: login.send_only,
+            rooms: claims.rooms,
         });
         tracing::info!(%user, %device, send_only = login.send_only, "logged in");
         metrics::LOGINS.inc();
@@ -569,6 +664,14 @@ impl Session {
             server_time_ms: now_ms(),
             login_push_max: c.login_push_max as u32,
             login_push_per_conversation: c.login_push_per_conversation as u32,
+            limits: Some(Limits {
+                max_frame_bytes: c.max_frame_bytes as u32,
+                max_sends_in_flight: c.max_sends_in_flight as u32,
+                sends_per_second: c.limits.sends.per_second as u32,
+                send_burst: c.limits.sends.burst as u32,
+                frames_per_second: c.limits.frames.per_second as u32,
+                max_page_messages: tern_chat::pages::MAX_PAGE as u32,
+            }),
         };
         self.emit(server_frame::Kind::LoginResult(result))?;
         if !login.send_only {
@@ -611,73 +714,44 @@ impl Session {
         let received = Instant::now();
         let login = self.login.as_ref().expect("checked by caller");
         let cmid = send.client_msg_id.clone();
-        if cmid.is_empty() || cmid.len() > MAX_CLIENT_MSG_ID {
-            return self.reject(
-                ErrorCode::InvalidArgument,
-                format!("client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} bytes"),
-                &cmid,
-                0,
-            );
-        }
-        if send.content_type.len() > MAX_CONTENT_TYPE {
-            let msg = format!("content_type is over the limit of {MAX_CONTENT_TYPE} bytes");
-            return self.reject(ErrorCode::InvalidArgument, msg, &cmid, 0);
-        }
-        let max = self.shared.config.max_body_bytes;
-        if send.body.len() > max {
-            return self.reject(
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "message body of {} bytes is over the limit of {max} bytes; nothing was stored",
-                    send.body.len()
-                ),
-                &cmid,
-                0,
-            );
-        }
-        let conversation = match &send.target {
-            Some(send::Target::ToUser(to)) => match Conversation::direct(&login.user, to) {
-                Ok(c) => c,
-                Err(e) => return self.reject(ErrorCode::InvalidArgument, e.to_string(), &cmid, 0),
-            },
-            Some(send::Target::Conversation(id)) => match Conversation::parse(id) {
-                Ok(c) => c,
-                Err(e) => {
-                    return self.reject(ErrorCode::UnknownConversation, e.to_string(), &cmid, 0);
-                }
-            },
-            None => {
-                return self.reject(
-                    ErrorCode::InvalidArgument,
-                    "send needs to_user or conversation",
-                    &cmid,
-                    0,
-                );
-            }
+        let target = match &send.target {
+            Some(send::Target::ToUser(to)) => Some(Target::User(to)),
+            Some(send::Target::Conversation(id)) => Some(Target::Conversation(id)),
+            None => None,
         };
-        // Group membership is the persister's to check (it reads the store).
-        if conversation.has_direct_member(&login.user) == Some(false) {
-            let msg = format!(
-                "{} is not a member of conversation {conversation}",
-                login.user
-            );
-            return self.reject(ErrorCode::Forbidden, msg, &cmid, 0);
-        }
+        let checked = check_send(
+            &SendRequest {
+                sender: &login.user,
+                client_msg_id: &cmid,
+                target,
+                content_type: &send.content_type,
+                body_len: send.body.len(),
+            },
+            self.shared.config.max_body_bytes,
+        );
+        let conversation = match checked {
+            Ok(c) => c,
+            // An id over the limit is not echoed back either.
+            Err(r) => return self.refuse(r, &clip(&cmid), 0),
+        };
         if let Some((_, asked, _)) = self.awaiting.get_mut(&cmid) {
             // A retry while the first attempt is in flight: not appended
             // again; the receipt answers every request.
             *asked += 1;
             return Ok(());
         }
-        let max_in_flight = self.shared.config.max_sends_in_flight;
-        if self.awaiting.len() >= max_in_flight || self.appends.len() >= max_in_flight {
-            return self.reject(
-                ErrorCode::Unavailable,
-                "too many sends waiting for confirmation; retry later",
-                &cmid,
-                0,
+        let user = login.user.clone();
+        if let Err(after) = self.shared.limits.take_send(&user, received.into_std()) {
+            let r = Refusal::rate_limited(
+                format!(
+                    "{user} sends more than {} messages per second; nothing was stored",
+                    self.shared.config.limits.sends.per_second
+                ),
+                after,
             );
+            return self.refuse(r, &cmid, 0);
         }
+        let login = self.login.as_ref().expect("checked by caller");
         let conversation_id = conversation.to_string();
         let message_id = MessageId::new();
         let record = InboundRecord {
@@ -989,10 +1063,7 @@ impl Session {
             let l = self.login.as_ref().expect("checked by caller");
             (l.user.clone(), l.codec)
         };
-        let limit = match req.limit {
-            0 => 100,
-            n => n.min(MAX_SYNC_LIMIT),
-        } as usize;
+        let limit = tern_chat::pages::page_limit(req.limit);
         let store = self.shared.deps.store.clone();
         // Behind the trim point: the page starts there and says so.
         let read = async {
@@ -1032,7 +1103,7 @@ impl Session {
         };
         let c = &self.shared.config;
         let total = messages.len();
-        let page_messages = fitting_prefix(messages, frame_budget(c));
+        let page_messages = tern_chat::pages::fitting_prefix(messages, frame_budget(c));
         // All fitted: the page covers every entry read, bodies or not (an
         // entry whose message expired must not be asked for forever).
         let next_cursor = if page_messages.len() == total {
@@ -1183,52 +1254,9 @@ fn frame_budget(c: &crate::GatewayConfig) -> usize {
         .max(1)
 }
 
-/// The longest prefix of `messages` whose encoding fits `max_bytes`
-/// (always at least one message, so an oversized one still goes out).
-fn fitting_prefix(mut messages: Vec<Message>, max_bytes: usize) -> Vec<Message> {
-    let mut size = 0;
-    let keep = messages
-        .iter()
-        .position(|m| {
-            size += m.encoded_len() + 4;
-            size > max_bytes
-        })
-        .unwrap_or(messages.len())
-        .max(1);
-    messages.truncate(keep);
-    messages
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(cursor: u64, body_len: usize) -> Message {
-        Message {
-            cursor,
-            body: vec![b'x'; body_len].into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_sync_page_stops_at_the_byte_limit() {
-        let page = fitting_prefix((1..=10).map(|c| msg(c, 100)).collect(), 350);
-        assert_eq!(
-            page.iter().map(|m| m.cursor).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        assert_eq!(
-            fitting_prefix((1..=3).map(|c| msg(c, 1)).collect(), 1 << 20).len(),
-            3
-        );
-    }
-
-    #[test]
-    fn an_oversized_message_still_gets_a_page() {
-        assert_eq!(fitting_prefix(vec![msg(1, 1000)], 10).len(), 1);
-        assert!(fitting_prefix(vec![], 10).is_empty());
-    }
 
     #[test]
     fn connection_ids_are_unique() {

@@ -1,10 +1,20 @@
 //! TCP and WebSocket, reduced to the same thing: a stream of frames in and a
 //! sink of frames out.
+//!
+//! Until its login succeeds, a connection may send only a few KiB in all
+//! (the WebSocket handshake included): [`PreLogin`] counts the bytes read
+//! and fails the read past [`PRE_LOGIN_BYTES`], so a stranger cannot make
+//! the gateway buffer a 1 MiB frame. The session lifts the budget at login.
 
+use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -14,6 +24,93 @@ use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 const IDLE_BUFFER: usize = 512;
 /// Frames written in one go before the writer flushes, bytes.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// Bytes a connection may send before its login succeeds: enough for a
+/// WebSocket handshake with its cookies and a login frame.
+pub const PRE_LOGIN_BYTES: usize = 32 * 1024;
+
+/// What is left of a connection's pre-login byte budget; lifted at login.
+#[derive(Debug, Clone)]
+pub struct Budget(Arc<AtomicUsize>);
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        Budget(Arc::new(AtomicUsize::new(bytes)))
+    }
+
+    /// No bound from now on (the connection logged in).
+    pub fn lift(&self) {
+        self.0.store(usize::MAX, Ordering::Relaxed);
+    }
+}
+
+/// The error a read gets past the pre-login budget.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {PRE_LOGIN_BYTES} bytes before login")]
+struct OverBudget;
+
+/// A stream whose reads count against a [`Budget`].
+pub struct PreLogin<S> {
+    inner: S,
+    budget: Budget,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PreLogin<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            let left = self.budget.0.load(Ordering::Relaxed);
+            if left != usize::MAX {
+                if read > left {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, OverBudget)));
+                }
+                self.budget.0.store(left - read, Ordering::Relaxed);
+            }
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PreLogin<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Whether an I/O error is the pre-login budget running out.
+fn over_budget(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<OverBudget>())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -25,6 +122,8 @@ pub enum Kind {
 pub enum TransportError {
     #[error("frame of {len} bytes is over the limit of {max} bytes")]
     FrameTooLarge { len: usize, max: usize },
+    #[error("more than {PRE_LOGIN_BYTES} bytes before login")]
+    PreLoginTooLarge,
     #[error("{0}")]
     Protocol(String),
     #[error("connection error: {0}")]
@@ -61,19 +160,36 @@ impl Encoder<Bytes> for LengthCodec {
 
 impl From<std::io::Error> for TransportError {
     fn from(e: std::io::Error) -> Self {
-        TransportError::Io(e.to_string())
+        if over_budget(&e) {
+            TransportError::PreLoginTooLarge
+        } else {
+            TransportError::Io(e.to_string())
+        }
     }
 }
 
-/// Completes the handshake (for WebSocket) and splits the connection.
+/// Completes the handshake (for WebSocket) and splits the connection; its
+/// reads count against the returned pre-login budget until it is lifted.
 pub async fn open(
     kind: Kind,
     stream: TcpStream,
     max_frame: usize,
+) -> Result<(FrameReader, FrameWriter, Budget), TransportError> {
+    let budget = Budget::new(PRE_LOGIN_BYTES);
+    let (reader, writer) = open_counted(kind, stream, max_frame, budget.clone()).await?;
+    Ok((reader, writer, budget))
+}
+
+async fn open_counted(
+    kind: Kind,
+    stream: TcpStream,
+    max_frame: usize,
+    budget: Budget,
 ) -> Result<(FrameReader, FrameWriter), TransportError> {
     match kind {
         Kind::Tcp => {
             let (r, w) = stream.into_split();
+            let r = PreLogin { inner: r, budget };
             let codec = || LengthCodec(tern_wire::LengthPrefixed::new(max_frame));
             // Small initial buffers: most connections are idle most of the
             // time, and buffers grow to fit what actually arrives.
@@ -86,6 +202,10 @@ pub async fn open(
             let config = WebSocketConfig::default()
                 .max_message_size(Some(max_frame))
                 .max_frame_size(Some(max_frame));
+            let stream = PreLogin {
+                inner: stream,
+                budget,
+            };
             let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config))
                 .await
                 .map_err(|e| {
@@ -101,6 +221,7 @@ pub async fn open(
                     Ok(Message::Close(_)) => None,
                     Ok(_) => None, // ping/pong: answered by tungstenite
                     Err(tungstenite::Error::Capacity(e)) => Some(Err(capacity(e, max_frame))),
+                    Err(tungstenite::Error::Io(e)) => Some(Err(e.into())),
                     Err(e) => Some(Err(TransportError::Io(e.to_string()))),
                 }
             });

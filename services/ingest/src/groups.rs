@@ -1,15 +1,16 @@
-//! The group calls of the API: create, add and remove members, list them,
-//! list a user's groups.
-//!
-//! Who may do what: a call carrying `authorization: Bearer <token>` acts as
-//! the token's user. Only the owner adds or removes others; any member may
-//! remove themselves (leave); only members list the members. A call without
-//! the header comes from a trusted back end (like the rest of this API) and
-//! may do anything.
+//! The group calls: create, add and remove members, list them, list a
+//! user's groups. Who may do what is `tern-chat`'s rule
+//! ([`tern_chat::access`]): the owner (or the back end) adds and removes
+//! others, any member removes themselves, members list the members; nobody
+//! adds a user who blocks them or who is in too many groups; a user creates
+//! at most `group_creations_per_hour` groups (per API node).
 
 use prost::Message as _;
+use tern_chat::Refusal;
+use tern_chat::access::{Actor, check_addable, check_member_change, check_member_list};
+use tern_chat::pages::page_limit;
 use tern_core::groups::{Group as StoredGroup, MAX_GROUP_NAME, initial_members};
-use tern_core::ids::{Conversation, check_group, check_user, new_group_id};
+use tern_core::ids::{Conversation, check_group, new_group_id};
 use tern_core::log::Record;
 use tern_core::now_ms;
 use tern_core::proto::api::{
@@ -18,37 +19,10 @@ use tern_core::proto::api::{
 };
 use tern_core::proto::records::{GroupChange, GroupFeedRecord, group_feed_record};
 use tern_core::topics;
-use tonic::metadata::MetadataMap;
 
-use crate::{Api, IngestError, page_limit};
-
-/// Most users one call adds or removes.
-pub const MAX_USERS_PER_CALL: usize = 1000;
-
-/// Who is calling: a user (with a token) or a trusted back end (None).
-pub(crate) type Caller = Option<String>;
+use crate::{Api, IngestError};
 
 impl Api {
-    /// The user a call acts as, from its `authorization` header.
-    pub(crate) fn caller(&self, metadata: &MetadataMap) -> Result<Caller, IngestError> {
-        let Some(value) = metadata.get("authorization") else {
-            return Ok(None);
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                IngestError::Unauthenticated("authorization must be \"Bearer <token>\"".into())
-            })?;
-        let claims = self
-            .deps
-            .auth
-            .verify(token, tern_core::auth::now_secs())
-            .map_err(|e| IngestError::Unauthenticated(e.to_string()))?;
-        Ok(Some(claims.sub))
-    }
-
     async fn stored_group(&self, id: &str) -> Result<StoredGroup, IngestError> {
         check_group(id)?;
         self.deps
@@ -67,77 +41,85 @@ impl Api {
             owner: g.owner,
             created_at_ms: g.created_at_ms,
             member_count,
+            history_open: g.history_open,
         })
     }
 
     pub(crate) async fn create_group(
         &self,
-        caller: Caller,
+        actor: &Actor,
         req: CreateGroupRequest,
     ) -> Result<Group, IngestError> {
-        let owner = match (caller, req.owner.as_str()) {
-            (Some(user), "") => user,
-            (Some(user), owner) if owner == user => user,
-            (Some(user), owner) => {
-                return Err(IngestError::Forbidden(format!(
-                    "{user} cannot create a group owned by {owner}"
-                )));
-            }
-            (None, "") => return Err(IngestError::BadRequest("owner is required".into())),
-            (None, owner) => owner.to_owned(),
-        };
-        check_user(&owner)?;
-        check_users(&req.members)?;
+        let owner = actor.subject(&req.owner, "create a group owned by")?;
+        let limits = &self.config.group_limits;
+        check_member_list(actor, &req.members, limits)?;
         if req.name.len() > MAX_GROUP_NAME {
-            return Err(IngestError::BadRequest(format!(
+            return Err(Refusal::invalid(format!(
                 "group name is over the limit of {MAX_GROUP_NAME} bytes"
-            )));
+            ))
+            .into());
         }
+        if let Actor::User(user) = actor {
+            let now = tokio::time::Instant::now().into_std();
+            let taken = self
+                .group_creations
+                .lock()
+                .expect("group creation limiter poisoned")
+                .take(user, now);
+            if let Err(after) = taken {
+                tern_core::metrics::API_LIMITED.inc("group_creations");
+                return Err(Refusal::rate_limited(
+                    format!(
+                        "{user} created the most groups allowed per hour ({})",
+                        self.config.group_creations.burst
+                    ),
+                    after,
+                )
+                .into());
+            }
+        }
+        let members = initial_members(&owner, &req.members);
+        check_addable(self.deps.store.as_ref(), actor, &members, limits).await?;
         let group = StoredGroup {
             id: new_group_id(),
             name: req.name,
             owner,
             created_at_ms: now_ms(),
+            history_open: req.history_open,
         };
         self.deps.store.create_group(&group, &req.members).await?;
-        tracing::info!(group = %group.id, owner = %group.owner, members = req.members.len(), "group created");
-        let members = initial_members(&group.owner, &req.members);
+        tracing::info!(group = %group.id, owner = %group.owner, members = members.len(), "group created");
         self.announce(&group.id, &members, &[]).await?;
         self.group_reply(group).await
     }
 
     pub(crate) async fn change_members(
         &self,
-        caller: Caller,
+        actor: &Actor,
         req: ChangeMembersRequest,
         add: bool,
     ) -> Result<Group, IngestError> {
         let group = self.stored_group(&req.group).await?;
-        check_users(&req.users)?;
-        if let Some(user) = &caller {
-            let leaving_alone = !add && req.users.iter().all(|u| u == user);
-            if *user != group.owner && !leaving_alone {
-                return Err(IngestError::Forbidden(format!(
-                    "only the owner of group {} adds or removes members; {user} may only remove themselves",
-                    group.id
-                )));
-            }
-        }
-        if !add && req.users.contains(&group.owner) {
-            return Err(IngestError::BadRequest(format!(
-                "{} owns group {} and cannot be removed",
-                group.owner, group.id
-            )));
-        }
+        check_member_list(actor, &req.users, &self.config.group_limits)?;
+        check_member_change(actor, &group, &req.users, add)?;
         let store = &self.deps.store;
         if add {
-            store.add_members(&group.id, &req.users).await?;
+            check_addable(store.as_ref(), actor, &req.users, &self.config.group_limits).await?;
+            // New members read what is posted from now on (unless the
+            // group's history is open): they join after its newest message.
+            let conversation = Conversation::Group(group.id.clone()).to_string();
+            let head = store
+                .history(&conversation, 0, 1)
+                .await?
+                .first()
+                .map_or(0, |m| m.seq);
+            store.add_members(&group.id, &req.users, head).await?;
             self.announce(&group.id, &req.users, &[]).await?;
         } else {
             store.remove_members(&group.id, &req.users).await?;
             self.announce(&group.id, &[], &req.users).await?;
         }
-        tracing::info!(group = %group.id, add, users = ?req.users, "group members changed");
+        tracing::info!(group = %group.id, add, users = req.users.len(), "group members changed");
         self.group_reply(group).await
     }
 
@@ -174,17 +156,18 @@ impl Api {
 
     pub(crate) async fn list_members(
         &self,
-        caller: Caller,
+        actor: &Actor,
         req: ListMembersRequest,
     ) -> Result<MembersPage, IngestError> {
         let group = self.stored_group(&req.group).await?;
-        if let Some(user) = &caller
+        if let Actor::User(user) = actor
             && !self.deps.store.is_member(&group.id, user).await?
         {
-            return Err(IngestError::Forbidden(format!(
+            return Err(Refusal::forbidden(format!(
                 "{user} is not a member of group {}",
                 group.id
-            )));
+            ))
+            .into());
         }
         let limit = page_limit(req.limit);
         // One extra tells whether there is a next page.
@@ -204,46 +187,31 @@ impl Api {
 
     pub(crate) async fn list_groups(
         &self,
-        caller: Caller,
+        actor: &Actor,
         req: ListGroupsRequest,
     ) -> Result<GroupList, IngestError> {
-        let user = subject(caller, &req.user, "list the groups of")?;
+        let user = actor.subject(&req.user, "list the groups of")?;
+        let limit = page_limit(req.limit);
+        let ids: Vec<String> = self
+            .deps
+            .store
+            .user_groups(&user)
+            .await?
+            .into_iter()
+            .filter(|id| req.after.is_empty() || *id > req.after)
+            .collect();
         let mut groups = Vec::new();
-        for id in self.deps.store.user_groups(&user).await? {
+        for id in ids.iter().take(limit) {
             // A group removed between the two reads is left out.
-            if let Some(g) = self.deps.store.group(&id).await? {
+            if let Some(g) = self.deps.store.group(id).await? {
                 groups.push(self.group_reply(g).await?);
             }
         }
-        Ok(GroupList { groups })
+        let next = if ids.len() > limit {
+            ids[limit - 1].clone()
+        } else {
+            String::new()
+        };
+        Ok(GroupList { groups, next })
     }
-}
-
-/// The user a call is about: the caller's own (`requested` empty or the
-/// same), or any user for a trusted back end. `what` names the action in
-/// the error for a user asking about someone else.
-pub(crate) fn subject(caller: Caller, requested: &str, what: &str) -> Result<String, IngestError> {
-    let user = match (caller, requested) {
-        (Some(me), "") => me,
-        (Some(me), user) if user == me => me,
-        (Some(me), user) => {
-            return Err(IngestError::Forbidden(format!("{me} cannot {what} {user}")));
-        }
-        (None, user) => user.to_owned(),
-    };
-    check_user(&user)?;
-    Ok(user)
-}
-
-fn check_users(users: &[String]) -> Result<(), IngestError> {
-    if users.len() > MAX_USERS_PER_CALL {
-        return Err(IngestError::BadRequest(format!(
-            "{} users in one call; the limit is {MAX_USERS_PER_CALL}",
-            users.len()
-        )));
-    }
-    for u in users {
-        check_user(u)?;
-    }
-    Ok(())
 }

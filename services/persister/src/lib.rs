@@ -9,12 +9,18 @@
 //! A group message is expanded here, in the pipeline, to the group's members
 //! as the store has them when the message is stored (read once per batch, a
 //! page at a time); only members may post. Gateways never see membership.
+//! A 1:1 message whose recipient blocks its sender is refused (`BLOCKED`)
+//! before it is stored: one store read per distinct pair in a batch, all
+//! at once.
 //!
 //! Replays are harmless: a message stored before a crash is found by its
 //! idempotency key and its deliver records and receipt are emitted again;
 //! the router and the clients drop what they already have.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use futures_util::future::try_join_all;
+use tern_chat::send::block_list_owner;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -94,19 +100,11 @@ fn refuse(code: ErrorCode, reason: impl Into<String>) -> Refusal {
 
 /// Checks a record's shape and, for a 1:1 conversation, its sender (the
 /// gateway checked too, but the log may hold records from older or foreign
-/// producers). Group membership is checked against the store later.
+/// producers): the same rule as the gateway's, from `tern-chat`. Group
+/// membership and blocks are checked against the store later.
 fn check(record: &InboundRecord) -> Result<Conversation, Refusal> {
-    let conversation = Conversation::parse(&record.conversation)
-        .map_err(|e| refuse(ErrorCode::UnknownConversation, e.to_string()))?;
-    if conversation.has_direct_member(&record.sender_user) == Some(false) {
-        return Err(refuse(
-            ErrorCode::Forbidden,
-            format!(
-                "{} is not a member of conversation {}",
-                record.sender_user, record.conversation
-            ),
-        ));
-    }
+    let conversation = tern_chat::send::check_sender(&record.sender_user, &record.conversation)
+        .map_err(|r| refuse(r.code, r.message))?;
     if record.message_id.len() != 16 {
         return Err(refuse(
             ErrorCode::InvalidArgument,
@@ -114,6 +112,26 @@ fn check(record: &InboundRecord) -> Result<Conversation, Refusal> {
         ));
     }
     Ok(conversation)
+}
+
+/// Which (recipient, sender) pairs of a batch's 1:1 messages are blocked:
+/// one store read per distinct pair, all at once.
+async fn blocked_pairs(
+    store: &dyn MessageStore,
+    checked: &[(&Delivery, InboundRecord, Result<Conversation, Refusal>)],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let pairs: HashSet<(&str, &str)> = checked
+        .iter()
+        .filter_map(|(_, record, conversation)| {
+            let recipient = block_list_owner(&record.sender_user, conversation.as_ref().ok()?)?;
+            Some((recipient, record.sender_user.as_str()))
+        })
+        .collect();
+    let reads = pairs.into_iter().map(|(recipient, sender)| async move {
+        let blocked = store.is_blocked(recipient, sender).await?;
+        Ok::<_, StoreError>(blocked.then(|| (recipient.to_owned(), sender.to_owned())))
+    });
+    Ok(try_join_all(reads).await?.into_iter().flatten().collect())
 }
 
 fn rejection(record: &InboundRecord, refusal: Refusal) -> Receipt {
@@ -250,20 +268,34 @@ impl BatchHandler for Persister {
             large_group_members: self.large_group_members,
             groups: HashMap::new(),
         };
+        let mut checked = Vec::with_capacity(batch.len());
         for d in batch {
-            let record = match InboundRecord::decode(d.value.clone()) {
-                Ok(r) => r,
+            match InboundRecord::decode(d.value.clone()) {
+                Ok(record) => {
+                    let conversation = check(&record);
+                    checked.push((d, record, conversation));
+                }
                 Err(e) => {
                     tracing::error!(partition = d.position.partition, offset = d.position.offset, error = %e, "skipping undecodable inbound record");
-                    continue;
                 }
-            };
+            }
+        }
+        let blocked = blocked_pairs(self.store.as_ref(), &checked)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (d, record, conversation) in checked {
             let span = tern_core::message_span!("persister.store", &d.headers, conversation = %record.conversation);
-            let recipients = match check(&record) {
+            let recipients = match conversation {
                 Ok(c) => match c.direct_members() {
-                    Some(users) => Ok(Recipients::Users(
-                        users.into_iter().map(str::to_owned).collect(),
-                    )),
+                    Some(users) => match block_list_owner(&record.sender_user, &c) {
+                        Some(r) if blocked.contains(&(r.to_owned(), record.sender_user.clone())) => {
+                            let refusal = tern_chat::send::blocked(r, &record.sender_user);
+                            Err(refuse(refusal.code, refusal.message))
+                        }
+                        _ => Ok(Recipients::Users(
+                            users.into_iter().map(str::to_owned).collect(),
+                        )),
+                    },
                     None => group_recipients(&mut groups, &c, &record.sender_user)
                         .await
                         .map_err(|e| e.to_string())?,

@@ -17,17 +17,17 @@ use std::collections::HashMap;
 
 use prost::Message as _;
 
-use tern_core::groups::is_in_conversation;
-use tern_core::ids::Conversation;
+use tern_chat::ChatError;
+use tern_chat::access::{Actor, history_page, read_access};
+use tern_chat::conversations::conversation_page;
+use tern_chat::pages::page_limit;
 use tern_core::proto::client::{
-    ConversationList, ConversationsRequest, ErrorCode, HistoryPage, HistoryRequest, MarkRead,
+    ConversationList, ConversationsRequest, HistoryPage, HistoryRequest, MarkRead,
     MarkReadResult, Message, server_frame,
 };
-use tern_core::store::{
-    InboxEntry, MessageStore, StoreError, client_message, conversation_summaries,
-};
+use tern_core::store::InboxEntry;
 
-use super::{BODY_BATCH, Close, MAX_SYNC_LIMIT, Session, fitting_prefix, frame_budget};
+use super::{BODY_BATCH, Close, Session, frame_budget};
 
 /// Inbox entries looked at, per message the login push may carry, to find
 /// the newest per conversation (ids only: bodies are read for the chosen)...
@@ -37,8 +37,6 @@ const LOGIN_SCAN_FACTOR: usize = 4;
 /// entries. Those are still in the conversation list, with their unread
 /// counts. Reading 20,000 ids is a few milliseconds embedded.
 const LOGIN_SCAN_MIN: usize = 20_000;
-/// Most conversations one list returns.
-const MAX_CONVERSATIONS: u32 = 1000;
 
 /// Which of the newest entries (newest first) the login push carries: all
 /// of them if they are at most `max`; else at most `max`, and at most
@@ -195,49 +193,37 @@ impl Session {
     }
 
     pub(super) async fn on_history(&mut self, req: HistoryRequest) -> Result<(), Close> {
-        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let (user, codec) = {
+            let l = self.login.as_ref().expect("checked by caller");
+            (l.user.clone(), l.codec)
+        };
         let store = self.shared.deps.store.clone();
-        let conv = match readable(store.as_ref(), &user, &req.conversation).await {
-            Ok(c) => c,
-            Err((code, msg)) => return self.reject(code, msg, "", req.request_id),
+        let c = self.shared.config.clone();
+        let read = async {
+            let access = read_access(store.as_ref(), &Actor::User(user), &req.conversation).await?;
+            let page = history_page(
+                store.as_ref(),
+                &access,
+                req.before_seq,
+                page_limit(req.limit),
+                frame_budget(&c),
+            )
+            .await?;
+            Ok::<_, ChatError>((access.conversation.to_string(), page))
         };
-        let limit = page_limit(req.limit);
-        let conversation = conv.to_string();
-        // One extra tells whether there is more.
-        let stored = match store
-            .history(&conversation, req.before_seq, limit + 1)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                let (code, msg) = unavailable(e);
-                return self.reject(code, msg, "", req.request_id);
-            }
+        let (conversation, page) = match read.await {
+            Ok(read) => read,
+            Err(e) => return self.refuse(e.into_refusal(), "", req.request_id),
         };
-        let more_stored = stored.len() > limit;
-        let messages: Vec<Message> = stored
-            .into_iter()
-            .take(limit)
-            .map(|m| client_message(m, 0))
-            .collect();
-        let total = messages.len();
-        let c = &self.shared.config;
-        let page = if messages.is_empty() {
-            messages
-        } else {
-            fitting_prefix(messages, frame_budget(c))
-        };
-        let next_before_seq = page.last().map_or(req.before_seq, |m| m.seq);
-        let has_more = (more_stored || page.len() < total) && next_before_seq > 1;
-        let codec = self.login.as_ref().expect("checked by caller").codec;
-        let (used, payload) = tern_wire::pack_batch(page, codec, c.compress_min_bytes);
+        let next_before_seq = page.messages.last().map_or(req.before_seq, |m| m.seq);
+        let (used, payload) = tern_wire::pack_batch(page.messages, codec, c.compress_min_bytes);
         self.emit(server_frame::Kind::HistoryPage(HistoryPage {
             request_id: req.request_id,
             conversation,
             codec: used as i32,
             payload,
             next_before_seq,
-            has_more,
+            has_more: page.has_more,
         }))
     }
 
@@ -246,77 +232,47 @@ impl Session {
         req: ConversationsRequest,
     ) -> Result<(), Close> {
         let user = self.login.as_ref().expect("checked by caller").user.clone();
-        let limit = match req.limit {
-            0 => 100,
-            n => n.min(MAX_CONVERSATIONS),
-        } as usize;
         let store = self.shared.deps.store.clone();
-        match conversation_summaries(store.as_ref(), &user, limit).await {
-            Ok(conversations) => {
-                self.emit(server_frame::Kind::ConversationList(ConversationList {
-                    request_id: req.request_id,
-                    conversations,
-                }))
-            }
-            Err(e) => {
-                let (code, msg) = unavailable(e);
-                self.reject(code, msg, "", req.request_id)
-            }
+        let budget = frame_budget(&self.shared.config);
+        let page = conversation_page(
+            store.as_ref(),
+            &user,
+            &req.before,
+            page_limit(req.limit),
+            budget,
+        )
+        .await;
+        match page {
+            Ok(page) => self.emit(server_frame::Kind::ConversationList(ConversationList {
+                request_id: req.request_id,
+                conversations: page.conversations,
+                next: page.next.into(),
+            })),
+            Err(e) => self.refuse(e.into_refusal(), "", req.request_id),
         }
     }
 
     pub(super) async fn on_mark_read(&mut self, req: MarkRead) -> Result<(), Close> {
         let user = self.login.as_ref().expect("checked by caller").user.clone();
         let store = self.shared.deps.store.clone();
-        let conversation = match readable(store.as_ref(), &user, &req.conversation).await {
-            Ok(c) => c.to_string(),
-            Err((code, msg)) => return self.reject(code, msg, "", req.request_id),
+        let marked = async {
+            let access =
+                read_access(store.as_ref(), &Actor::User(user.clone()), &req.conversation).await?;
+            let conversation = access.conversation.to_string();
+            let read_seq = store.mark_read(&user, &conversation, req.seq).await?;
+            Ok::<_, ChatError>((conversation, read_seq))
         };
-        match store.mark_read(&user, &conversation, req.seq).await {
-            Ok(read_seq) => self.emit(server_frame::Kind::MarkReadResult(MarkReadResult {
-                request_id: req.request_id,
-                conversation,
-                read_seq,
-            })),
-            Err(e) => {
-                let (code, msg) = unavailable(e);
-                self.reject(code, msg, "", req.request_id)
+        match marked.await {
+            Ok((conversation, read_seq)) => {
+                self.emit(server_frame::Kind::MarkReadResult(MarkReadResult {
+                    request_id: req.request_id,
+                    conversation,
+                    read_seq,
+                }))
             }
+            Err(e) => self.refuse(e.into_refusal(), "", req.request_id),
         }
     }
-}
-
-/// Checks that `user` may read `conversation`; Err is the reply.
-async fn readable(
-    store: &dyn MessageStore,
-    user: &str,
-    conversation: &str,
-) -> Result<Conversation, (ErrorCode, String)> {
-    let conv = Conversation::parse(conversation)
-        .map_err(|e| (ErrorCode::InvalidArgument, e.to_string()))?;
-    let allowed = is_in_conversation(store, user, &conv)
-        .await
-        .map_err(unavailable)?;
-    if allowed {
-        Ok(conv)
-    } else {
-        Err((
-            ErrorCode::Forbidden,
-            format!("{user} is not in conversation {conversation}"),
-        ))
-    }
-}
-
-fn page_limit(limit: u32) -> usize {
-    let limit = match limit {
-        0 => 100,
-        n => n.min(MAX_SYNC_LIMIT),
-    };
-    limit as usize
-}
-
-fn unavailable(e: StoreError) -> (ErrorCode, String) {
-    (ErrorCode::Unavailable, format!("message store: {e}"))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use futures_util::FutureExt;
 use prost::Message as _;
-use tern_core::ids::{MessageId, check_room};
+use tern_chat::send::MAX_CONTENT_TYPE;
+use tern_core::ids::{MessageId, check_room, clip};
 use tern_core::log::Record;
 use tern_core::proto::client::{
     ErrorCode, RoomJoin, RoomLeave, RoomResult, RoomSend, server_frame,
@@ -12,7 +13,7 @@ use tern_core::proto::records::RoomRecord;
 use tern_core::{metrics, now_ms, topics};
 use tokio::sync::mpsc;
 
-use super::{Close, MAX_CONTENT_TYPE, Session};
+use super::{Close, Session};
 use crate::rooms::{RoomFrame, Viewer};
 
 /// Frames kept free in the socket queue for replies: with fewer, room
@@ -35,7 +36,17 @@ impl Session {
                 join.request_id,
             );
         }
-        let codec = self.login.as_ref().expect("checked by caller").codec;
+        let login = self.login.as_ref().expect("checked by caller");
+        let codec = login.codec;
+        // Posting needs the room joined, so this decides both.
+        let allowed = tern_chat::rooms::check_room(
+            self.shared.config.room_policy,
+            login.rooms.as_deref(),
+            &join.room,
+        );
+        if let Err(r) = allowed {
+            return self.refuse(r, "", join.request_id);
+        }
         self.leave_room();
         let queue = match &self.room_tx {
             Some(tx) => tx.clone(),
@@ -84,7 +95,7 @@ impl Session {
     pub(super) fn on_room_send(&mut self, send: RoomSend) -> Result<(), Close> {
         let rid = send.request_id;
         if self.room.as_deref() != Some(send.room.as_str()) {
-            let msg = format!("join room {:?} before posting to it", send.room);
+            let msg = format!("join room {:?} before posting to it", clip(&send.room));
             return self.reject(ErrorCode::Forbidden, msg, "", rid);
         }
         let max = self.shared.config.max_body_bytes;
@@ -98,6 +109,16 @@ impl Session {
         if send.content_type.len() > MAX_CONTENT_TYPE {
             let msg = format!("content_type is over the limit of {MAX_CONTENT_TYPE} bytes");
             return self.reject(ErrorCode::InvalidArgument, msg, "", rid);
+        }
+        // Room posts spend the user's sends, like chat messages.
+        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let now = tokio::time::Instant::now().into_std();
+        if let Err(after) = self.shared.limits.take_send(&user, now) {
+            let r = tern_chat::Refusal::rate_limited(
+                format!("{user} sends more messages per second than allowed; not posted"),
+                after,
+            );
+            return self.refuse(r, "", rid);
         }
         if self.room_posts.len() >= MAX_POSTS_IN_FLIGHT {
             let msg = "too many room posts in flight; retry later";

@@ -1,0 +1,49 @@
+//! A session's blocking frames: block or unblock a user, list the blocked.
+//! The rules are `tern-chat`'s, shared with the user API.
+
+use tern_chat::pages::page_limit;
+use tern_core::proto::client::{BlockedList, BlockedListRequest, SetBlocked, SetBlockedResult, server_frame};
+
+use super::{Close, Session};
+
+impl Session {
+    pub(super) async fn on_set_blocked(&mut self, req: SetBlocked) -> Result<(), Close> {
+        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let store = self.shared.deps.store.clone();
+        match tern_chat::access::set_blocked(store.as_ref(), &user, &req.user, req.blocked).await {
+            Ok(other) => self.emit(server_frame::Kind::SetBlockedResult(SetBlockedResult {
+                request_id: req.request_id,
+                user: other,
+                blocked: req.blocked,
+            })),
+            Err(e) => self.refuse(e.into_refusal(), "", req.request_id),
+        }
+    }
+
+    pub(super) async fn on_blocked_list(&mut self, req: BlockedListRequest) -> Result<(), Close> {
+        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let limit = page_limit(req.limit);
+        let read = self
+            .shared
+            .deps
+            .store
+            .blocked_users(&user, &req.after, limit + 1)
+            .await;
+        match read {
+            Ok(mut users) => {
+                let next = if users.len() > limit {
+                    users.truncate(limit);
+                    users.last().cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                self.emit(server_frame::Kind::BlockedList(BlockedList {
+                    request_id: req.request_id,
+                    users,
+                    next,
+                }))
+            }
+            Err(e) => self.refuse(tern_chat::Refusal::unavailable(&e), "", req.request_id),
+        }
+    }
+}
