@@ -12,6 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={root}/{file}");
     }
     let descriptors = protox::compile(files, [root])?;
+    // The descriptors themselves, for tests that enumerate every RPC and
+    // every client frame (so a new one cannot go untested).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tern_descriptors.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         .bytes(".")
         .compile_fds(descriptors)?;

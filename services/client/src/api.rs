@@ -1,14 +1,19 @@
-//! The few gRPC API calls the client needs.
+//! The gRPC APIs as the client sees them: the user API (every call with a
+//! login token), dev tokens, and a connection to the back-end API for
+//! tools and tests that hold the back-end token.
 
 use tern_proto::api::IssueDevTokenRequest;
-use tern_proto::api::tern_client::TernClient;
+use tern_proto::api::backend_api_client::BackendApiClient;
+use tern_proto::api::user_api_client::UserApiClient;
 use tonic::transport::Endpoint;
 
 use crate::ClientError;
 use crate::client::DEFAULT_REQUEST_TIMEOUT;
 
-/// Default address of the gRPC API.
+/// Default address of the user API.
 pub const DEFAULT_API_ADDR: &str = "http://127.0.0.1:7402";
+/// Default address of the back-end API (and the archive administration).
+pub const DEFAULT_BACKEND_ADDR: &str = "http://127.0.0.1:7404";
 
 /// Asks the API at `api_addr` (`http://host:port`, or `host:port`) for a
 /// token for `user`, with the server's default lifetime. Only a server in
@@ -23,23 +28,97 @@ pub async fn dev_token_with_ttl(
     user: &str,
     ttl_seconds: u64,
 ) -> Result<String, ClientError> {
-    let mut api = connect_api(api_addr).await?;
-    let response = api
-        .issue_dev_token(IssueDevTokenRequest {
+    dev_token_with(
+        api_addr,
+        IssueDevTokenRequest {
             user: user.to_string(),
             ttl_seconds,
-        })
-        .await?;
-    Ok(response.into_inner().token)
+            ..Default::default()
+        },
+    )
+    .await
 }
 
-/// A gRPC client for the API at `api_addr`, with the default timeouts.
+/// A dev token as `request` asks (bound to a device, allowing rooms).
+pub async fn dev_token_with(
+    api_addr: &str,
+    request: IssueDevTokenRequest,
+) -> Result<String, ClientError> {
+    let mut api = connect_api(api_addr).await?;
+    Ok(api.issue_dev_token(request).await?.into_inner().token)
+}
+
+/// A gRPC client for the user API at `api_addr`, with the default
+/// timeouts. Its calls need [`with_token`].
 pub async fn connect_api(
     api_addr: &str,
-) -> Result<TernClient<tonic::transport::Channel>, ClientError> {
-    Ok(TernClient::new(
+) -> Result<UserApiClient<tonic::transport::Channel>, ClientError> {
+    Ok(UserApiClient::new(
         api_channel(api_addr, Some(DEFAULT_REQUEST_TIMEOUT)).await?,
     ))
+}
+
+/// A gRPC client for the back-end API at `addr`. Its calls need
+/// [`with_token`] with the back-end token.
+pub async fn connect_backend(
+    addr: &str,
+) -> Result<BackendApiClient<tonic::transport::Channel>, ClientError> {
+    Ok(BackendApiClient::new(
+        api_channel(addr, Some(DEFAULT_REQUEST_TIMEOUT)).await?,
+    ))
+}
+
+/// Adds `authorization: Bearer <token>` to every call of a client.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Result<Self, ClientError> {
+        format!("Bearer {token}")
+            .parse()
+            .map(Bearer)
+            .map_err(|_| ClientError::Protocol("the token is not valid header text".into()))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel whose every call carries a bearer token.
+pub type Authorized = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// The user API at `api_addr`, every call made with the login `token`.
+pub async fn connect_api_as(
+    api_addr: &str,
+    token: &str,
+) -> Result<UserApiClient<Authorized>, ClientError> {
+    let channel = api_channel(api_addr, Some(DEFAULT_REQUEST_TIMEOUT)).await?;
+    Ok(UserApiClient::with_interceptor(channel, Bearer::new(token)?))
+}
+
+/// The back-end API at `addr`, every call made with the back-end `token`.
+pub async fn connect_backend_as(
+    addr: &str,
+    token: &str,
+) -> Result<BackendApiClient<Authorized>, ClientError> {
+    let channel = api_channel(addr, Some(DEFAULT_REQUEST_TIMEOUT)).await?;
+    Ok(BackendApiClient::with_interceptor(channel, Bearer::new(token)?))
+}
+
+/// `message` as a request carrying `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> Result<tonic::Request<T>, ClientError> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ClientError::Protocol("the token is not valid header text".into()))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
 }
 
 /// A connection to the API at `api_addr`; `timeout` bounds each call

@@ -1,5 +1,6 @@
 //! The compliance archive's administration calls, made with the server's
-//! admin token (not a user's login token).
+//! admin token (not a user's login token nor the back-end token) on the
+//! server's back-end listener.
 
 use tern_proto::api::archive_admin_client::ArchiveAdminClient;
 use tern_proto::api::{
@@ -25,13 +26,15 @@ pub struct ArchiveApi {
 }
 
 impl ArchiveApi {
+    /// Connects to the archive administration at `backend_addr` (the
+    /// server's `backend_listen`, default [`crate::DEFAULT_BACKEND_ADDR`]).
     pub async fn connect(
-        api_addr: &str,
+        backend_addr: &str,
         admin_token: impl Into<String>,
     ) -> Result<Self, ClientError> {
         Ok(ArchiveApi {
             // No per-call timeout: an export streams for as long as it needs.
-            api: ArchiveAdminClient::new(api_channel(api_addr, None).await?),
+            api: ArchiveAdminClient::new(api_channel(backend_addr, None).await?),
             admin_token: admin_token.into(),
         })
     }

@@ -1,5 +1,5 @@
 //! `tern archive …`: the compliance archive, administered with the
-//! server's admin token.
+//! server's admin token on its back-end listener (`--backend`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -117,10 +117,12 @@ fn hold_line(h: &ArchiveHold) -> serde_json::Value {
     })
 }
 
-pub async fn run(api_addr: &str, args: &ArchiveArgs) -> anyhow::Result<()> {
-    let mut api = ArchiveApi::connect(api_addr, args.admin_token.clone())
+/// Runs `args` against the archive administration at `backend_addr` (the
+/// server's back-end listener).
+pub async fn run(backend_addr: &str, args: &ArchiveArgs) -> anyhow::Result<()> {
+    let mut api = ArchiveApi::connect(backend_addr, args.admin_token.clone())
         .await
-        .context("could not reach the API")?;
+        .context("could not reach the archive administration (the back-end listener, --backend)")?;
     match &args.command {
         ArchiveCommand::Verify => {
             let r = api.verify().await.context("could not verify the archive")?;

@@ -9,10 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tern_proto::client::{
-    Codec, ConversationList, ConversationSummary, ConversationsRequest, Heartbeat, HistoryPage,
-    HistoryRequest, Login, LoginResult, Logout, MarkRead, MarkReadResult, Message, PushAck,
-    RoomJoin, RoomLeave, RoomResult, RoomSend, SendResult, SyncPage, SyncRequest, client_frame,
-    server_frame,
+    BlockedList, BlockedListRequest, Codec, ConversationList, ConversationSummary,
+    ConversationsRequest, Heartbeat, HistoryPage, HistoryRequest, Login, LoginResult, Logout,
+    MarkRead, MarkReadResult, Message, PushAck, RoomJoin, RoomLeave, RoomResult, RoomSend,
+    SendResult, SetBlocked, SetBlockedResult, SyncPage, SyncRequest, client_frame, server_frame,
 };
 use tern_wire::{WireError, decode_server, encode_client, unpack_batch};
 use tokio::sync::{mpsc, oneshot};
@@ -408,16 +408,84 @@ impl Client {
     /// conversations, most recently active first, with the newest message
     /// and the unread count of each.
     pub async fn conversations(&self, limit: u32) -> Result<Vec<ConversationSummary>, ClientError> {
+        Ok(self.conversations_page(limit, Bytes::new()).await?.0)
+    }
+
+    /// A page of the conversation list: up to `limit` conversations after
+    /// the page that returned `before` as its next position (empty: the
+    /// most recent). Returns the page and the next position (empty: none).
+    pub async fn conversations_page(
+        &self,
+        limit: u32,
+        before: Bytes,
+    ) -> Result<(Vec<ConversationSummary>, Bytes), ClientError> {
         match self
             .request(|request_id| {
-                client_frame::Kind::Conversations(ConversationsRequest { request_id, limit })
+                client_frame::Kind::Conversations(ConversationsRequest {
+                    request_id,
+                    limit,
+                    before,
+                })
             })
             .await?
         {
-            Answer::Conversations(list) => Ok(list.conversations),
+            Answer::Conversations(list) => Ok((list.conversations, list.next)),
             other => Err(ClientError::Protocol(format!(
                 "a conversation list request was answered with {other:?}"
             ))),
+        }
+    }
+
+    /// Blocks `user` (`blocked` true) or unblocks them: a blocked user's
+    /// 1:1 messages to this user are refused with `BLOCKED`. Returns whether
+    /// the user is blocked now.
+    pub async fn set_blocked(
+        &self,
+        user: impl Into<String>,
+        blocked: bool,
+    ) -> Result<bool, ClientError> {
+        let user = user.into();
+        match self
+            .request(|request_id| {
+                client_frame::Kind::SetBlocked(SetBlocked {
+                    request_id,
+                    user,
+                    blocked,
+                })
+            })
+            .await?
+        {
+            Answer::Blocked(result) => Ok(result.blocked),
+            other => Err(ClientError::Protocol(format!(
+                "a block request was answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Every user this user blocks, in id order (read a page at a time).
+    pub async fn blocked_users(&self) -> Result<Vec<String>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self
+                .request(|request_id| {
+                    client_frame::Kind::BlockedList(BlockedListRequest {
+                        request_id,
+                        after,
+                        limit: 0,
+                    })
+                })
+                .await?;
+            let Answer::BlockedList(page) = page else {
+                return Err(ClientError::Protocol(format!(
+                    "a blocked-list request was answered with {page:?}"
+                )));
+            };
+            all.extend(page.users);
+            if page.next.is_empty() {
+                return Ok(all);
+            }
+            after = page.next;
         }
     }
 
@@ -579,6 +647,8 @@ enum Answer {
     History(HistoryPage),
     Conversations(ConversationList),
     MarkRead(MarkReadResult),
+    Blocked(SetBlockedResult),
+    BlockedList(BlockedList),
 }
 
 type RequestWaiter = oneshot::Sender<Result<Answer, ClientError>>;
@@ -878,6 +948,18 @@ fn dispatch(
                 debug!(request_id, "MarkReadResult for no waiting request; dropped");
             }
         }
+        server_frame::Kind::SetBlockedResult(result) => {
+            let request_id = result.request_id;
+            if !shared.resolve_request(request_id, Ok(Answer::Blocked(result))) {
+                debug!(request_id, "SetBlockedResult for no waiting request; dropped");
+            }
+        }
+        server_frame::Kind::BlockedList(list) => {
+            let request_id = list.request_id;
+            if !shared.resolve_request(request_id, Ok(Answer::BlockedList(list))) {
+                debug!(request_id, "BlockedList for no waiting request; dropped");
+            }
+        }
         server_frame::Kind::GroupMessages(batch) => {
             let messages = unpack_batch(batch.codec, &batch.payload, MAX_PAYLOAD).map_err(|e| {
                 format!("a large-group push from the gateway could not be decoded: {e}")
@@ -956,6 +1038,8 @@ fn kind_name(kind: &server_frame::Kind) -> &'static str {
         server_frame::Kind::ConversationList(_) => "ConversationList",
         server_frame::Kind::MarkReadResult(_) => "MarkReadResult",
         server_frame::Kind::GroupMessages(_) => "GroupMessages",
+        server_frame::Kind::SetBlockedResult(_) => "SetBlockedResult",
+        server_frame::Kind::BlockedList(_) => "BlockedList",
     }
 }
 

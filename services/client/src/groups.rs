@@ -1,13 +1,13 @@
 //! Group management through the gRPC API, acting as the user of a token.
 
-use tern_proto::api::tern_client::TernClient;
+use tern_proto::api::user_api_client::UserApiClient;
 use tern_proto::api::{
     ChangeMembersRequest, CreateGroupRequest, Group, ListGroupsRequest, ListMembersRequest,
 };
 use tonic::transport::Channel;
 
 use crate::ClientError;
-use crate::api::connect_api;
+use crate::api::{connect_api, with_token};
 
 /// Members fetched per page by [`GroupApi::members`].
 const MEMBERS_PAGE: u32 = 1000;
@@ -15,7 +15,7 @@ const MEMBERS_PAGE: u32 = 1000;
 /// The API's group calls, each made as the user whose token this holds
 /// (the API checks who may do what; see `api.proto`).
 pub struct GroupApi {
-    api: TernClient<Channel>,
+    api: UserApiClient<Channel>,
     token: String,
 }
 
@@ -28,12 +28,7 @@ impl GroupApi {
     }
 
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
-        let mut request = tonic::Request::new(message);
-        let value = format!("Bearer {}", self.token)
-            .parse()
-            .map_err(|_| ClientError::Protocol("the token is not valid header text".into()))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
+        with_token(message, &self.token)
     }
 
     /// Creates a group owned by the caller, with these other members.
@@ -42,6 +37,7 @@ impl GroupApi {
             owner: String::new(),
             name: name.to_owned(),
             members: members.to_vec(),
+            history_open: false,
         })?;
         Ok(self.api.create_group(request).await?.into_inner())
     }
@@ -81,9 +77,21 @@ impl GroupApi {
         }
     }
 
-    /// The caller's groups.
+    /// The caller's groups (fetched a page at a time).
     pub async fn list(&mut self) -> Result<Vec<Group>, ClientError> {
-        let request = self.request(ListGroupsRequest::default())?;
-        Ok(self.api.list_groups(request).await?.into_inner().groups)
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let request = self.request(ListGroupsRequest {
+                after: after.clone(),
+                ..Default::default()
+            })?;
+            let page = self.api.list_groups(request).await?.into_inner();
+            all.extend(page.groups);
+            if page.next.is_empty() {
+                return Ok(all);
+            }
+            after = page.next;
+        }
     }
 }

@@ -2,9 +2,16 @@
 //!
 //! `tern token` prints a dev token, `tern send` sends one message and prints
 //! its server id, `tern listen` prints received messages as JSON lines, and
-//! `tern chat` is a small interactive chat. Output meant for scripts (the
-//! token, the message id, JSON lines) goes to stdout; everything else to
-//! stderr. Errors exit with 1, usage errors with 2.
+//! `tern chat` is a small interactive chat. `tern history`, `tern
+//! conversations` and `tern read` read and mark conversations; `tern block`,
+//! `tern unblock` and `tern blocked` keep a user's block list (all of these
+//! over a gateway connection). `tern group`, `tern room viewers` and `tern
+//! logout` call the user API with the user's login token; `tern room watch`
+//! and `post` use live rooms; `tern archive` administers the compliance
+//! archive on the back-end listener with the admin token.
+//!
+//! Output meant for scripts (the token, the message id, JSON lines) goes to
+//! stdout; everything else to stderr. Errors exit with 1, usage errors with 2.
 
 mod archive_cmd;
 
@@ -21,16 +28,20 @@ use tern_client::{Client, Event, GroupApi, LoginOptions, SendOptions, Target, me
 #[command(
     name = "tern",
     version,
-    about = "Command-line client for tern: dev tokens, send, listen, chat, groups, rooms, the compliance archive"
+    about = "Command-line client for tern: dev tokens, send, listen, chat, history, blocks, logout, groups, rooms, the compliance archive"
 )]
 struct Cli {
     /// Gateway address: tcp://host:port, ws://host:port/, or host:port (TCP).
     #[arg(long, global = true, env = "TERN_SERVER", default_value = tern_client::DEFAULT_SERVER_ADDR)]
     server: String,
 
-    /// gRPC API address, used to fetch dev tokens.
+    /// User API address (gRPC): dev tokens, groups, room viewers, logout.
     #[arg(long, global = true, env = "TERN_API", default_value = tern_client::DEFAULT_API_ADDR)]
     api: String,
+
+    /// Back-end API address (gRPC, the server's backend_listen), where `tern archive` administers the archive.
+    #[arg(long, global = true, env = "TERN_BACKEND", default_value = tern_client::DEFAULT_BACKEND_ADDR)]
+    backend: String,
 
     /// User to act as. Without --token, a dev token for this user is fetched from --api.
     #[arg(long, global = true, env = "TERN_USER")]
@@ -40,7 +51,9 @@ struct Cli {
     #[arg(long, global = true, env = "TERN_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
-    /// Device id to log in as [default: "cli" for listen and chat, "cli-send" for send].
+    /// Device id to log in as [default: "cli" for listen and chat, "cli-send" for send,
+    /// "cli-read" for history, conversations, read and blocks]. With `tern token`: the
+    /// device the token is bound to; with `tern logout`: the device to log out.
     #[arg(long, global = true, env = "TERN_DEVICE")]
     device: Option<String>,
 
@@ -50,11 +63,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a dev token for --user (only a server in dev mode issues them).
+    /// Print a dev token for --user (only a server in dev mode issues them;
+    /// they live at most 24 h). With --device, the token logs in only as
+    /// that device.
     Token {
         /// Token lifetime in seconds; 0 means the server's default.
         #[arg(long, default_value_t = 0)]
         ttl: u64,
+        /// Live rooms the token may join and post to, as room id prefixes,
+        /// comma-separated (used when the server's room_policy is "token").
+        #[arg(long, value_delimiter = ',')]
+        rooms: Vec<String>,
     },
     /// Send one message and print its server message id.
     Send(SendArgs),
@@ -93,8 +112,9 @@ enum Command {
     /// Print --user's conversations as JSON lines, most recently active
     /// first, with the newest message and the unread count of each.
     Conversations {
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
+        /// At most this many [default: every conversation].
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Mark a conversation read up to --seq (default: everything) for --user.
     Read {
@@ -103,6 +123,23 @@ enum Command {
         #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
         seq: u64,
     },
+    /// Block a user: their 1:1 messages to --user are refused (BLOCKED)
+    /// and stored nowhere.
+    Block {
+        /// The user to block.
+        user: String,
+    },
+    /// Unblock a user.
+    Unblock {
+        /// The user to unblock.
+        user: String,
+    },
+    /// Print the users --user blocks, one per line.
+    Blocked,
+    /// Log out: revoke --user's tokens issued before now, of --device, or
+    /// of every device without --device. Their connections close with
+    /// TOKEN_REVOKED; prints the revocation time (ms since the epoch).
+    Logout,
 }
 
 /// One conversation: with a user, a group, or by id.
@@ -155,7 +192,8 @@ enum RoomCommand {
         room: String,
         text: String,
     },
-    /// Print the approximate viewer count of a room (a few seconds old).
+    /// Print the approximate viewer count of a room (a few seconds old),
+    /// asked of the user API as --user.
     Viewers {
         #[arg(long)]
         room: String,
@@ -246,11 +284,17 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Token { ttl } => {
+        Command::Token { ttl, rooms } => {
             let Some(user) = non_empty(&cli.user) else {
                 usage_error("`tern token` needs --user (or TERN_USER)");
             };
-            let token = tern_client::dev_token_with_ttl(&cli.api, user, *ttl)
+            let request = tern_client::api_proto::IssueDevTokenRequest {
+                user: user.to_owned(),
+                ttl_seconds: *ttl,
+                device: non_empty(&cli.device).unwrap_or_default().to_owned(),
+                rooms: rooms.clone(),
+            };
+            let token = tern_client::dev_token_with(&cli.api, request)
                 .await
                 .with_context(|| {
                     format!("could not get a dev token for {user} from {}", cli.api)
@@ -263,7 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat { to } => chat(&cli, to).await,
         Command::Group(command) => group(&cli, command).await,
         Command::Room(command) => room(&cli, command).await,
-        Command::Archive(args) => archive_cmd::run(&cli.api, args).await,
+        Command::Archive(args) => archive_cmd::run(&cli.backend, args).await,
         Command::History {
             target,
             limit,
@@ -271,6 +315,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => history(&cli, target, *limit, *before).await,
         Command::Conversations { limit } => conversations(&cli, *limit).await,
         Command::Read { target, seq } => mark_read(&cli, target, *seq).await,
+        Command::Block { user } => set_blocked(&cli, user, true).await,
+        Command::Unblock { user } => set_blocked(&cli, user, false).await,
+        Command::Blocked => blocked(&cli).await,
+        Command::Logout => logout(&cli).await,
     }
 }
 
@@ -305,25 +353,112 @@ async fn history(
     Ok(())
 }
 
-async fn conversations(cli: &Cli, limit: u32) -> anyhow::Result<()> {
+/// Conversations asked for per page by `tern conversations` (the
+/// server's default page; it may return fewer to fit a frame).
+const CONVERSATIONS_PAGE: u64 = 100;
+
+/// Prints the conversation list a page at a time, each page as soon as it
+/// arrives, until the last page or `limit` conversations (None: all).
+async fn conversations(cli: &Cli, limit: Option<u64>) -> anyhow::Result<()> {
     let (client, _) = connect(cli, "cli-read", true).await?;
-    let list = client
-        .conversations(limit)
-        .await
-        .context("could not read the conversation list")?;
+    let mut left = limit.unwrap_or(u64::MAX);
+    let mut before = bytes::Bytes::new();
     let mut out = std::io::stdout().lock();
-    for c in &list {
-        let line = serde_json::json!({
-            "conversation": c.conversation,
-            "last_seq": c.last_seq,
-            "unread": c.unread,
-            "read_seq": c.read_seq,
-            "last_message": c.last_message.as_ref().map(message_json),
-        });
-        writeln!(out, "{line}").context("could not write to stdout")?;
+    while left > 0 {
+        let (page, next) = client
+            .conversations_page(left.min(CONVERSATIONS_PAGE) as u32, before)
+            .await
+            .context("could not read the conversation list")?;
+        for c in page
+            .iter()
+            .take(usize::try_from(left).unwrap_or(usize::MAX))
+        {
+            let line = serde_json::json!({
+                "conversation": c.conversation,
+                "last_seq": c.last_seq,
+                "unread": c.unread,
+                "read_seq": c.read_seq,
+                "last_message": c.last_message.as_ref().map(message_json),
+            });
+            writeln!(out, "{line}").context("could not write to stdout")?;
+            left -= 1;
+        }
+        out.flush().context("could not write to stdout")?;
+        // An empty page with a next position would never end.
+        if next.is_empty() || page.is_empty() {
+            break;
+        }
+        before = next;
+    }
+    drop(out);
+    let _ = client.logout().await;
+    Ok(())
+}
+
+/// `tern block` / `tern unblock`, over a gateway connection.
+async fn set_blocked(cli: &Cli, user: &str, block: bool) -> anyhow::Result<()> {
+    let (client, login) = connect(cli, "cli-read", true).await?;
+    let blocked = client.set_blocked(user, block).await.with_context(|| {
+        format!(
+            "could not {} {user}",
+            if block { "block" } else { "unblock" }
+        )
+    })?;
+    if blocked {
+        eprintln!(
+            "{} blocks {user}: their 1:1 messages are refused",
+            login.user_id
+        );
+    } else {
+        eprintln!("{} does not block {user}", login.user_id);
+    }
+    let _ = client.logout().await;
+    Ok(())
+}
+
+/// `tern blocked`: one user per line, in id order.
+async fn blocked(cli: &Cli) -> anyhow::Result<()> {
+    let (client, _) = connect(cli, "cli-read", true).await?;
+    let users = client
+        .blocked_users()
+        .await
+        .context("could not read the block list")?;
+    let mut out = std::io::stdout().lock();
+    for user in &users {
+        writeln!(out, "{user}").context("could not write to stdout")?;
     }
     out.flush().context("could not write to stdout")?;
+    drop(out);
     let _ = client.logout().await;
+    Ok(())
+}
+
+/// `tern logout`: the user API's RevokeTokens, with the user's own token.
+async fn logout(cli: &Cli) -> anyhow::Result<()> {
+    let token = token(cli).await?;
+    let device = non_empty(&cli.device).unwrap_or_default();
+    let mut api = tern_client::connect_api(&cli.api)
+        .await
+        .context("could not reach the API")?;
+    let request = tern_client::with_token(
+        tern_client::api_proto::RevokeTokensRequest {
+            user: String::new(),
+            device: device.to_owned(),
+        },
+        &token,
+    )?;
+    let revoked = api
+        .revoke_tokens(request)
+        .await
+        .map_err(tern_client::ClientError::from)
+        .context("could not log out")?
+        .into_inner();
+    if device.is_empty() {
+        eprintln!("logged out of every device: tokens issued before now no longer log in");
+    } else {
+        eprintln!("logged out of device {device}: its tokens issued before now no longer log in");
+    }
+    println!("{}", revoked.revoked_before_ms);
     Ok(())
 }
 
@@ -385,13 +520,18 @@ async fn room(cli: &Cli, command: &RoomCommand) -> anyhow::Result<()> {
             let _ = client.logout().await;
         }
         RoomCommand::Viewers { room } => {
+            let token = token(cli).await?;
             let mut api = tern_client::connect_api(&cli.api)
                 .await
                 .context("could not reach the API")?;
-            let reply = api
-                .room_viewers(tern_client::api_proto::RoomViewersRequest {
+            let request = tern_client::with_token(
+                tern_client::api_proto::RoomViewersRequest {
                     rooms: vec![room.clone()],
-                })
+                },
+                &token,
+            )?;
+            let reply = api
+                .room_viewers(request)
                 .await
                 .map_err(tern_client::ClientError::from)
                 .context("could not read the viewer count")?
@@ -666,10 +806,16 @@ fn message_json(m: &Message) -> serde_json::Value {
     })
 }
 
+/// `message (CODE)`, with when to retry (RATE_LIMITED, TOO_MANY_CONNECTIONS)
+/// and whether the gateway closes the connection.
 fn describe_error(err: &tern_client::proto::Error) -> String {
     let code = ErrorCode::try_from(err.code).map_or("UNKNOWN_CODE", |c| c.as_str_name());
+    let retry = match err.retry_after_ms {
+        0 => String::new(),
+        ms => format!(", retry after {ms} ms"),
+    };
     format!(
-        "{} ({code}){}",
+        "{} ({code}{retry}){}",
         err.message,
         if err.fatal { ", closing" } else { "" }
     )
@@ -684,4 +830,52 @@ fn usage_error(message: &str) -> ! {
     Cli::command()
         .error(clap::error::ErrorKind::MissingRequiredArgument, message)
         .exit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: ErrorCode, retry_after_ms: u64, fatal: bool) -> tern_client::proto::Error {
+        tern_client::proto::Error {
+            code: code as i32,
+            message: "slow down".into(),
+            fatal,
+            retry_after_ms,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn errors_name_their_code_and_when_to_retry() {
+        assert_eq!(
+            describe_error(&error(ErrorCode::RateLimited, 250, false)),
+            "slow down (RATE_LIMITED, retry after 250 ms)"
+        );
+        assert_eq!(
+            describe_error(&error(ErrorCode::TokenRevoked, 0, true)),
+            "slow down (TOKEN_REVOKED), closing"
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn token_and_logout_take_the_global_device() {
+        let cli = Cli::try_parse_from([
+            "tern", "--user", "alice", "token", "--device", "phone", "--rooms", "a.,b.",
+        ])
+        .unwrap();
+        assert_eq!(cli.device.as_deref(), Some("phone"));
+        let Command::Token { rooms, .. } = &cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(rooms, &["a.", "b."]);
+        let cli = Cli::try_parse_from(["tern", "logout", "--device", "phone"]).unwrap();
+        assert!(matches!(cli.command, Command::Logout));
+        assert_eq!(cli.device.as_deref(), Some("phone"));
+    }
 }

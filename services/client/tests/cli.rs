@@ -18,8 +18,10 @@ async fn start(tweak: impl FnOnce(&mut ternd::TerndConfig)) -> Server {
     }
 }
 
-/// Runs `tern` with the server's addresses and `args`, off the async threads.
-async fn tern(server: &Server, args: &[&str]) -> Output {
+/// `tern` with the server's gateway and user API addresses (TERN_SERVER,
+/// TERN_API) and `args`; the back-end address only where a test gives
+/// `--backend`.
+fn tern_command(server: &Server, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
     cmd.env_clear()
         .env(
@@ -37,10 +39,74 @@ async fn tern(server: &Server, args: &[&str]) -> Output {
             ),
         )
         .args(args);
+    cmd
+}
+
+/// Runs `tern` with the server's addresses and `args`, off the async threads.
+async fn tern(server: &Server, args: &[&str]) -> Output {
+    let mut cmd = tern_command(server, args);
     tokio::task::spawn_blocking(move || cmd.output().expect("tern runs"))
         .await
         .unwrap()
 }
+
+/// A `tern` left running (`listen`, `room watch`): its stdout lines as they
+/// come, and its exit.
+struct Background {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Background {
+    fn spawn(server: &Server, args: &[&str]) -> Background {
+        let mut child = tern_command(server, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tern runs");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Background { child, lines }
+    }
+
+    /// The next line of its stdout, within 20 s.
+    async fn next_line(&mut self) -> String {
+        tokio::time::timeout(WAIT, self.lines.recv())
+            .await
+            .expect("a line within the wait")
+            .expect("tern is still writing")
+    }
+
+    /// Waits (at most 20 s) for it to exit; its status and stderr.
+    async fn exit(mut self) -> (std::process::ExitStatus, String) {
+        let waited = tokio::time::timeout(
+            WAIT,
+            tokio::task::spawn_blocking(move || {
+                let status = self.child.wait().expect("tern exits");
+                let mut err = String::new();
+                use std::io::Read as _;
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                (status, err)
+            }),
+        )
+        .await;
+        waited.expect("tern exits within the wait").unwrap()
+    }
+}
+
+/// How long a test waits for something that happens in milliseconds.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -224,7 +290,7 @@ async fn errors_are_clear_and_exit_non_zero() {
 async fn without_dev_mode_no_tokens_are_handed_out() {
     let server = start(|c| {
         c.dev_mode = false;
-        c.jwt_secret = Some("a-real-production-secret".into());
+        c.jwt_secret = Some("0f3a9c1e5b7d2846a1c3e5f7092b4d6e".into());
     })
     .await;
     let token = tern(&server, &["token", "--user", "alice"]).await;
@@ -326,28 +392,22 @@ async fn group_create_send_members_add_and_remove() {
 async fn room_watch_post_and_viewers() {
     let server =
         start(|c| c.gateway.room_report_every = std::time::Duration::from_millis(100)).await;
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_tern"));
-    watch
-        .env_clear()
-        .env(
-            "TERN_SERVER",
-            format!("tcp://{}", server.running.tcp_addr.unwrap()),
-        )
-        .env(
-            "TERN_API",
-            format!("http://{}", server.running.api_addr.unwrap()),
-        )
-        .args([
+    let mut watcher = Background::spawn(
+        &server,
+        &[
             "--user", "viewer", "room", "watch", "--room", "stage", "--count", "2",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let watcher = watch.spawn().expect("tern runs");
+        ],
+    );
     // Posts before the watcher joined would be lost (rooms keep nothing):
-    // wait until it is counted.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // wait until it is counted. The viewer count is a user API call, made
+    // with a user's token.
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let viewers = tern(&server, &["room", "viewers", "--room", "stage"]).await;
+        let viewers = tern(
+            &server,
+            &["--user", "host", "room", "viewers", "--room", "stage"],
+        )
+        .await;
         assert!(viewers.status.success(), "{}", stderr(&viewers));
         if last_line(&viewers) == "1" {
             break;
@@ -366,14 +426,12 @@ async fn room_watch_post_and_viewers() {
         .await;
         assert!(posted.status.success(), "{}", stderr(&posted));
     }
-    let out = tokio::task::spawn_blocking(move || watcher.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = stdout(&out)
-        .lines()
+    let lines: Vec<serde_json::Value> = [watcher.next_line().await, watcher.next_line().await]
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let (status, err) = watcher.exit().await;
+    assert!(status.success(), "{err}");
     let bodies: Vec<&str> = lines.iter().map(|l| l["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, vec!["first", "second"]);
     assert_eq!(lines[0]["conversation"], "r:stage");
@@ -465,11 +523,30 @@ async fn conversations_history_and_read_marks() {
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
-/// Runs `tern archive --admin-token <ADMIN_TOKEN> <args>`.
+/// The back-end listener, where the archive is administered.
+fn backend(server: &Server) -> String {
+    format!(
+        "http://{}",
+        server.running.backend_addr.expect("back-end API served")
+    )
+}
+
+/// Runs `tern --backend <back-end address> archive --admin-token <ADMIN_TOKEN> <args>`.
 async fn admin(server: &Server, args: &[&str]) -> Output {
+    let backend = backend(server);
     tern(
         server,
-        &[&["archive", "--admin-token", ADMIN_TOKEN][..], args].concat(),
+        &[
+            &[
+                "--backend",
+                &backend,
+                "archive",
+                "--admin-token",
+                ADMIN_TOKEN,
+            ][..],
+            args,
+        ]
+        .concat(),
     )
     .await
 }
@@ -590,9 +667,18 @@ async fn archive_verify_export_and_holds_with_the_admin_token() {
 
     // A user's token is not an admin credential; nor is a wrong token.
     let user_token = last_line(&tern(&server, &["token", "--user", "alice"]).await);
+    let backend = backend(&server);
     let as_user = tern(
         &server,
-        &["archive", "--admin-token", &user_token, "hold", "list"],
+        &[
+            "--backend",
+            &backend,
+            "archive",
+            "--admin-token",
+            &user_token,
+            "hold",
+            "list",
+        ],
     )
     .await;
     assert!(!as_user.status.success());
@@ -603,7 +689,14 @@ async fn archive_verify_export_and_holds_with_the_admin_token() {
     );
     let wrong = tern(
         &server,
-        &["archive", "--admin-token", "not-the-admin-token", "verify"],
+        &[
+            "--backend",
+            &backend,
+            "archive",
+            "--admin-token",
+            "not-the-admin-token",
+            "verify",
+        ],
     )
     .await;
     assert!(!wrong.status.success());
@@ -630,4 +723,217 @@ async fn archive_verify_export_and_holds_with_the_admin_token() {
         "{}",
         stderr(&bad_time)
     );
+
+    // The user API's listener does not serve the archive any more.
+    let api = format!("http://{}", server.running.api_addr.unwrap());
+    let on_api = tern(
+        &server,
+        &[
+            "--backend",
+            &api,
+            "archive",
+            "--admin-token",
+            ADMIN_TOKEN,
+            "verify",
+        ],
+    )
+    .await;
+    assert_eq!(on_api.status.code(), Some(1), "{}", stderr(&on_api));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn block_unblock_and_the_block_list() {
+    let server = start(|_| {}).await;
+    let blocked = tern(&server, &["--user", "bob", "block", "alice"]).await;
+    assert!(blocked.status.success(), "{}", stderr(&blocked));
+    let list = tern(&server, &["--user", "bob", "blocked"]).await;
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert_eq!(stdout(&list), "alice\n");
+
+    let refused = tern(&server, &["--user", "alice", "send", "--to", "bob", "hi"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("BLOCKED"), "{}", stderr(&refused));
+    // Blocking is one way: bob still writes to alice.
+    let reply = tern(&server, &["--user", "bob", "send", "--to", "alice", "hi"]).await;
+    assert!(reply.status.success(), "{}", stderr(&reply));
+
+    let unblocked = tern(&server, &["--user", "bob", "unblock", "alice"]).await;
+    assert!(unblocked.status.success(), "{}", stderr(&unblocked));
+    let list = tern(&server, &["--user", "bob", "blocked"]).await;
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert_eq!(stdout(&list), "", "nobody blocked");
+    let sent = tern(
+        &server,
+        &["--user", "alice", "send", "--to", "bob", "hi again"],
+    )
+    .await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let got = tern(&server, &["--user", "bob", "listen", "--count", "1"]).await;
+    let line: serde_json::Value = serde_json::from_str(&last_line(&got)).unwrap();
+    assert_eq!(
+        line["body"], "hi again",
+        "the refused message was stored nowhere"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_revokes_the_token_and_closes_its_connections() {
+    let server = start(|_| {}).await;
+    let token = last_line(&tern(&server, &["token", "--user", "carol"]).await);
+    let mut listener = Background::spawn(&server, &["--token", &token, "listen"]);
+    // Once a message is printed, the listener is logged in.
+    let sent = tern(&server, &["--user", "dave", "send", "--to", "carol", "hi"]).await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let line: serde_json::Value = serde_json::from_str(&listener.next_line().await).unwrap();
+    assert_eq!(line["body"], "hi");
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = tern(&server, &["--token", &token, "logout"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let revoked: u64 = last_line(&out).parse().expect("the revocation time, ms");
+    assert!(revoked >= before, "{revoked} < {before}");
+
+    let (status, err) = listener.exit().await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("TOKEN_REVOKED"), "{err}");
+    let again = tern(&server, &["--token", &token, "send", "--to", "dave", "x"]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("TOKEN_REVOKED"),
+        "{}",
+        stderr(&again)
+    );
+    let api = tern(&server, &["--token", &token, "group", "list"]).await;
+    assert_eq!(api.status.code(), Some(1));
+    assert!(stderr(&api).contains("revoked"), "{}", stderr(&api));
+
+    // A new token works.
+    let fresh = tern(&server, &["token", "--user", "carol"]).await;
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    let sent = tern(
+        &server,
+        &[
+            "--token",
+            &last_line(&fresh),
+            "send",
+            "--to",
+            "dave",
+            "back",
+        ],
+    )
+    .await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_bound_to_a_device_and_logging_out_one_device() {
+    let server = start(|_| {}).await;
+    let phone = last_line(&tern(&server, &["token", "--user", "erin", "--device", "phone"]).await);
+    let laptop = last_line(&tern(&server, &["token", "--user", "erin"]).await);
+    let send = async |token: &str, device: &str| {
+        tern(
+            &server,
+            &[
+                "--token", token, "--device", device, "send", "--to", "frank", "x",
+            ],
+        )
+        .await
+    };
+    let sent = send(&phone, "phone").await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let elsewhere = send(&phone, "tablet").await;
+    assert_eq!(elsewhere.status.code(), Some(1));
+    assert!(
+        stderr(&elsewhere).contains("bound to another device"),
+        "{}",
+        stderr(&elsewhere)
+    );
+
+    let out = tern(
+        &server,
+        &["--token", &laptop, "logout", "--device", "phone"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let refused = send(&phone, "phone").await;
+    assert!(
+        stderr(&refused).contains("TOKEN_REVOKED"),
+        "{}",
+        stderr(&refused)
+    );
+    let other = send(&laptop, "laptop").await;
+    assert!(
+        other.status.success(),
+        "other devices stay logged in: {}",
+        stderr(&other)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_are_read_page_by_page() {
+    let server = start(|_| {}).await;
+    // More conversations than one page holds (100).
+    const PEERS: usize = 130;
+    let token = tern_client::dev_token(
+        &format!("http://{}", server.running.api_addr.unwrap()),
+        "hub",
+    )
+    .await
+    .unwrap();
+    let (client, _) = tern_client::Client::connect(
+        &format!("tcp://{}", server.running.tcp_addr.unwrap()),
+        tern_client::LoginOptions::new(token, "setup").send_only(),
+    )
+    .await
+    .unwrap();
+    for i in 0..PEERS {
+        client
+            .send_to(format!("peer{i:03}"), b"hi".to_vec())
+            .await
+            .unwrap();
+    }
+    // The router writes the list just after each send is confirmed.
+    let deadline = std::time::Instant::now() + WAIT;
+    let all = loop {
+        let out = tern(&server, &["--user", "hub", "conversations"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+        if lines.len() == PEERS {
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {PEERS} conversations listed",
+            lines.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut ids: Vec<String> = all
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["conversation"].to_string())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), PEERS, "each conversation once");
+
+    for limit in [5, 120] {
+        let out = tern(
+            &server,
+            &[
+                "--user",
+                "hub",
+                "conversations",
+                "--limit",
+                &limit.to_string(),
+            ],
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), limit, "--limit is the total");
+        assert_eq!(lines[..], all[..limit], "the most recent, in order");
+    }
 }

@@ -278,11 +278,6 @@ impl TokenAuthority {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
-    crate::now_ms() / 1000
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,11 @@ pub mod tern {
     }
 }
 
+/// The encoded `FileDescriptorSet` of every `.proto` file: what tests read
+/// to enumerate every RPC and every frame kind.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tern_descriptors.bin"));
+
 pub use tern::api::v1 as api;
 pub use tern::archive::v1 as archive;
 pub use tern::client::v1 as client;

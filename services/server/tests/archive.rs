@@ -71,7 +71,7 @@ async fn a_sigkilled_archiver_on_s3_archives_every_message_once() {
     }
 
     // What an auditor sees, through the API process and the admin token.
-    let mut api = ArchiveApi::connect(&cluster.api_addr, ADMIN_TOKEN)
+    let mut api = ArchiveApi::connect(&cluster.backend_addr, ADMIN_TOKEN)
         .await
         .expect("API");
     let deadline = tokio::time::Instant::now() + common::WAIT;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use tern_chat::limits::Rate;
 use tern_gateway::GatewayConfig;
 use tern_ingest::IngestConfig;
 
@@ -39,19 +40,108 @@ pub struct Settings {
     #[arg(long, env = "TERN_WS_LISTEN")]
     pub ws_listen: Option<SocketAddr>,
 
-    /// Address of the gRPC API [default: 127.0.0.1:7402].
+    /// Address of the user API (gRPC; every call needs a login token)
+    /// [default: 127.0.0.1:7402].
     #[arg(long, env = "TERN_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
 
-    /// Secret that signs login tokens (HS256 JWT). Required unless dev mode
-    /// is on; in dev mode a random one is created and kept in the data directory.
+    /// Address of the back-end API (gRPC, for the application's servers;
+    /// every call needs backend_token) and the archive administration; keep
+    /// it off the public network. "off" serves neither [default: 127.0.0.1:7404].
+    #[arg(long, env = "TERN_BACKEND_LISTEN")]
+    pub backend_listen: Option<String>,
+
+    /// Credential of the back-end API, sent as `authorization: Bearer
+    /// <backend_token>`; at least 32 random bytes. Unset: back-end calls are
+    /// refused [default: unset].
+    #[arg(long, env = "TERN_BACKEND_TOKEN", hide_env_values = true)]
+    pub backend_token: Option<String>,
+
+    /// Secret that signs login tokens (HS256 JWT); at least 32 random
+    /// bytes. Required unless dev mode is on; in dev mode a random one is
+    /// created and kept in the data directory.
     #[arg(long, env = "TERN_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// Dev mode: the API hands out login tokens to anyone (`tern token`).
-    /// Turn off in production [default: true].
+    /// The previous token secret during a rotation: tokens it signed still
+    /// log in; new tokens are signed with jwt_secret. Remove it once those
+    /// tokens have expired [default: unset].
+    #[arg(long, env = "TERN_JWT_SECRET_PREVIOUS", hide_env_values = true)]
+    pub jwt_secret_previous: Option<String>,
+
+    /// The `iss` claim login tokens must carry (your auth server's name) [default: tern].
+    #[arg(long, env = "TERN_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+
+    /// The `aud` claim login tokens must carry [default: tern].
+    #[arg(long, env = "TERN_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+
+    /// Dev mode: the API hands out login tokens for any user to anyone
+    /// (`tern token`), and short placeholder secrets are accepted. Only
+    /// while every listener is on loopback: tern refuses to start in dev
+    /// mode otherwise [default: ternd: true when every listener is on
+    /// loopback; tern-server: false].
     #[arg(long, env = "TERN_DEV_MODE", action = clap::ArgAction::Set)]
     pub dev_mode: Option<bool>,
+
+    /// Live rooms a user may join and post to: "open" (any) or "token"
+    /// (those the login token's `rooms` claim lists, as id prefixes) [default: open].
+    #[arg(long, env = "TERN_ROOM_POLICY")]
+    pub room_policy: Option<String>,
+
+    /// Messages (and room posts) one user may send per second on one
+    /// gateway; faster sends are answered RATE_LIMITED. 0: no limit [default: 20].
+    #[arg(long, env = "TERN_SENDS_PER_SECOND")]
+    pub sends_per_second: Option<u32>,
+
+    /// Sends a user may make at once above that rate [default: 100].
+    #[arg(long, env = "TERN_SEND_BURST")]
+    pub send_burst: Option<u32>,
+
+    /// Frames one connection may send per second (bursts of twice as
+    /// many); past it the gateway reads the connection more slowly. 0: no
+    /// limit [default: 100].
+    #[arg(long, env = "TERN_FRAMES_PER_SECOND")]
+    pub frames_per_second: Option<u32>,
+
+    /// Connections one user may hold on one gateway; another is refused
+    /// with TOO_MANY_CONNECTIONS (a device logging in again replaces its
+    /// old connection instead). 0: no limit [default: 10].
+    #[arg(long, env = "TERN_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+
+    /// Connections from one source address at once, per gateway. 0: no
+    /// limit [default: 500].
+    #[arg(long, env = "TERN_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// New connections from one source address per second, per gateway
+    /// (bursts of five times as many). 0: no limit [default: 20].
+    #[arg(long, env = "TERN_NEW_CONNECTIONS_PER_IP_PER_SECOND")]
+    pub new_connections_per_ip_per_second: Option<u32>,
+
+    /// Groups one user may create per hour, per API node. 0: no limit [default: 30].
+    #[arg(long, env = "TERN_GROUP_CREATIONS_PER_HOUR")]
+    pub group_creations_per_hour: Option<u32>,
+
+    /// Groups one user may be in; adding them to more is refused. 0: no
+    /// limit [default: 500].
+    #[arg(long, env = "TERN_MAX_GROUPS_PER_USER")]
+    pub max_groups_per_user: Option<usize>,
+
+    /// Users one user API call adds or removes (the back-end API: 1000) [default: 100].
+    #[arg(long, env = "TERN_MAX_MEMBERS_PER_CALL")]
+    pub max_members_per_call: Option<usize>,
+
+    /// API calls in progress at once, per listener; more wait their turn [default: 256].
+    #[arg(long, env = "TERN_API_CONCURRENCY")]
+    pub api_concurrency: Option<usize>,
+
+    /// An API call taking longer than this (its wait for a turn included)
+    /// is cancelled, in ms [default: 30000].
+    #[arg(long, env = "TERN_API_TIMEOUT_MS")]
+    pub api_timeout_ms: Option<u64>,
 
     /// Largest message body accepted, in bytes [default: 65536].
     #[arg(long, env = "TERN_MAX_BODY_BYTES")]
@@ -255,6 +345,74 @@ pub struct Settings {
     pub migrate: bool,
 }
 
+/// Which binary reads the settings: their defaults differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// `ternd`: everything in one process, dev mode on by default (on loopback).
+    Ternd,
+    /// `tern-server`: deployments; dev mode off by default.
+    Server,
+}
+
+/// Words that mark a secret as an example someone forgot to replace.
+const PLACEHOLDERS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "secret",
+    "password",
+    "example",
+    "placeholder",
+];
+
+/// Shortest secret accepted outside dev mode (and inside it).
+const MIN_SECRET: usize = 32;
+const MIN_DEV_SECRET: usize = 16;
+
+/// Why `secret` may not be used as `name`, if it may not. The secret
+/// itself is never part of the message.
+fn weak_secret(name: &str, secret: &str, dev_mode: bool) -> Option<String> {
+    if dev_mode {
+        return (secret.len() < MIN_DEV_SECRET)
+            .then(|| format!("{name} must be at least {MIN_DEV_SECRET} bytes"));
+    }
+    if secret.len() < MIN_SECRET {
+        return Some(format!(
+            "{name} must be at least {MIN_SECRET} bytes (it is {}): use 32 random bytes, e.g. `openssl rand -hex 32`",
+            secret.len()
+        ));
+    }
+    let lower = secret.to_ascii_lowercase();
+    PLACEHOLDERS
+        .iter()
+        .find(|p| lower.contains(*p))
+        .map(|p| format!("{name} contains {p:?}, which marks an example value: use 32 random bytes, e.g. `openssl rand -hex 32`"))
+}
+
+/// The listeners a process with `services` binds, by setting name.
+fn listeners(
+    services: &crate::Services,
+    gateway: &GatewayConfig,
+    ingest: &IngestConfig,
+    admin: Option<SocketAddr>,
+) -> Vec<(&'static str, SocketAddr)> {
+    let mut out = Vec::new();
+    if services.gateway {
+        out.push(("tcp_listen", gateway.tcp_listen));
+        out.push(("ws_listen", gateway.ws_listen));
+    }
+    if services.ingest {
+        out.push(("api_listen", ingest.listen));
+        if let Some(b) = ingest.backend_listen {
+            out.push(("backend_listen", b));
+        }
+    }
+    if let Some(a) = admin {
+        out.push(("admin_listen", a));
+    }
+    out
+}
+
 /// Settings that cannot be used; ternd exits with code 64 (EX_USAGE).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -286,7 +444,11 @@ impl Settings {
         let file: Settings = toml::from_str(&text)
             .map_err(|e| ConfigError(vec![format!("config file {}: {e}", path.display())]))?;
         Ok(
-            overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, jwt_secret, dev_mode,
+            overlay!(self, file; data_dir, tcp_listen, ws_listen, api_listen, backend_listen, backend_token,
+            jwt_secret, jwt_secret_previous, token_issuer, token_audience, dev_mode, room_policy,
+            sends_per_second, send_burst, frames_per_second, max_connections_per_user, max_connections_per_ip,
+            new_connections_per_ip_per_second, group_creations_per_hour, max_groups_per_user,
+            max_members_per_call, api_concurrency, api_timeout_ms,
             max_body_bytes, max_frame_bytes, heartbeat_interval_ms, idle_timeout_ms, push_window_ms,
             room_window_ms, room_queue, login_push_max, login_push_per_conversation, body_cache_entries, push_max_messages, ack_timeout_ms, max_unacked_pushes, outbound_queue, receipt_timeout_ms,
             log_partitions, cache_mib, event_log, store, routes, services, node_id, topic_prefix,
@@ -294,9 +456,17 @@ impl Settings {
         )
     }
 
-    /// Applies defaults and checks every value, reporting all problems.
+    /// `resolve_for(Binary::Ternd)`.
     pub fn resolve(self) -> Result<TerndConfig, ConfigError> {
+        self.resolve_for(Binary::Ternd)
+    }
+
+    /// Applies the defaults of `binary` and checks every value, reporting
+    /// all problems.
+    pub fn resolve_for(self, binary: Binary) -> Result<TerndConfig, ConfigError> {
         let mut problems = Vec::new();
+        // Problems found while `positive` holds `problems`.
+        let mut early = Vec::new();
         let mut positive = |name: &str, v: u64| {
             if v == 0 {
                 problems.push(format!("{name} must be greater than 0"));
@@ -314,6 +484,63 @@ impl Settings {
         }
         if let Some(a) = self.api_listen {
             ingest.listen = a;
+        }
+        ingest.backend_listen = match self.backend_listen.as_deref() {
+            Some("off") => None,
+            Some(a) => a.parse().map(Some).unwrap_or_else(|_| {
+                early.push(format!(
+                    "backend_listen {:?} is not an address (host:port) or \"off\"",
+                    tern_core::ids::clip(a)
+                ));
+                None
+            }),
+            None => ingest.backend_listen,
+        };
+        ingest.backend_token = self.backend_token.clone();
+        if let Some(p) = self.room_policy.as_deref() {
+            match p.parse() {
+                Ok(policy) => gateway.room_policy = policy,
+                Err(e) => early.push(e),
+            }
+        }
+        let limits = &mut gateway.limits;
+        if let Some(n) = self.sends_per_second {
+            limits.sends.per_second = f64::from(n);
+        }
+        if let Some(n) = self.send_burst {
+            limits.sends.burst = f64::from(positive("send_burst", u64::from(n)) as u32);
+        }
+        if let Some(n) = self.frames_per_second {
+            limits.frames = Rate::per_second(f64::from(n), n.saturating_mul(2));
+        }
+        if let Some(n) = self.max_connections_per_user {
+            limits.connections_per_user = n;
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            limits.connections_per_ip = n;
+        }
+        if let Some(n) = self.new_connections_per_ip_per_second {
+            limits.new_connections_per_ip = Rate::per_second(f64::from(n), n.saturating_mul(5));
+        }
+        if let Some(n) = self.group_creations_per_hour {
+            ingest.group_creations = if n == 0 {
+                Rate::UNLIMITED
+            } else {
+                Rate::per_hour(n)
+            };
+        }
+        if let Some(n) = self.max_groups_per_user {
+            ingest.group_limits.groups_per_user = n;
+        }
+        if let Some(n) = self.max_members_per_call {
+            ingest.group_limits.members_per_call =
+                positive("max_members_per_call", n as u64) as usize;
+        }
+        if let Some(n) = self.api_concurrency {
+            ingest.concurrency = positive("api_concurrency", n as u64) as usize;
+        }
+        if let Some(ms) = self.api_timeout_ms {
+            ingest.call_timeout = Duration::from_millis(positive("api_timeout_ms", ms));
         }
         if let Some(v) = self.max_body_bytes {
             gateway.max_body_bytes = positive("max_body_bytes", v as u64) as usize;
@@ -396,6 +623,7 @@ impl Settings {
                 },
             }),
         };
+        problems.append(&mut early);
         if gateway.max_body_bytes + 1024 > gateway.max_frame_bytes {
             problems.push(format!(
                 "max_body_bytes ({}) must leave room for the frame around it: raise max_frame_bytes ({}) above it by 1 KiB",
@@ -449,18 +677,36 @@ impl Settings {
         if archive.is_none() && services.archiver && services != crate::Services::ALL {
             problems.push("services includes archiver, but archive is off: set archive".into());
         }
-        let dev_mode = self.dev_mode.unwrap_or(true);
+        let dev_mode = self.dev_mode.unwrap_or(binary == Binary::Ternd);
         ingest.dev_mode = dev_mode;
+        if dev_mode {
+            // Tokens for anyone, from anyone who can reach a listener.
+            let listeners = listeners(&services, &gateway, &ingest, admin_listen);
+            if let Some((name, addr)) = listeners.iter().find(|(_, a)| !a.ip().is_loopback()) {
+                let default = if self.dev_mode.is_none() {
+                    " (the default of ternd)"
+                } else {
+                    ""
+                };
+                problems.push(format!(
+                    "dev_mode is on{default} and {name} {addr} is not a loopback address: in dev mode anyone who reaches tern gets a token for any user. For a deployment set dev_mode = false with a jwt_secret of 32 random bytes (docs/security.md); to try tern on one machine, listen on 127.0.0.1"
+                ));
+            }
+        }
         if !dev_mode && self.jwt_secret.is_none() && !self.migrate {
             problems.push("jwt_secret is required when dev_mode is false".into());
         }
-        if self.admin_token.as_ref().is_some_and(|s| s.len() < 16) {
-            problems.push("admin_token must be at least 16 bytes".into());
+        for (name, secret) in [
+            ("jwt_secret", &self.jwt_secret),
+            ("jwt_secret_previous", &self.jwt_secret_previous),
+            ("backend_token", &self.backend_token),
+            ("admin_token", &self.admin_token),
+        ] {
+            if let Some(problem) = secret.as_deref().and_then(|s| weak_secret(name, s, dev_mode)) {
+                problems.push(problem);
+            }
         }
         ingest.admin_token = self.admin_token.clone();
-        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            problems.push("jwt_secret must be at least 16 bytes".into());
-        }
         let otlp_endpoint = match self.otlp_endpoint.as_deref().map(str::trim) {
             None | Some("") | Some("off") => None,
             Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e.to_owned()),
@@ -487,6 +733,13 @@ impl Settings {
             gateway,
             ingest,
             jwt_secret: self.jwt_secret,
+            jwt_secret_previous: self.jwt_secret_previous,
+            token_issuer: self
+                .token_issuer
+                .unwrap_or_else(|| tern_core::auth::DEFAULT_ISSUER.into()),
+            token_audience: self
+                .token_audience
+                .unwrap_or_else(|| tern_core::auth::DEFAULT_AUDIENCE.into()),
             dev_mode,
             log_partitions,
             cache_mib,

@@ -142,6 +142,11 @@ pub struct TerndConfig {
     pub gateway: GatewayConfig,
     pub ingest: IngestConfig,
     pub jwt_secret: Option<String>,
+    /// The previous token secret, accepted during a rotation.
+    pub jwt_secret_previous: Option<String>,
+    /// `iss` and `aud` that login tokens must carry.
+    pub token_issuer: String,
+    pub token_audience: String,
     pub dev_mode: bool,
     pub log_partitions: u32,
     /// Page cache of the embedded store, MiB (the log gets a quarter of it).
@@ -174,7 +179,9 @@ pub struct TerndConfig {
 }
 
 impl TerndConfig {
-    /// Defaults with every listener on a free loopback port: for tests.
+    /// Defaults with every listener on a free loopback port, the back-end
+    /// API open to [`TEST_BACKEND_TOKEN`], and no rate or connection limit
+    /// (tests of limits set their own): for tests.
     pub fn for_tests(data_dir: &Path) -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
         let mut c = config::Settings::default()
@@ -184,10 +191,17 @@ impl TerndConfig {
         c.gateway.tcp_listen = any;
         c.gateway.ws_listen = any;
         c.ingest.listen = any;
+        c.ingest.backend_listen = Some(any);
+        c.ingest.backend_token = Some(TEST_BACKEND_TOKEN.into());
+        c.gateway.limits = tern_gateway::limits::LimitsConfig::unlimited();
+        c.ingest.group_creations = tern_chat::limits::Rate::UNLIMITED;
         c.admin_listen = Some(any);
         c
     }
 }
+
+/// The back-end token of [`TerndConfig::for_tests`].
+pub const TEST_BACKEND_TOKEN: &str = "test-backend-token-0123456789abcdef";
 
 /// A started set of services. Addresses are those actually bound (a port
 /// of 0 in the config becomes a real one); None for a service not run.
@@ -195,6 +209,8 @@ pub struct Running {
     pub tcp_addr: Option<SocketAddr>,
     pub ws_addr: Option<SocketAddr>,
     pub api_addr: Option<SocketAddr>,
+    /// The back-end API (and archive administration), when served.
+    pub backend_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     /// What /readyz reports; false again once shutting down.
     ready: Arc<std::sync::atomic::AtomicBool>,
@@ -205,23 +221,41 @@ pub struct Running {
 }
 
 /// The login-token secret: configured, or in dev mode created once and kept
-/// in the data directory (so tokens survive restarts).
+/// in the data directory (so tokens survive restarts), readable by its
+/// owner only.
 fn token_secret(config: &TerndConfig) -> anyhow::Result<Vec<u8>> {
     if let Some(s) = &config.jwt_secret {
         return Ok(s.as_bytes().to_vec());
     }
     let path = config.data_dir.join("dev-jwt-secret");
-    match std::fs::read(&path) {
-        Ok(s) if !s.is_empty() => Ok(s),
+    let secret = match std::fs::read(&path) {
+        Ok(s) if !s.is_empty() => s,
         _ => {
             let secret: String = (0..32)
                 .map(|_| format!("{:02x}", rand::random::<u8>()))
                 .collect();
             std::fs::write(&path, &secret)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(secret.into_bytes())
+            secret.into_bytes()
         }
+    };
+    // Also tightens a file written by an older version.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", path.display()))?;
+    Ok(secret)
+}
+
+/// The token authority of `config`: the current secret signs, the previous
+/// one (during a rotation) still verifies.
+fn token_authority(config: &TerndConfig) -> anyhow::Result<TokenAuthority> {
+    let mut auth = TokenAuthority::new(token_secret(config)?)
+        .with_issuer(config.token_issuer.clone())
+        .with_audience(config.token_audience.clone());
+    if let Some(previous) = &config.jwt_secret_previous {
+        auth = auth.with_previous(previous.as_bytes().to_vec());
     }
+    Ok(auth)
 }
 
 /// Opens the embedded backends named by `config.backends`; any other kind
@@ -353,11 +387,13 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
     }
-    let auth = TokenAuthority::new(token_secret(&config)?);
+    let auth = token_authority(&config)?;
+    tracing::info!(key_ids = ?auth.key_ids(), "token keys loaded");
     let services = config.services;
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let (mut tcp_addr, mut ws_addr, mut api_addr, mut admin_addr) = (None, None, None, None);
+    let mut backend_addr = None;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(listen) = config.admin_listen {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -400,6 +436,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
             .await
             .with_context(|| format!("cannot listen on {}", ingest_config.listen))?;
         api_addr = Some(ingest.local_addr());
+        backend_addr = ingest.backend_addr();
         let r = rx.clone();
         tasks.spawn(async move { ("api", ingest.run(r).await.map_err(|e| anyhow::anyhow!(e))) });
     }
@@ -450,7 +487,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         });
     }
     tracing::info!(
-        tcp = ?tcp_addr, ws = ?ws_addr, api = ?api_addr, %services,
+        tcp = ?tcp_addr, ws = ?ws_addr, api = ?api_addr, backend = ?backend_addr, %services,
         event_log = %config.backends.event_log, store = %config.backends.store, routes = %config.backends.routes,
         dev_mode = config.dev_mode, "tern started"
     );
@@ -459,6 +496,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         tcp_addr,
         ws_addr,
         api_addr,
+        backend_addr,
         admin_addr,
         ready,
         // Only client-facing services are behind a load balancer that
@@ -515,11 +553,16 @@ impl Running {
 pub const EXIT_CONFIG: i32 = 64;
 
 /// What both binaries do in `main`: read the settings (flags, `TERN_*`,
-/// the TOML file), set up logging, open the backends with `open`, start
+/// the TOML file, with `binary`'s defaults), set up logging, open the backends with `open`, start
 /// the services, and run until SIGINT/SIGTERM (then shut down cleanly) or
 /// until a service fails. `name` and `about` head `--help`. Returns the
 /// process exit code.
-pub async fn main_with<F, Fut>(name: &'static str, about: &'static str, open: F) -> i32
+pub async fn main_with<F, Fut>(
+    name: &'static str,
+    about: &'static str,
+    binary: config::Binary,
+    open: F,
+) -> i32
 where
     F: FnOnce(TerndConfig) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(TerndConfig, Backends)>>,
@@ -537,7 +580,7 @@ where
     let check_only = settings.check_config;
     let (config, log_filter) = match settings.with_file().and_then(|s| {
         let log = s.log.clone().unwrap_or_else(|| "info".into());
-        Ok((s.resolve()?, log))
+        Ok((s.resolve_for(binary)?, log))
     }) {
         Ok(c) => c,
         Err(e) => {

@@ -87,7 +87,7 @@ async fn a_group_message_reaches_every_member_and_stops_at_removal() {
     assert!(err.to_string().contains("not a member"), "{err}");
 
     // The group's history has the four messages, in order.
-    let mut raw = tern_client::connect_api(&server.api()).await.unwrap();
+    let mut raw = server.backend().await;
     let history = raw
         .history(tern_proto::api::HistoryRequest {
             conversation: group.conversation.clone(),

@@ -69,7 +69,7 @@ async fn room_messages_reach_every_viewer_over_tcp_and_websocket() {
     }
 
     // The API posts too (a bot, a system announcement).
-    let mut api = tern_client::connect_api(&server.api()).await.unwrap();
+    let mut api = server.backend().await;
     api.post_to_room(tern_client::api_proto::PostToRoomRequest {
         room: "concert".into(),
         from_user: "system".into(),
@@ -299,8 +299,8 @@ async fn viewer_counts_are_served_by_the_api() {
         c.join_room("stage").await.unwrap();
         viewers.push(c);
     }
-    let mut api = tern_client::connect_api(&server.api()).await.unwrap();
-    let ask = |api: &mut tern_client::api_proto::tern_client::TernClient<_>| {
+    let mut api = server.user_api("v0").await;
+    let ask = |api: &mut tern_client::api_proto::user_api_client::UserApiClient<_>| {
         let mut api = api.clone();
         async move {
             api.room_viewers(tern_client::api_proto::RoomViewersRequest {

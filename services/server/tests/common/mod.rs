@@ -14,6 +14,8 @@ use tern_client::{Client, ClientError, Event, LoginOptions, SendOptions, Target}
 use tern_proto::client::{ErrorCode, Message};
 
 pub const SECRET: &str = "distributed-test-secret-0123456789";
+/// The back-end API's token of the API process.
+pub const BACKEND_TOKEN: &str = "distributed-test-backend-0123456789";
 pub const WAIT: Duration = Duration::from_secs(90);
 
 pub struct Infra {
@@ -124,6 +126,8 @@ pub struct Cluster {
     pub gw1_addr: String,
     pub gw2_addr: String,
     pub api_addr: String,
+    /// The back-end API (and archive administration) of the API process.
+    pub backend_addr: String,
     /// What every process gets besides its services, node id and admin port.
     base_args: Vec<String>,
     env: Vec<(String, String)>,
@@ -158,9 +162,10 @@ impl Cluster {
             .collect();
         let prefix = format!("{}.", tern_core::conformance::fresh("e2e"));
         let dir = std::env::temp_dir().join(&prefix);
-        // gw1 tcp, gw2 tcp, api, gw1 ws, gw2 ws, and an admin port per process.
-        let ports = free_ports(10);
-        let admin_ports = std::cell::RefCell::new(ports[5..].to_vec());
+        // gw1 tcp, gw2 tcp, api, gw1 ws, gw2 ws, back end, and an admin
+        // port per process.
+        let ports = free_ports(11);
+        let admin_ports = std::cell::RefCell::new(ports[6..].to_vec());
         let mut base_args: Vec<String> = [
             "--event-log",
             &format!("kafka://{}", infra.kafka),
@@ -178,6 +183,22 @@ impl Cluster {
             dir.to_str().unwrap(),
             "--sweep-every-ms",
             "1000",
+            // Tokens from the API (every listener is on loopback).
+            "--dev-mode",
+            "true",
+            // Tests of limits are elsewhere: these send thousands of
+            // messages from a few users and connect from one address.
+            "--sends-per-second",
+            "0",
+            "--frames-per-second",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+            "--new-connections-per-ip-per-second",
+            "0",
+            // Only the API process serves the back-end API (below).
+            "--backend-listen",
+            "off",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -234,12 +255,20 @@ impl Cluster {
                 common(
                     "ingest",
                     "api1",
-                    &["--api-listen".into(), format!("127.0.0.1:{pa}")],
+                    &[
+                        "--api-listen".into(),
+                        format!("127.0.0.1:{pa}"),
+                        "--backend-listen".into(),
+                        format!("127.0.0.1:{}", ports[5]),
+                        "--backend-token".into(),
+                        BACKEND_TOKEN.into(),
+                    ],
                 ),
             ),
             gw1_addr: format!("tcp://127.0.0.1:{p1}"),
             gw2_addr: format!("tcp://127.0.0.1:{p2}"),
             api_addr: format!("http://127.0.0.1:{pa}"),
+            backend_addr: format!("http://127.0.0.1:{}", ports[5]),
             base_args: base_args.clone(),
             env: env.clone(),
         };

@@ -43,6 +43,33 @@ impl Server {
         format!("http://{}", self.running.api_addr.expect("service running"))
     }
 
+    pub fn backend_addr(&self) -> String {
+        format!(
+            "http://{}",
+            self.running.backend_addr.expect("back-end API served")
+        )
+    }
+
+    /// The back-end API, with the test back-end token.
+    pub async fn backend(
+        &self,
+    ) -> tern_proto::api::backend_api_client::BackendApiClient<tern_client::Authorized> {
+        tern_client::connect_backend_as(&self.backend_addr(), ternd::TEST_BACKEND_TOKEN)
+            .await
+            .expect("back-end API reachable")
+    }
+
+    /// The user API, as `user` (with a dev token).
+    pub async fn user_api(
+        &self,
+        user: &str,
+    ) -> tern_proto::api::user_api_client::UserApiClient<tern_client::Authorized> {
+        let token = self.token(user).await;
+        tern_client::connect_api_as(&self.api(), &token)
+            .await
+            .expect("user API reachable")
+    }
+
     pub async fn token(&self, user: &str) -> String {
         tern_client::dev_token(&self.api(), user)
             .await
@@ -255,6 +282,11 @@ pub async fn spawn_ternd(dir: &std::path::Path, ports: (u16, u16, u16), extra: &
         .args(["--ws-listen", &format!("127.0.0.1:{}", ports.1)])
         .args(["--api-listen", &format!("127.0.0.1:{}", ports.2)])
         .args(["--admin-listen", "127.0.0.1:0"])
+        // No back-end API (tests run in parallel: its fixed port would
+        // clash) and no rate limits (these tests stream thousands of sends).
+        .args(["--backend-listen", "off", "--sends-per-second", "0"])
+        .args(["--frames-per-second", "0", "--max-connections-per-ip", "0"])
+        .args(["--new-connections-per-ip-per-second", "0"])
         .args(extra)
         .env("TERN_LOG", "warn")
         .stdin(std::process::Stdio::null())
