@@ -180,9 +180,10 @@ async fn fill(
     window: usize,
     body_bytes: usize,
 ) -> anyhow::Result<()> {
-    let (client, _) = Client::connect(server, LoginOptions::new(token, "bench").send_only())
+    let (client, login) = Client::connect(server, LoginOptions::new(token, "bench").send_only())
         .await
         .with_context(|| format!("cannot connect to {server}"))?;
+    crate::limits::ensure_unlimited(&login)?;
     let client = Arc::new(client);
     futures_util::stream::iter(0..count)
         .map(|_| {
@@ -373,6 +374,7 @@ async fn drain(addr: &str, token: &str, pending: u64, page: u32) -> anyhow::Resu
     wire.write(client_frame::Kind::Conversations(ConversationsRequest {
         request_id: 1,
         limit: 1000,
+        before: Default::default(),
     }))
     .await?;
     let list = match wire.read().await? {

@@ -90,12 +90,13 @@ pub async fn run(target: &Target, args: &DirectArgs) -> anyhow::Result<Report> {
     }
     let mut sender_clients = Vec::new();
     for tok in send_toks {
-        let (client, _) = Client::connect(
+        let (client, login) = Client::connect(
             &target.server,
             LoginOptions::new(tok.clone(), "bench").send_only(),
         )
         .await
         .with_context(|| format!("cannot connect to {}", target.server))?;
+        crate::limits::ensure_unlimited(&login)?;
         sender_clients.push(Arc::new(client));
     }
 

@@ -20,8 +20,9 @@ use crate::direct::{Counters, Received, progress, receive, send};
 use crate::report::{Report, Watch, run_id, tokens};
 use crate::stats::{Errors, percentiles};
 
-/// Members added per API call (the API's limit).
-const MEMBERS_PER_CALL: usize = 1000;
+/// Members added per user API call (the server's default
+/// `max_members_per_call`).
+const MEMBERS_PER_CALL: usize = 100;
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
 pub struct GroupArgs {
@@ -59,17 +60,18 @@ pub async fn run(target: &Target, args: &GroupArgs) -> anyhow::Result<Report> {
     let run = run_id();
     let sender = format!("{run}owner");
     let members: Vec<String> = (0..args.members).map(|i| format!("{run}m{i}")).collect();
-    let group = create_group(&target.api, &sender, &members).await?;
-
     let mut all = vec![sender.clone()];
     all.extend(members.iter().cloned());
     let toks = tokens(&target.api, &all).await?;
-    let (sender_client, _) = Client::connect(
+    let (sender_client, login) = Client::connect(
         &target.server,
         LoginOptions::new(toks[0].clone(), "bench").send_only(),
     )
     .await
     .with_context(|| format!("cannot connect to {}", target.server))?;
+    crate::limits::ensure_unlimited(&login)?;
+    let group = create_group(&target.api, &toks[0], &members).await?;
+
     let server = target.server.clone();
     let receivers: Vec<Client> = futures_util::stream::iter(toks[1..].iter().cloned())
         .map(|tok| {
@@ -162,18 +164,20 @@ pub async fn run(target: &Target, args: &GroupArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Creates the group through the API as a trusted back end; returns its
+/// Creates the group through the user API as its owner (the user of
+/// `owner_token`), adding the members a call's worth at a time; returns its
 /// conversation id.
-async fn create_group(api: &str, owner: &str, members: &[String]) -> anyhow::Result<String> {
-    let mut client = tern_client::connect_api(api)
+async fn create_group(api: &str, owner_token: &str, members: &[String]) -> anyhow::Result<String> {
+    let mut client = tern_client::connect_api_as(api, owner_token)
         .await
         .with_context(|| format!("cannot reach the API at {api}"))?;
     let mut chunks = members.chunks(MEMBERS_PER_CALL);
     let group = client
         .create_group(CreateGroupRequest {
-            owner: owner.to_owned(),
+            owner: String::new(),
             name: "tern-bench".into(),
             members: chunks.next().unwrap_or_default().to_vec(),
+            history_open: false,
         })
         .await
         .context("cannot create the group")?

@@ -8,12 +8,19 @@
 //! viewers of a live room) and `backlog` (a user logs in to a long offline
 //! backlog), and `archive` (the compliance archiver in process, no server).
 //! Runs are bounded in count and time and stop by themselves.
+//!
+//! A benchmark exceeds the server's abuse limits by design (hundreds of
+//! sends a second per user, thousands of connections from one address): the
+//! server must run with them off ([`limits::UNLIMITED_FLAGS`]), and in dev
+//! mode, since the users' tokens are dev tokens. The `group` scenario
+//! creates its group through the user API as the group's owner.
 
 mod archive;
 mod backlog;
 mod direct;
 mod group;
 mod idle;
+mod limits;
 mod procstat;
 mod report;
 mod room;
@@ -28,7 +35,14 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "tern-bench",
     version,
-    about = "Load tool for tern: real connections, real frames, measured figures"
+    about = "Load tool for tern: real connections, real frames, measured figures",
+    long_about = "Load tool for tern: real connections, real frames, measured figures.\n\n\
+        A benchmark exceeds the server's abuse limits by design, so the server must run \
+        without them and in dev mode (tern-bench logs in with dev tokens), for example:\n\n  \
+        ternd --sends-per-second 0 --frames-per-second 0 --max-connections-per-ip 0 \
+        --new-connections-per-ip-per-second 0\n\n\
+        (tern-server: add --dev-mode true, on loopback listeners.) Scenarios that send \
+        refuse to start when the gateway reports a send or frame limit at login."
 )]
 struct Cli {
     #[command(flatten)]
@@ -43,7 +57,7 @@ pub struct Target {
     /// Gateway address: tcp://host:port or ws://host:port/ (loopback only).
     #[arg(long, global = true, env = "TERN_SERVER", default_value = tern_client::DEFAULT_SERVER_ADDR)]
     pub server: String,
-    /// gRPC API address, for dev tokens.
+    /// User API address (gRPC): dev tokens, and the group scenario's group.
     #[arg(long, global = true, env = "TERN_API", default_value = tern_client::DEFAULT_API_ADDR)]
     pub api: String,
     /// Server process to report CPU and memory of (repeat for several).
@@ -145,5 +159,18 @@ async fn main() -> ExitCode {
             eprintln!("tern-bench: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn help_names_every_limit_to_turn_off() {
+        let help = Cli::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains(limits::UNLIMITED_FLAGS), "{help}");
     }
 }

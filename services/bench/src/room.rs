@@ -71,12 +71,13 @@ pub async fn run(target: &Target, args: &RoomArgs) -> anyhow::Result<Report> {
     let mut users = vec![format!("{run}host")];
     users.extend((0..args.viewers).map(|i| format!("{run}v{i}")));
     let toks = tokens(&target.api, &users).await?;
-    let (host, _) = Client::connect(
+    let (host, login) = Client::connect(
         &target.server,
         LoginOptions::new(toks[0].clone(), "bench").send_only(),
     )
     .await
     .with_context(|| format!("cannot connect to {}", target.server))?;
+    crate::limits::ensure_unlimited(&login)?;
     host.join_room(&room)
         .await
         .context("the publisher cannot join the room")?;

@@ -85,6 +85,21 @@ impl TokenBucket {
         }
     }
 
+    /// Spends a token whether or not one is there (what was done is done:
+    /// a frame already read). Returns how long until the bucket is out of
+    /// debt, if it went into debt; whoever paces the spending waits that.
+    pub fn spend(&mut self, rate: Rate, now: Instant) -> Option<Duration> {
+        if rate.is_unlimited() {
+            return None;
+        }
+        self.refill(rate, now);
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| {
+            let wait = -self.tokens / rate.per_second;
+            Duration::from_millis((wait * 1000.0).ceil() as u64).max(Duration::from_millis(1))
+        })
+    }
+
     fn is_full(&mut self, rate: Rate, now: Instant) -> bool {
         self.refill(rate, now);
         self.tokens >= rate.burst
@@ -225,6 +240,19 @@ mod tests {
             b.take(rate, t0 + Duration::from_secs(60)).unwrap();
         }
         assert!(b.take(rate, t0 + Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn spending_into_debt_paces_at_the_rate() {
+        let t0 = Instant::now();
+        let rate = Rate::per_second(10.0, 2);
+        let mut b = TokenBucket::new(rate, t0);
+        assert_eq!(b.spend(rate, t0), None);
+        assert_eq!(b.spend(rate, t0), None);
+        assert_eq!(b.spend(rate, t0), Some(ms(100)), "one token owed");
+        // Repaid at 100 ms; the next spend owes again: 10 a second.
+        assert_eq!(b.spend(rate, t0 + ms(100)), Some(ms(100)));
+        assert_eq!(b.spend(rate, t0 + ms(200)), Some(ms(100)));
     }
 
     #[test]

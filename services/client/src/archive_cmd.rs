@@ -122,7 +122,7 @@ fn hold_line(h: &ArchiveHold) -> serde_json::Value {
 pub async fn run(backend_addr: &str, args: &ArchiveArgs) -> anyhow::Result<()> {
     let mut api = ArchiveApi::connect(backend_addr, args.admin_token.clone())
         .await
-        .context("could not reach the archive administration (the back-end listener, --backend)")?;
+        .context("the archive is administered on the back-end listener (--backend)")?;
     match &args.command {
         ArchiveCommand::Verify => {
             let r = api.verify().await.context("could not verify the archive")?;

@@ -13,6 +13,8 @@ pub enum ClientError {
         code: ErrorCode,
         /// The server's sentence for people.
         message: String,
+        /// With `RATE_LIMITED` and `TOO_MANY_CONNECTIONS`: when to retry.
+        retry_after: Option<std::time::Duration>,
     },
     /// The connection is closed, or closed before the answer arrived.
     #[error("connection closed: {0}")]
@@ -45,6 +47,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// How long the server asked to wait before retrying, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The server's error code, when the error came from an `Error` frame.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -57,6 +67,8 @@ impl ClientError {
         ClientError::Server {
             code: ErrorCode::try_from(err.code).unwrap_or(ErrorCode::Unspecified),
             message: err.message.clone(),
+            retry_after: (err.retry_after_ms > 0)
+                .then(|| std::time::Duration::from_millis(err.retry_after_ms)),
         }
     }
 }

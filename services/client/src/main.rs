@@ -127,12 +127,15 @@ enum Command {
     /// and stored nowhere.
     Block {
         /// The user to block.
-        user: String,
+        // Not named `user`: that id is the global --user's.
+        #[arg(value_name = "USER")]
+        other: String,
     },
     /// Unblock a user.
     Unblock {
         /// The user to unblock.
-        user: String,
+        #[arg(value_name = "USER")]
+        other: String,
     },
     /// Print the users --user blocks, one per line.
     Blocked,
@@ -315,8 +318,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => history(&cli, target, *limit, *before).await,
         Command::Conversations { limit } => conversations(&cli, *limit).await,
         Command::Read { target, seq } => mark_read(&cli, target, *seq).await,
-        Command::Block { user } => set_blocked(&cli, user, true).await,
-        Command::Unblock { user } => set_blocked(&cli, user, false).await,
+        Command::Block { other } => set_blocked(&cli, other, true).await,
+        Command::Unblock { other } => set_blocked(&cli, other, false).await,
         Command::Blocked => blocked(&cli).await,
         Command::Logout => logout(&cli).await,
     }
@@ -877,5 +880,23 @@ mod tests {
         let cli = Cli::try_parse_from(["tern", "logout", "--device", "phone"]).unwrap();
         assert!(matches!(cli.command, Command::Logout));
         assert_eq!(cli.device.as_deref(), Some("phone"));
+    }
+
+    #[test]
+    fn the_blocked_user_is_not_taken_for_the_global_user() {
+        for args in [
+            &["tern", "--user", "bob", "block", "alice"][..],
+            &["tern", "block", "alice", "--user", "bob"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert_eq!(cli.user.as_deref(), Some("bob"), "{args:?}");
+            let Command::Block { other } = &cli.command else {
+                panic!("{:?}", cli.command)
+            };
+            assert_eq!(other, "alice");
+        }
+        let cli = Cli::try_parse_from(["tern", "--user", "bob", "unblock", "alice"]).unwrap();
+        assert_eq!(cli.user.as_deref(), Some("bob"));
+        assert!(matches!(&cli.command, Command::Unblock { other } if other == "alice"));
     }
 }

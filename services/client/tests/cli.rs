@@ -768,11 +768,23 @@ async fn block_unblock_and_the_block_list() {
     )
     .await;
     assert!(sent.status.success(), "{}", stderr(&sent));
-    let got = tern(&server, &["--user", "bob", "listen", "--count", "1"]).await;
-    let line: serde_json::Value = serde_json::from_str(&last_line(&got)).unwrap();
+    // bob's inbox: his own reply (for his other devices), then alice's
+    // message once unblocked; the refused one is stored nowhere.
+    let got = tern(&server, &["--user", "bob", "listen", "--count", "2"]).await;
+    assert!(got.status.success(), "{}", stderr(&got));
+    let lines: Vec<(String, String)> = stdout(&got)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["from"].to_string(), v["body"].to_string())
+        })
+        .collect();
     assert_eq!(
-        line["body"], "hi again",
-        "the refused message was stored nowhere"
+        lines,
+        [
+            ("\"bob\"".to_owned(), "\"hi\"".to_owned()),
+            ("\"alice\"".to_owned(), "\"hi again\"".to_owned())
+        ]
     );
 }
 

@@ -309,10 +309,11 @@ async fn bad_history_requests_get_clear_errors() {
         Some(ErrorCode::Forbidden),
         "{forbidden}"
     );
+    // The same code as a send to such a conversation, and as the API's.
     let malformed = mallory.history("no such thing", 0, 10).await.unwrap_err();
     assert_eq!(
         error_code(&malformed),
-        Some(ErrorCode::InvalidArgument),
+        Some(ErrorCode::UnknownConversation),
         "{malformed}"
     );
     let not_member = mallory

@@ -38,12 +38,12 @@ impl ReadGate {
         }
     }
 
-    /// Counts a frame read at `now`; true if that spent the budget and
-    /// reading now pauses.
+    /// Counts a frame read at `now`; true if that overspent the budget and
+    /// reading now pauses until the frame is paid for.
     pub fn on_frame(&mut self, now: Instant) -> bool {
-        match self.bucket.take(self.rate, now) {
-            Ok(()) => false,
-            Err(wait) => {
+        match self.bucket.spend(self.rate, now) {
+            None => false,
+            Some(wait) => {
                 self.paused_until = Some(now + wait);
                 true
             }
@@ -130,11 +130,14 @@ mod tests {
         let mut gate = ReadGate::new(Rate::per_second(10.0, 2), t0);
         assert!(!gate.on_frame(t0));
         assert!(!gate.on_frame(t0));
-        assert!(gate.on_frame(t0), "the third frame at once spends the budget");
+        assert!(gate.on_frame(t0), "the third frame at once overspends");
         assert!(gate.paused(t0 + Duration::from_millis(50)));
         assert_eq!(gate.resumes_at(), Some(t0 + Duration::from_millis(100)));
         assert!(!gate.paused(t0 + Duration::from_millis(100)));
         assert_eq!(gate.resumes_at(), None);
+        // Each frame after that is paid for before the next is read.
+        assert!(gate.on_frame(t0 + Duration::from_millis(100)));
+        assert_eq!(gate.resumes_at(), Some(t0 + Duration::from_millis(200)));
     }
 
     #[test]
