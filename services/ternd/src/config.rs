@@ -783,6 +783,116 @@ mod tests {
         assert!(e.to_string().contains("jwt_secret is required"));
     }
 
+    const STRONG: &str = "9c2e4f6a8b0d1e3f5a7c9e1b3d5f7a9c2e4f6a8b0d1e3f5a7c9e1b3d5f7a9c2e";
+
+    #[test]
+    fn dev_mode_with_a_public_listener_is_refused_with_a_way_out() {
+        let e = Settings {
+            tcp_listen: Some("0.0.0.0:7400".parse().unwrap()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("dev_mode is on (the default of ternd)"), "{e}");
+        assert!(e.contains("tcp_listen 0.0.0.0:7400"), "{e}");
+        assert!(e.contains("dev_mode = false"), "{e}");
+        // Off, with a secret: a public ternd is fine.
+        let c = Settings {
+            tcp_listen: Some("0.0.0.0:7400".parse().unwrap()),
+            dev_mode: Some(false),
+            jwt_secret: Some(STRONG.into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(!c.dev_mode);
+    }
+
+    #[test]
+    fn tern_server_defaults_to_dev_mode_off() {
+        let c = Settings {
+            jwt_secret: Some(STRONG.into()),
+            ..Default::default()
+        }
+        .resolve_for(Binary::Server)
+        .unwrap();
+        assert!(!c.dev_mode && !c.ingest.dev_mode);
+        let e = Settings::default().resolve_for(Binary::Server).unwrap_err();
+        assert!(e.to_string().contains("jwt_secret is required"), "{e}");
+        let e = Settings {
+            dev_mode: Some(true),
+            api_listen: Some("0.0.0.0:7402".parse().unwrap()),
+            ..Default::default()
+        }
+        .resolve_for(Binary::Server)
+        .unwrap_err();
+        assert!(e.to_string().contains("api_listen 0.0.0.0:7402"), "{e}");
+    }
+
+    #[test]
+    fn short_and_placeholder_secrets_are_refused_without_echoing_them() {
+        let weak = [
+            "change-me-0123456789abcdef-0123456789",
+            "my-Secret-value-0123456789abcdef0123",
+            "password0123456789abcdef0123456789ab",
+            "example-0123456789abcdef0123456789ab",
+            "short-but-random-q8w7e6",
+        ];
+        for secret in weak {
+            for field in ["jwt_secret", "backend_token", "admin_token", "jwt_secret_previous"] {
+                let mut s = Settings {
+                    dev_mode: Some(false),
+                    jwt_secret: Some(STRONG.into()),
+                    ..Default::default()
+                };
+                match field {
+                    "jwt_secret" => s.jwt_secret = Some(secret.into()),
+                    "backend_token" => s.backend_token = Some(secret.into()),
+                    "admin_token" => s.admin_token = Some(secret.into()),
+                    _ => s.jwt_secret_previous = Some(secret.into()),
+                }
+                let e = s.resolve().unwrap_err().to_string();
+                assert!(e.contains(field), "{field} {secret}: {e}");
+                assert!(!e.contains(secret), "the secret is not repeated: {e}");
+            }
+        }
+        // Dev mode takes short test secrets (at least 16 bytes).
+        let c = Settings {
+            jwt_secret: Some("dev-secret-0123456".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(c.dev_mode);
+    }
+
+    #[test]
+    fn the_readme_example_config_is_accepted() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("Example `tern.toml`")
+            .expect("the README has an example config");
+        let block = &readme[start..];
+        let toml_start = block.find("```toml\n").unwrap() + "```toml\n".len();
+        let toml_end = block[toml_start..].find("```").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, &block[toml_start..toml_start + toml_end]).unwrap();
+        let c = Settings {
+            config: Some(path),
+            // As the README's command gives it, from the environment.
+            jwt_secret: Some(STRONG.into()),
+            ..Default::default()
+        }
+        .with_file()
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert!(!c.dev_mode);
+        assert_eq!(c.gateway.tcp_listen.to_string(), "0.0.0.0:7400");
+    }
+
     #[test]
     fn tracing_is_off_by_default_and_checked_when_on() {
         let c = Settings::default().resolve().unwrap();
