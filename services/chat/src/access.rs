@@ -8,7 +8,7 @@
 
 use tern_core::accounts::MAX_BLOCKED;
 use tern_core::groups::Group;
-use tern_core::ids::{Conversation, clip, check_user};
+use tern_core::ids::{Conversation, check_user, clip};
 use tern_core::proto::client::{ErrorCode, Message};
 use tern_core::store::{MessageStore, StoreError, client_message};
 
@@ -33,7 +33,10 @@ impl Actor {
             (Actor::User(me), "") => me.clone(),
             (Actor::User(me), user) if user == me => me.clone(),
             (Actor::User(me), user) => {
-                return Err(Refusal::forbidden(format!("{me} cannot {what} {}", clip(user))));
+                return Err(Refusal::forbidden(format!(
+                    "{me} cannot {what} {}",
+                    clip(user)
+                )));
             }
             (Actor::Backend, "") => {
                 return Err(Refusal::invalid(format!(
@@ -166,7 +169,11 @@ impl GroupLimits {
 }
 
 /// Checks the shape of a member list: valid ids, not too many for one call.
-pub fn check_member_list(actor: &Actor, users: &[String], limits: &GroupLimits) -> Result<(), Refusal> {
+pub fn check_member_list(
+    actor: &Actor,
+    users: &[String],
+    limits: &GroupLimits,
+) -> Result<(), Refusal> {
     let max = limits.per_call(actor);
     if users.len() > max {
         return Err(Refusal::invalid(format!(
@@ -182,7 +189,12 @@ pub fn check_member_list(actor: &Actor, users: &[String], limits: &GroupLimits) 
 
 /// Who changes a group's members: its owner (or the back end) adds and
 /// removes anyone but the owner; any member removes themselves.
-pub fn check_member_change(actor: &Actor, group: &Group, users: &[String], add: bool) -> Result<(), Refusal> {
+pub fn check_member_change(
+    actor: &Actor,
+    group: &Group,
+    users: &[String],
+    add: bool,
+) -> Result<(), Refusal> {
     if let Actor::User(user) = actor {
         let leaving_alone = !add && users.iter().all(|u| u == user);
         if *user != group.owner && !leaving_alone {
@@ -216,9 +228,12 @@ pub async fn check_addable(
             && u != adder
             && store.is_blocked(u, adder).await?
         {
-            return Err(Refusal::forbidden(format!("{u} cannot be added to a group by {adder}")).into());
+            return Err(
+                Refusal::forbidden(format!("{u} cannot be added to a group by {adder}")).into(),
+            );
         }
-        if limits.groups_per_user > 0 && store.user_groups(u).await?.len() >= limits.groups_per_user {
+        if limits.groups_per_user > 0 && store.user_groups(u).await?.len() >= limits.groups_per_user
+        {
             return Err(Refusal::forbidden(format!(
                 "{u} is in {} groups, the most one user may be in",
                 limits.groups_per_user
@@ -307,9 +322,15 @@ mod tests {
     fn users_act_as_themselves_and_the_back_end_names_someone() {
         assert_eq!(user("a").subject("", "list").unwrap(), "a");
         assert_eq!(user("a").subject("a", "list").unwrap(), "a");
-        assert_eq!(user("a").subject("b", "list").unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            user("a").subject("b", "list").unwrap_err().code,
+            ErrorCode::Forbidden
+        );
         assert_eq!(Actor::Backend.subject("b", "list").unwrap(), "b");
-        assert_eq!(Actor::Backend.subject("", "list").unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            Actor::Backend.subject("", "list").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
     }
 
     #[tokio::test]
@@ -332,12 +353,17 @@ mod tests {
         assert_eq!(seqs, vec![8, 7]);
         assert!(page.has_more);
         let page = history_page(&store, &late, 7, 100, 1 << 20).await.unwrap();
-        assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![6]);
+        assert_eq!(
+            page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![6]
+        );
         assert!(!page.has_more, "seq 5 and before are not theirs");
         let page = history_page(&store, &late, 6, 100, 1 << 20).await.unwrap();
         assert!(page.messages.is_empty() && !page.has_more);
 
-        let stranger = read_access(&store, &user("stranger"), "g:g1").await.unwrap_err();
+        let stranger = read_access(&store, &user("stranger"), "g:g1")
+            .await
+            .unwrap_err();
         assert!(matches!(stranger, ChatError::Refused(r) if r.code == ErrorCode::Forbidden));
         let backend = read_access(&store, &Actor::Backend, "g:g1").await.unwrap();
         assert_eq!(backend.after_seq, 0);

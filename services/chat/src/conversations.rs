@@ -83,7 +83,9 @@ mod tests {
         let mut seen = Vec::new();
         let mut before = Vec::new();
         loop {
-            let page = conversation_page(&store, "alice", &before, 3, 1000).await.unwrap();
+            let page = conversation_page(&store, "alice", &before, 3, 1000)
+                .await
+                .unwrap();
             assert!(!page.conversations.is_empty() && page.conversations.len() <= 3);
             seen.extend(page.conversations.iter().map(|c| c.conversation.clone()));
             if page.next.is_empty() {
@@ -92,8 +94,13 @@ mod tests {
             before = page.next;
         }
         let expected: Vec<String> = (0..7).rev().map(|i| format!("d:alice:u{i}")).collect();
-        assert_eq!(seen, expected, "newest first, each once, bytes bounding pages too");
-        let refused = conversation_page(&store, "alice", b"xx", 3, 1000).await.unwrap_err();
+        assert_eq!(
+            seen, expected,
+            "newest first, each once, bytes bounding pages too"
+        );
+        let refused = conversation_page(&store, "alice", b"xx", 3, 1000)
+            .await
+            .unwrap_err();
         assert!(matches!(refused, ChatError::Refused(_)));
     }
 }

@@ -68,18 +68,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(refused.code, ErrorCode::TokenRevoked);
         let ok = authenticate(&auth, &store, &new, Some("phone"), T0 + 2).await;
-        assert_eq!(ok.unwrap().sub, "alice", "issued in the revocation's millisecond: valid");
+        assert_eq!(
+            ok.unwrap().sub,
+            "alice",
+            "issued in the revocation's millisecond: valid"
+        );
     }
 
     #[tokio::test]
     async fn a_device_revocation_logs_out_that_device_only() {
         let (_dir, store, auth) = setup();
         let token = auth.issue(&TokenSpec::new("alice", 3600), T0);
-        store.revoke_tokens("alice", Some("lost-phone"), T0 + 5).await.unwrap();
+        store
+            .revoke_tokens("alice", Some("lost-phone"), T0 + 5)
+            .await
+            .unwrap();
         let at = T0 + 10;
         let refused = authenticate(&auth, &store, &token, Some("lost-phone"), at).await;
         assert_eq!(refused.unwrap_err().code, ErrorCode::TokenRevoked);
-        assert!(authenticate(&auth, &store, &token, Some("laptop"), at).await.is_ok());
+        assert!(
+            authenticate(&auth, &store, &token, Some("laptop"), at)
+                .await
+                .is_ok()
+        );
         assert!(authenticate(&auth, &store, &token, None, at).await.is_ok());
     }
 
@@ -91,11 +102,18 @@ mod tests {
             ..TokenSpec::new("alice", 3600)
         };
         let token = auth.issue(&spec, T0);
-        assert!(authenticate(&auth, &store, &token, Some("phone"), T0).await.is_ok());
+        assert!(
+            authenticate(&auth, &store, &token, Some("phone"), T0)
+                .await
+                .is_ok()
+        );
         let refused = authenticate(&auth, &store, &token, Some("other"), T0).await;
         assert_eq!(refused.unwrap_err().code, ErrorCode::Unauthenticated);
         // An API call with a bound token honours the device's revocation.
-        store.revoke_tokens("alice", Some("phone"), T0 + 1).await.unwrap();
+        store
+            .revoke_tokens("alice", Some("phone"), T0 + 1)
+            .await
+            .unwrap();
         let refused = authenticate(&auth, &store, &token, None, T0 + 2).await;
         assert_eq!(refused.unwrap_err().code, ErrorCode::TokenRevoked);
     }
@@ -105,7 +123,9 @@ mod tests {
         let (_dir, store, auth) = setup();
         let other = TokenAuthority::new("other").issue(&TokenSpec::new("alice", 60), T0);
         for token in ["", "garbage", other.as_str()] {
-            let refused = authenticate(&auth, &store, token, None, T0).await.unwrap_err();
+            let refused = authenticate(&auth, &store, token, None, T0)
+                .await
+                .unwrap_err();
             assert_eq!(refused.code, ErrorCode::Unauthenticated, "{token}");
         }
     }

@@ -42,11 +42,16 @@ impl std::fmt::Display for RoomPolicy {
 
 /// Checks that a user whose token lists `allowed` rooms may enter or post
 /// to `room` under `policy`.
-pub fn check_room(policy: RoomPolicy, allowed: Option<&[String]>, room: &str) -> Result<(), Refusal> {
+pub fn check_room(
+    policy: RoomPolicy,
+    allowed: Option<&[String]>,
+    room: &str,
+) -> Result<(), Refusal> {
     match policy {
         RoomPolicy::Open => Ok(()),
         RoomPolicy::Token => {
-            let ok = allowed.is_some_and(|prefixes| prefixes.iter().any(|p| room.starts_with(p.as_str())));
+            let ok = allowed
+                .is_some_and(|prefixes| prefixes.iter().any(|p| room.starts_with(p.as_str())));
             if ok {
                 Ok(())
             } else {
@@ -76,7 +81,10 @@ mod tests {
         assert!(check("lobby").is_ok());
         let refused = check("match-43").unwrap_err();
         assert_eq!(refused.code, tern_core::proto::client::ErrorCode::Forbidden);
-        assert!(check_room(RoomPolicy::Token, None, "lobby").is_err(), "no claim: no room");
+        assert!(
+            check_room(RoomPolicy::Token, None, "lobby").is_err(),
+            "no claim: no room"
+        );
         assert!(check_room(RoomPolicy::Token, Some(&[String::new()]), "any").is_ok());
     }
 

@@ -303,7 +303,10 @@ mod tests {
         assert_eq!(c.sub, "alice");
         assert_eq!(c.exp, NOW / 1000 + 60);
         assert_eq!(c.issued_at_ms(), NOW);
-        assert_eq!((c.iss.as_str(), &c.aud), ("tern", &Audience::One("tern".into())));
+        assert_eq!(
+            (c.iss.as_str(), &c.aud),
+            ("tern", &Audience::One("tern".into()))
+        );
         assert_eq!(c.did.as_deref(), Some("phone"));
         assert_eq!(c.rooms, Some(vec!["public.".to_string()]));
         assert!(!c.jti.is_empty());
@@ -383,7 +386,11 @@ mod tests {
         let t = sign_raw(b"s3cret", header, &claims("tern", "billing"));
         assert_eq!(a.verify(&t, NOW), Err(AuthError::WrongAudience));
         let t = sign_raw(b"s3cret", header, r#"{"sub":"alice","exp":2000,"iat":1}"#);
-        assert_eq!(a.verify(&t, NOW), Err(AuthError::Malformed), "iss and aud are required");
+        assert_eq!(
+            a.verify(&t, NOW),
+            Err(AuthError::Malformed),
+            "iss and aud are required"
+        );
     }
 
     #[test]

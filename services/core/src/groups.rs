@@ -99,19 +99,6 @@ pub fn initial_members(owner: &str, members: &[String]) -> Vec<String> {
     all
 }
 
-/// Whether `user` is in `conversation`: one of its two users, or a member
-/// of its group.
-pub async fn is_in_conversation(
-    store: &dyn GroupStore,
-    user: &str,
-    conversation: &crate::ids::Conversation,
-) -> Result<bool, StoreError> {
-    match conversation {
-        crate::ids::Conversation::Group(id) => store.is_member(id, user).await,
-        crate::ids::Conversation::Direct { low, high } => Ok(user == low || user == high),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -261,11 +261,19 @@ mod tests {
         hub.insert(1, phone.clone(), true);
         hub.insert(2, laptop.clone(), false);
         hub.insert(3, carol.clone(), true);
-        assert_eq!(hub.revoke("bob", Some("phone"), 50), 0, "token issued after");
+        assert_eq!(
+            hub.revoke("bob", Some("phone"), 50),
+            0,
+            "token issued after"
+        );
         assert_eq!(hub.revoke("bob", Some("phone"), 101), 1);
         assert_eq!(kicked(&phone), Some(Kick::Revoked));
         assert_eq!(kicked(&laptop), None);
-        assert_eq!(hub.revoke("bob", None, 101), 2, "every device, send-only too");
+        assert_eq!(
+            hub.revoke("bob", None, 101),
+            2,
+            "every device, send-only too"
+        );
         assert_eq!(kicked(&laptop), Some(Kick::Revoked));
         assert_eq!(kicked(&carol), None);
         assert_eq!(hub.count_user("bob"), 2);

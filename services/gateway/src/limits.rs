@@ -158,7 +158,10 @@ pub(crate) async fn turn_away(kind: Kind, mut stream: TcpStream, why: Turned) {
         .into_bytes(),
     };
     let second = Duration::from_secs(1);
-    if tokio::time::timeout(second, stream.write_all(&bytes)).await.is_err() {
+    if tokio::time::timeout(second, stream.write_all(&bytes))
+        .await
+        .is_err()
+    {
         return;
     }
     let _ = stream.shutdown().await;

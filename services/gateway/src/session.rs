@@ -43,8 +43,8 @@ use tern_chat::send::{SendRequest, Target, check_send};
 use tern_core::ids::{MessageId, check_device, clip};
 use tern_core::log::Record;
 use tern_core::proto::client::{
-    Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Limits, Login, LoginResult, Message,
-    Push, Send, SendResult, SyncPage, SyncRequest, client_frame, send, server_frame,
+    Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Limits, Login, LoginResult, Message, Push,
+    Send, SendResult, SyncPage, SyncRequest, client_frame, send, server_frame,
 };
 use tern_core::proto::records::{InboundRecord, Origin, Receipt};
 use tern_core::routes::Route;
@@ -594,7 +594,9 @@ impl Session {
             metrics::GATEWAY_LIMITED.inc("connections_per_user");
             return Err(fatal(
                 ErrorCode::TooManyConnections,
-                format!("{user} has {max} connections on this gateway, the most allowed: close one"),
+                format!(
+                    "{user} has {max} connections on this gateway, the most allowed: close one"
+                ),
             ));
         }
         self._user_place = limits.per_user.try_acquire(&user, 0);

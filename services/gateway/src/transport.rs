@@ -68,7 +68,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreLogin<S> {
             let left = self.budget.0.load(Ordering::Relaxed);
             if left != usize::MAX {
                 if read > left {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, OverBudget)));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        OverBudget,
+                    )));
                 }
                 self.budget.0.store(left - read, Ordering::Relaxed);
             }

@@ -28,13 +28,9 @@ impl Api {
         req: SetBlockedRequest,
     ) -> Result<SetBlockedResponse, IngestError> {
         let me = actor.subject("", "block for")?;
-        let reply = tern_chat::access::set_blocked(
-            self.deps.store.as_ref(),
-            &me,
-            &req.user,
-            req.blocked,
-        )
-        .await?;
+        let reply =
+            tern_chat::access::set_blocked(self.deps.store.as_ref(), &me, &req.user, req.blocked)
+                .await?;
         Ok(SetBlockedResponse {
             user: reply,
             blocked: req.blocked,
@@ -90,7 +86,10 @@ impl Api {
             .log
             .append(
                 topics::GROUP_FEED,
-                vec![Record::new(user.as_bytes().to_vec(), record.encode_to_vec())],
+                vec![Record::new(
+                    user.as_bytes().to_vec(),
+                    record.encode_to_vec(),
+                )],
             )
             .await
             .map_err(IngestError::Feed)?;

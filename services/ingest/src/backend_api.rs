@@ -14,21 +14,28 @@ impl BackendApi for BackendService {
         &self,
         r: Request<SendAsSystemRequest>,
     ) -> Result<Response<SendAsSystemResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.send_as_system(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.send_as_system(&who, req).await
+        })
+        .await
     }
 
     async fn fetch_inbox(
         &self,
         r: Request<FetchInboxRequest>,
     ) -> Result<Response<InboxPage>, Status> {
-        self.call(r, |api, who, req| async move { api.fetch_inbox(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.fetch_inbox(&who, req).await
+        })
+        .await
     }
 
     async fn history(&self, r: Request<HistoryRequest>) -> Result<Response<HistoryPage>, Status> {
-        self.call(r, |api, who, req| async move { api.history(&who, req).await })
-            .await
+        self.call(
+            r,
+            |api, who, req| async move { api.history(&who, req).await },
+        )
+        .await
     }
 
     async fn list_conversations(
@@ -45,16 +52,21 @@ impl BackendApi for BackendService {
         &self,
         r: Request<MarkReadRequest>,
     ) -> Result<Response<MarkReadResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.mark_read(&who, req).await })
-            .await
+        self.call(
+            r,
+            |api, who, req| async move { api.mark_read(&who, req).await },
+        )
+        .await
     }
 
     async fn create_group(
         &self,
         r: Request<CreateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        self.call(r, |api, who, req| async move { api.create_group(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.create_group(&who, req).await
+        })
+        .await
     }
 
     async fn add_members(
@@ -81,39 +93,49 @@ impl BackendApi for BackendService {
         &self,
         r: Request<ListMembersRequest>,
     ) -> Result<Response<MembersPage>, Status> {
-        self.call(r, |api, who, req| async move { api.list_members(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.list_members(&who, req).await
+        })
+        .await
     }
 
     async fn list_groups(
         &self,
         r: Request<ListGroupsRequest>,
     ) -> Result<Response<GroupList>, Status> {
-        self.call(r, |api, who, req| async move { api.list_groups(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.list_groups(&who, req).await
+        })
+        .await
     }
 
     async fn post_to_room(
         &self,
         r: Request<PostToRoomRequest>,
     ) -> Result<Response<PostToRoomResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.post_to_room(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.post_to_room(&who, req).await
+        })
+        .await
     }
 
     async fn room_viewers(
         &self,
         r: Request<RoomViewersRequest>,
     ) -> Result<Response<RoomViewersResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.room_viewers(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.room_viewers(&who, req).await
+        })
+        .await
     }
 
     async fn revoke_tokens(
         &self,
         r: Request<RevokeTokensRequest>,
     ) -> Result<Response<RevokeTokensResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.revoke_tokens(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.revoke_tokens(&who, req).await
+        })
+        .await
     }
 }

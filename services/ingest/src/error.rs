@@ -98,9 +98,11 @@ mod tests {
 
     #[test]
     fn refusals_keep_their_code_and_retry_time() {
-        let s: Status =
-            IngestError::from(Refusal::rate_limited("slow down", Duration::from_millis(1500)))
-                .into();
+        let s: Status = IngestError::from(Refusal::rate_limited(
+            "slow down",
+            Duration::from_millis(1500),
+        ))
+        .into();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert_eq!(s.message(), "RATE_LIMITED: slow down");
         assert_eq!(s.metadata().get("retry-after-ms").unwrap(), "1500");

@@ -2,10 +2,10 @@
 //! the conversation list, read marks, room viewer counts. A user reads only
 //! what `tern-chat` lets them; the back end reads anything.
 
+use tern_chat::Refusal;
 use tern_chat::access::{Actor, history_page, read_access};
 use tern_chat::conversations::conversation_page;
 use tern_chat::pages::{MAX_API_PAGE_BYTES, MAX_PAGE, fitting_prefix, page_limit};
-use tern_chat::Refusal;
 use tern_core::ids::{check_room, check_user};
 use tern_core::proto::api::{
     ConversationList, FetchInboxRequest, HistoryPage, HistoryRequest, InboxPage,

@@ -19,8 +19,11 @@ impl UserApi for UserService {
     }
 
     async fn history(&self, r: Request<HistoryRequest>) -> Result<Response<HistoryPage>, Status> {
-        self.call(r, |api, who, req| async move { api.history(&who, req).await })
-            .await
+        self.call(
+            r,
+            |api, who, req| async move { api.history(&who, req).await },
+        )
+        .await
     }
 
     async fn list_conversations(
@@ -37,16 +40,21 @@ impl UserApi for UserService {
         &self,
         r: Request<MarkReadRequest>,
     ) -> Result<Response<MarkReadResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.mark_read(&who, req).await })
-            .await
+        self.call(
+            r,
+            |api, who, req| async move { api.mark_read(&who, req).await },
+        )
+        .await
     }
 
     async fn create_group(
         &self,
         r: Request<CreateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        self.call(r, |api, who, req| async move { api.create_group(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.create_group(&who, req).await
+        })
+        .await
     }
 
     async fn add_members(
@@ -73,47 +81,59 @@ impl UserApi for UserService {
         &self,
         r: Request<ListMembersRequest>,
     ) -> Result<Response<MembersPage>, Status> {
-        self.call(r, |api, who, req| async move { api.list_members(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.list_members(&who, req).await
+        })
+        .await
     }
 
     async fn list_groups(
         &self,
         r: Request<ListGroupsRequest>,
     ) -> Result<Response<GroupList>, Status> {
-        self.call(r, |api, who, req| async move { api.list_groups(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.list_groups(&who, req).await
+        })
+        .await
     }
 
     async fn room_viewers(
         &self,
         r: Request<RoomViewersRequest>,
     ) -> Result<Response<RoomViewersResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.room_viewers(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.room_viewers(&who, req).await
+        })
+        .await
     }
 
     async fn set_blocked(
         &self,
         r: Request<SetBlockedRequest>,
     ) -> Result<Response<SetBlockedResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.set_blocked(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.set_blocked(&who, req).await
+        })
+        .await
     }
 
     async fn list_blocked(
         &self,
         r: Request<ListBlockedRequest>,
     ) -> Result<Response<BlockedList>, Status> {
-        self.call(r, |api, who, req| async move { api.list_blocked(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.list_blocked(&who, req).await
+        })
+        .await
     }
 
     async fn revoke_tokens(
         &self,
         r: Request<RevokeTokensRequest>,
     ) -> Result<Response<RevokeTokensResponse>, Status> {
-        self.call(r, |api, who, req| async move { api.revoke_tokens(&who, req).await })
-            .await
+        self.call(r, |api, who, req| async move {
+            api.revoke_tokens(&who, req).await
+        })
+        .await
     }
 }

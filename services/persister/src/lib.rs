@@ -20,8 +20,8 @@
 use std::collections::{HashMap, HashSet};
 
 use futures_util::future::try_join_all;
-use tern_chat::send::block_list_owner;
 use std::sync::Arc;
+use tern_chat::send::block_list_owner;
 
 use async_trait::async_trait;
 use prost::Message as _;
@@ -288,7 +288,9 @@ impl BatchHandler for Persister {
             let recipients = match conversation {
                 Ok(c) => match c.direct_members() {
                     Some(users) => match block_list_owner(&record.sender_user, &c) {
-                        Some(r) if blocked.contains(&(r.to_owned(), record.sender_user.clone())) => {
+                        Some(r)
+                            if blocked.contains(&(r.to_owned(), record.sender_user.clone())) =>
+                        {
                             let refusal = tern_chat::send::blocked(r, &record.sender_user);
                             Err(refuse(refusal.code, refusal.message))
                         }

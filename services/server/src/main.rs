@@ -110,5 +110,7 @@ const ABOUT: &str = "The tern services on Kafka, ScyllaDB (or Cassandra) and Red
 
 #[tokio::main]
 async fn main() {
-    std::process::exit(ternd::main_with("tern-server", ABOUT, ternd::config::Binary::Server, open).await);
+    std::process::exit(
+        ternd::main_with("tern-server", ABOUT, ternd::config::Binary::Server, open).await,
+    );
 }

@@ -702,7 +702,10 @@ impl Settings {
             ("backend_token", &self.backend_token),
             ("admin_token", &self.admin_token),
         ] {
-            if let Some(problem) = secret.as_deref().and_then(|s| weak_secret(name, s, dev_mode)) {
+            if let Some(problem) = secret
+                .as_deref()
+                .and_then(|s| weak_secret(name, s, dev_mode))
+            {
                 problems.push(problem);
             }
         }
@@ -840,7 +843,12 @@ mod tests {
             "short-but-random-q8w7e6",
         ];
         for secret in weak {
-            for field in ["jwt_secret", "backend_token", "admin_token", "jwt_secret_previous"] {
+            for field in [
+                "jwt_secret",
+                "backend_token",
+                "admin_token",
+                "jwt_secret_previous",
+            ] {
                 let mut s = Settings {
                     dev_mode: Some(false),
                     jwt_secret: Some(STRONG.into()),

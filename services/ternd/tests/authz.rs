@@ -255,7 +255,10 @@ async fn user_call(
             ))
             .await,
         ),
-        "ListBlocked" => code(api.list_blocked(req(ListBlockedRequest::default(), c)).await),
+        "ListBlocked" => code(
+            api.list_blocked(req(ListBlockedRequest::default(), c))
+                .await,
+        ),
         "RevokeTokens" => code(
             api.revoke_tokens(req(
                 RevokeTokensRequest {
@@ -282,7 +285,12 @@ fn as_another_user(method: &str) -> Code {
 }
 
 /// Calls `method` of the back-end API with `credential`.
-async fn backend_call(api: &BackendApiClient<Channel>, method: &str, credential: Option<&str>, fx: &Fixture) -> Code {
+async fn backend_call(
+    api: &BackendApiClient<Channel>,
+    method: &str,
+    credential: Option<&str>,
+    fx: &Fixture,
+) -> Code {
     let mut api = api.clone();
     let c = credential;
     match method {
@@ -426,7 +434,11 @@ async fn backend_call(api: &BackendApiClient<Channel>, method: &str, credential:
 }
 
 /// Calls `method` of the archive administration with `credential`.
-async fn archive_call(api: &ArchiveAdminClient<Channel>, method: &str, credential: Option<&str>) -> Code {
+async fn archive_call(
+    api: &ArchiveAdminClient<Channel>,
+    method: &str,
+    credential: Option<&str>,
+) -> Code {
     let mut api = api.clone();
     let c = credential;
     match method {
@@ -537,7 +549,11 @@ async fn every_rpc_refuses_callers_it_must_refuse() {
             assert_eq!(got, expected, "UserApi.{method} with {what}");
         }
         let got = user_call(&user_api, &method, Some(&mallory), &fx).await;
-        assert_eq!(got, as_another_user(&method), "UserApi.{method} as another user");
+        assert_eq!(
+            got,
+            as_another_user(&method),
+            "UserApi.{method} as another user"
+        );
     }
     // The same calls as alice herself succeed: the refusals above are not
     // a broken server refusing everyone.
@@ -554,9 +570,17 @@ async fn every_rpc_refuses_callers_it_must_refuse() {
     // The back-end API: the back-end token only.
     let bad_backend_credentials: [(&str, Option<&str>, Code); 5] = [
         ("no credential", None, Code::Unauthenticated),
-        ("a wrong back-end token", Some("wrong-backend-token-0123456789abcdef"), Code::Unauthenticated),
+        (
+            "a wrong back-end token",
+            Some("wrong-backend-token-0123456789abcdef"),
+            Code::Unauthenticated,
+        ),
         ("a user's token", Some(&alice), Code::PermissionDenied),
-        ("an expired user token", Some(&expired), Code::Unauthenticated),
+        (
+            "an expired user token",
+            Some(&expired),
+            Code::Unauthenticated,
+        ),
         ("the admin token", Some(ADMIN), Code::Unauthenticated),
     ];
     for method in methods("BackendApi") {
@@ -569,20 +593,36 @@ async fn every_rpc_refuses_callers_it_must_refuse() {
         // Not served on the public listener at all.
         let on_user_listener = BackendApiClient::new(channel(&api).await);
         let got = backend_call(&on_user_listener, &method, Some(backend_token), &fx).await;
-        assert_eq!(got, Code::Unimplemented, "BackendApi.{method} on api_listen");
+        assert_eq!(
+            got,
+            Code::Unimplemented,
+            "BackendApi.{method} on api_listen"
+        );
     }
     for method in methods("UserApi") {
         let on_backend_listener = UserApiClient::new(channel(&backend_addr).await);
         let got = user_call(&on_backend_listener, &method, Some(&alice), &fx).await;
-        assert_eq!(got, Code::Unimplemented, "UserApi.{method} on backend_listen");
+        assert_eq!(
+            got,
+            Code::Unimplemented,
+            "UserApi.{method} on backend_listen"
+        );
     }
 
     // The archive: the admin token only.
     let bad_admin_credentials: [(&str, Option<&str>, Code); 4] = [
         ("no credential", None, Code::Unauthenticated),
         ("a user's token", Some(&alice), Code::PermissionDenied),
-        ("the back-end token", Some(backend_token), Code::Unauthenticated),
-        ("an expired user token", Some(&expired), Code::Unauthenticated),
+        (
+            "the back-end token",
+            Some(backend_token),
+            Code::Unauthenticated,
+        ),
+        (
+            "an expired user token",
+            Some(&expired),
+            Code::Unauthenticated,
+        ),
     ];
     for method in methods("ArchiveAdmin") {
         for (what, credential, expected) in &bad_admin_credentials {
@@ -743,7 +783,11 @@ async fn every_client_frame_refuses_callers_it_must_refuse() {
             while let Some(f) = raw.read().await {
                 frames.push(f);
             }
-            assert_eq!(frames.len(), 1, "{name} after a login with {what}: {frames:?}");
+            assert_eq!(
+                frames.len(),
+                1,
+                "{name} after a login with {what}: {frames:?}"
+            );
             assert_eq!(
                 seen(frames.pop()),
                 Seen::Error(*code, true),

@@ -77,7 +77,10 @@ async fn three_thousand_pipelined_sends_are_all_answered_and_the_client_stays() 
     assert_eq!((ok, limited), (3000, 0));
     assert_eq!(alice.closed_reason(), None, "never disconnected");
     assert_eq!(stored(&server, "d:alice:bob").await, 3000);
-    alice.send_to("bob", "still here").await.expect("still connected");
+    alice
+        .send_to("bob", "still here")
+        .await
+        .expect("still connected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +141,10 @@ async fn median_latency(from: &Client, to: &Client, n: usize, tag: &str) -> Dura
                     ..
                 })) => {
                     to.ack(last_cursor).await.unwrap();
-                    if messages.iter().any(|m| m.body == format!("{tag}{i}").as_bytes()) {
+                    if messages
+                        .iter()
+                        .any(|m| m.body == format!("{tag}{i}").as_bytes())
+                    {
                         break;
                     }
                 }
@@ -166,7 +172,9 @@ async fn an_abuser_does_not_slow_other_users_down() {
         let mut i = 0u64;
         while !*stop.borrow() {
             let burst = (0..200).map(|j| {
-                abuser.send(SendOptions::to_user("victim", "spam").with_client_msg_id(format!("s{i}-{j}")))
+                abuser.send(
+                    SendOptions::to_user("victim", "spam").with_client_msg_id(format!("s{i}-{j}")),
+                )
             });
             for r in join_all(burst).await {
                 if matches!(r, Err(ref e) if e.code() == Some(ErrorCode::RateLimited)) {
@@ -180,7 +188,9 @@ async fn an_abuser_does_not_slow_other_users_down() {
     let loaded = median_latency(&carol, &dave, 20, "l").await;
     stop_tx.send(true).unwrap();
     let refused = hammer.await.unwrap();
-    eprintln!("send → push median: {unloaded:?} unloaded, {loaded:?} while an abuser hammers ({refused} of its sends refused)");
+    eprintln!(
+        "send → push median: {unloaded:?} unloaded, {loaded:?} while an abuser hammers ({refused} of its sends refused)"
+    );
     assert!(refused > 0, "the abuser was limited");
     // Loose: twice the unloaded figure, plus 50 ms for a loaded CI machine.
     assert!(
@@ -323,7 +333,7 @@ async fn the_login_result_tells_the_client_its_limits() {
     })
     .await;
     let alice = server.login("alice", "phone").await;
-    let limits = alice.login_result().limits.clone().expect("limits");
+    let limits = alice.login_result().limits.expect("limits");
     assert_eq!(limits.sends_per_second, 20);
     assert_eq!(limits.send_burst, 100);
     assert_eq!(limits.frames_per_second, 100);

@@ -22,9 +22,12 @@ fn refused_with(err: tern_client::ClientError, code: ErrorCode) {
 async fn a_revoked_device_is_disconnected_at_once_and_cannot_log_in_again() {
     let server = Server::start().await;
     let phone_token = server.token("alice").await;
-    let (phone, _) = Client::connect(&server.tcp(), LoginOptions::new(phone_token.clone(), "phone"))
-        .await
-        .unwrap();
+    let (phone, _) = Client::connect(
+        &server.tcp(),
+        LoginOptions::new(phone_token.clone(), "phone"),
+    )
+    .await
+    .unwrap();
     let laptop = server.login("alice", "laptop").await;
 
     // The back end logs the lost phone out.
@@ -74,8 +77,10 @@ async fn a_revoked_device_is_disconnected_at_once_and_cannot_log_in_again() {
 async fn tokens_of_the_previous_key_work_during_a_rotation_and_not_after() {
     const OLD: &str = "rotation-old-key-0123456789abcdef-old";
     const NEW: &str = "rotation-new-key-0123456789abcdef-new";
-    let old_token = TokenAuthority::new(OLD).issue(&TokenSpec::new("alice", 3600), tern_core::now_ms());
-    let new_token = TokenAuthority::new(NEW).issue(&TokenSpec::new("alice", 3600), tern_core::now_ms());
+    let old_token =
+        TokenAuthority::new(OLD).issue(&TokenSpec::new("alice", 3600), tern_core::now_ms());
+    let new_token =
+        TokenAuthority::new(NEW).issue(&TokenSpec::new("alice", 3600), tern_core::now_ms());
     let dir = tempfile::tempdir().unwrap();
     let start = |previous: Option<&str>| {
         let mut config = ternd::TerndConfig::for_tests(dir.path());
@@ -125,7 +130,10 @@ async fn dev_tokens_live_at_most_a_day() {
     let claims = TokenAuthority::new(secret)
         .verify(&token, tern_core::now_ms())
         .unwrap();
-    assert!(claims.exp as f64 - claims.iat <= 86_400.0 + 1.0, "{claims:?}");
+    assert!(
+        claims.exp as f64 - claims.iat <= 86_400.0 + 1.0,
+        "{claims:?}"
+    );
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(server.dir.path().join("dev-jwt-secret"))
         .unwrap()
@@ -219,7 +227,10 @@ async fn rooms_follow_the_token_when_the_policy_says_so() {
     refused_with(err, ErrorCode::Forbidden);
     // A token without the claim enters no room at all.
     let plain = server.login("someone", "phone").await;
-    refused_with(plain.join_room("match-42").await.unwrap_err(), ErrorCode::Forbidden);
+    refused_with(
+        plain.join_room("match-42").await.unwrap_err(),
+        ErrorCode::Forbidden,
+    );
 }
 
 #[tokio::test]
@@ -267,7 +278,10 @@ async fn a_blocked_sender_reaches_nobody_and_cannot_add_the_blocker_to_a_group()
 
     assert!(!bob.set_blocked("alice", false).await.unwrap());
     assert!(bob.blocked_users().await.unwrap().is_empty());
-    alice.send_to("bob", "hello again").await.expect("unblocked");
+    alice
+        .send_to("bob", "hello again")
+        .await
+        .expect("unblocked");
     eventually("the message after unblocking to arrive", || async {
         let page = server
             .backend()

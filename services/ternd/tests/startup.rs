@@ -24,7 +24,10 @@ fn ternd_in_dev_mode_on_a_public_address_refuses_to_start() {
     // Not --check-config: the real start, which must stop before binding.
     let (code, stderr) = ternd(&["--tcp-listen", "0.0.0.0:7400"]);
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("dev_mode is on (the default of ternd)"), "{stderr}");
+    assert!(
+        stderr.contains("dev_mode is on (the default of ternd)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("tcp_listen 0.0.0.0:7400"), "{stderr}");
     assert!(stderr.contains("docs/security.md"), "{stderr}");
 }
@@ -39,7 +42,10 @@ fn placeholder_secrets_are_refused_outside_dev_mode() {
         "--check-config",
     ]);
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("jwt_secret contains \"change-me\""), "{stderr}");
+    assert!(
+        stderr.contains("jwt_secret contains \"change-me\""),
+        "{stderr}"
+    );
     assert!(!stderr.contains("0123456789abcdef-0123456789"), "{stderr}");
 }
 

@@ -354,7 +354,10 @@ impl GroupStore for EmbeddedStore {
         }
         let joins = tx.open_table(GROUP_JOINS).map_err(io)?;
         Ok(Some(
-            joins.get((group, user)).map_err(io)?.map_or(0, |v| v.value()),
+            joins
+                .get((group, user))
+                .map_err(io)?
+                .map_or(0, |v| v.value()),
         ))
     }
 

@@ -22,8 +22,8 @@ use tern_chat::access::{Actor, history_page, read_access};
 use tern_chat::conversations::conversation_page;
 use tern_chat::pages::page_limit;
 use tern_core::proto::client::{
-    ConversationList, ConversationsRequest, HistoryPage, HistoryRequest, MarkRead,
-    MarkReadResult, Message, server_frame,
+    ConversationList, ConversationsRequest, HistoryPage, HistoryRequest, MarkRead, MarkReadResult,
+    Message, server_frame,
 };
 use tern_core::store::InboxEntry;
 
@@ -256,8 +256,12 @@ impl Session {
         let user = self.login.as_ref().expect("checked by caller").user.clone();
         let store = self.shared.deps.store.clone();
         let marked = async {
-            let access =
-                read_access(store.as_ref(), &Actor::User(user.clone()), &req.conversation).await?;
+            let access = read_access(
+                store.as_ref(),
+                &Actor::User(user.clone()),
+                &req.conversation,
+            )
+            .await?;
             let conversation = access.conversation.to_string();
             let read_seq = store.mark_read(&user, &conversation, req.seq).await?;
             Ok::<_, ChatError>((conversation, read_seq))

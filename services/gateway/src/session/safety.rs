@@ -2,7 +2,9 @@
 //! The rules are `tern-chat`'s, shared with the user API.
 
 use tern_chat::pages::page_limit;
-use tern_core::proto::client::{BlockedList, BlockedListRequest, SetBlocked, SetBlockedResult, server_frame};
+use tern_core::proto::client::{
+    BlockedList, BlockedListRequest, SetBlocked, SetBlockedResult, server_frame,
+};
 
 use super::{Close, Session};
 

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tern_proto::client::{
-    Codec, Error, Heartbeat, HeartbeatAck, HistoryPage, HistoryRequest, Login, LoginResult, Logout,
-    MarkRead, Message, Push, PushAck, Send, SendResult, SyncPage, SyncRequest, client_frame, send,
-    server_frame,
+    BlockedList, BlockedListRequest, Codec, Error, Heartbeat, HeartbeatAck, HistoryPage,
+    HistoryRequest, Limits, Login, LoginResult, Logout, MarkRead, Message, Push, PushAck, Send,
+    SendResult, SetBlocked, SyncPage, SyncRequest, client_frame, send, server_frame,
 };
 
 /// Short text, any Unicode, including the empty string.
@@ -125,6 +125,20 @@ pub fn client_kind() -> impl Strategy<Value = client_frame::Kind> {
                 seq,
             })
         }),
+        (any::<u64>(), text(), any::<bool>()).prop_map(|(request_id, user, blocked)| {
+            client_frame::Kind::SetBlocked(SetBlocked {
+                request_id,
+                user,
+                blocked,
+            })
+        }),
+        (any::<u64>(), text(), any::<u32>()).prop_map(|(request_id, after, limit)| {
+            client_frame::Kind::BlockedList(BlockedListRequest {
+                request_id,
+                after,
+                limit,
+            })
+        }),
     ]
 }
 
@@ -160,6 +174,14 @@ pub fn login_result() -> impl Strategy<Value = LoginResult> {
                     server_time_ms: now,
                     login_push_max,
                     login_push_per_conversation,
+                    limits: Some(Limits {
+                        max_frame_bytes: max_body_bytes,
+                        max_sends_in_flight: login_push_max,
+                        sends_per_second: login_push_per_conversation,
+                        send_burst: heartbeat_interval_ms,
+                        frames_per_second: max_body_bytes,
+                        max_page_messages: login_push_max,
+                    }),
                 }
             },
         )
@@ -223,15 +245,24 @@ pub fn sync_page() -> impl Strategy<Value = SyncPage> {
 }
 
 pub fn error() -> impl Strategy<Value = Error> {
-    (any::<i32>(), text(), text(), any::<u64>(), any::<bool>()).prop_map(
-        |(code, message, client_msg_id, request_id, fatal)| Error {
-            code,
-            message,
-            client_msg_id,
-            request_id,
-            fatal,
-        },
+    (
+        any::<i32>(),
+        text(),
+        text(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<u64>(),
     )
+        .prop_map(
+            |(code, message, client_msg_id, request_id, fatal, retry_after_ms)| Error {
+                code,
+                message,
+                client_msg_id,
+                request_id,
+                fatal,
+                retry_after_ms,
+            },
+        )
 }
 
 /// Every kind of frame a gateway sends.
@@ -246,6 +277,13 @@ pub fn server_kind() -> impl Strategy<Value = server_frame::Kind> {
         sync_page().prop_map(server_frame::Kind::SyncPage),
         error().prop_map(server_frame::Kind::Error),
         history_page().prop_map(server_frame::Kind::HistoryPage),
+        (any::<u64>(), vec(text(), 0..4), text()).prop_map(|(request_id, users, next)| {
+            server_frame::Kind::BlockedList(BlockedList {
+                request_id,
+                users,
+                next,
+            })
+        }),
     ]
 }
 
