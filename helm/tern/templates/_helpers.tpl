@@ -47,8 +47,64 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- default (printf "%s-auth" (include "tern.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
 
-{{/* The environment every tern-server container gets. */}}
+{{/* Refuses auth values tern-server would refuse, or that would be
+     ignored, with a message naming them; included by the ConfigMap. */}}
+{{- define "tern.checkAuth" -}}
+{{- $a := .Values.auth }}
+{{- if $a.devMode }}
+{{- fail "auth.devMode is no longer supported: in dev mode anyone who reaches the API gets a token for any user, and tern-server refuses to start in dev mode on the pods' public listeners. Remove auth.devMode; sign login tokens with the jwt secret from the auth Secret (docs/security.md), or try tern on one machine with ternd" }}
+{{- end }}
+{{- $secrets := dict "jwtSecret" $a.jwtSecret "jwtSecretPrevious" $a.jwtSecretPrevious "backendToken" $a.backendToken "adminToken" $a.adminToken }}
+{{- range $key, $value := $secrets }}
+{{- include "tern.checkSecret" (list (printf "auth.%s" $key) $value) }}
+{{- if and $value $a.existingSecret }}
+{{- fail (printf "auth.%s is set, but auth.existingSecret %q is used instead: put the value in that Secret (key %s), or clear auth.existingSecret" $key $a.existingSecret (index $a (printf "%sKey" $key))) }}
+{{- end }}
+{{- end }}
+{{- if and $a.jwtSecret (eq $a.jwtSecret $a.jwtSecretPrevious) }}
+{{- fail "auth.jwtSecretPrevious equals auth.jwtSecret: during a rotation it holds the old secret, otherwise leave it empty" }}
+{{- end }}
+{{- $keys := list $a.jwtSecretKey $a.jwtSecretPreviousKey $a.backendTokenKey $a.adminTokenKey }}
+{{- if ne (len $keys) (len (uniq $keys)) }}
+{{- fail (printf "auth.jwtSecretKey, jwtSecretPreviousKey, backendTokenKey and adminTokenKey must differ: %v" $keys) }}
+{{- end }}
+{{- end }}
+
+{{/* Refuses a secret tern-server would refuse (outside dev mode, which the
+     chart never renders): shorter than 32 bytes (values.schema.json) or
+     holding a word that marks an example value. Call with (list "auth.jwtSecret" value). */}}
+{{- define "tern.checkSecret" -}}
+{{- $name := index . 0 }}
+{{- $value := index . 1 | default "" | lower }}
+{{- range list "change-me" "changeme" "change_me" "secret" "password" "example" "placeholder" }}
+{{- if contains . $value }}
+{{- fail (printf "%s contains %q, which marks an example value: use 32 random bytes, e.g. `openssl rand -hex 32`, preferably in auth.existingSecret" $name .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A secret from the auth Secret as an environment variable; call with
+     (list $ "TERN_JWT_SECRET" "jwtSecretKey" optional). */}}
+{{- define "tern.secretEnv" -}}
+{{- $root := index . 0 }}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tern.secretName" $root }}
+      key: {{ index $root.Values.auth (index . 2) }}
+      {{- if index . 3 }}
+      optional: true
+      {{- end }}
+{{- end }}
+
+{{/* The environment of a tern-server container; call with (list $ "api").
+     Each component gets only the secrets it uses: tern-server needs the
+     jwt secret in every process; the previous one verifies tokens
+     (gateway, API); the back-end and admin tokens guard the API pods'
+     back-end listener. */}}
 {{- define "tern.env" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 -}}
 - name: TERN_CONFIG
   value: /etc/tern/tern.toml
 # A pod's name is its node id: stable for a gateway (StatefulSet ordinal),
@@ -57,21 +113,17 @@ app.kubernetes.io/component: {{ index . 1 }}
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-- name: TERN_JWT_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "tern.secretName" . }}
-      key: {{ .Values.auth.jwtSecretKey }}
-{{- if or .Values.auth.adminToken .Values.auth.existingSecret }}
-- name: TERN_ADMIN_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "tern.secretName" . }}
-      key: {{ .Values.auth.adminTokenKey }}
-      # An existing Secret may hold no admin token: the admin API stays off.
-      optional: true
+{{ include "tern.secretEnv" (list $root "TERN_JWT_SECRET" "jwtSecretKey" false) }}
+{{- if has $component (list "gateway" "api") }}
+# Set only while a signing-key rotation is in progress.
+{{ include "tern.secretEnv" (list $root "TERN_JWT_SECRET_PREVIOUS" "jwtSecretPreviousKey" true) }}
 {{- end }}
-{{- include "tern.archiveEnv" . }}
+{{- if eq $component "api" }}
+# Without a back-end (admin) token in the Secret those calls are refused.
+{{ include "tern.secretEnv" (list $root "TERN_BACKEND_TOKEN" "backendTokenKey" true) }}
+{{ include "tern.secretEnv" (list $root "TERN_ADMIN_TOKEN" "adminTokenKey" true) }}
+{{- end }}
+{{- include "tern.archiveEnv" $root }}
 {{- end }}
 
 {{/* S3 credentials of the archive, for the pods that open it. */}}
@@ -137,7 +189,7 @@ affinity:
 {{- end }}
 {{- end }}
 
-{{/* The tern-server container; call with (dict "root" $ "services" "gateway" "resources" ... "ports" list). */}}
+{{/* The tern-server container; call with (dict "root" $ "component" "api" "services" "ingest" "resources" ... "ports" list). */}}
 {{- define "tern.container" -}}
 {{- $root := .root -}}
 - name: tern
@@ -145,7 +197,7 @@ affinity:
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
   command: [tern-server]
   env:
-    {{- include "tern.env" $root | nindent 4 }}
+    {{- include "tern.env" (list $root .component) | nindent 4 }}
     - name: TERN_SERVICES
       value: {{ .services }}
   ports:

@@ -2,10 +2,13 @@
 //! most recently active first, bounded by count and bytes (each entry
 //! carries the conversation's newest message, up to the body limit).
 
-use tern_core::ids::MessageId;
+use tern_core::ids::{Conversation, MessageId};
 use tern_core::proto::client::ConversationSummary;
-use tern_core::store::{MessageStore, conversation_summaries};
+use tern_core::store::{
+    ConversationState, MessageStore, StoreError, bodies_by_id, client_message, newest_first,
+};
 
+use crate::access::{Actor, read_access};
 use crate::{ChatError, Refusal};
 
 /// One page of the list.
@@ -47,6 +50,76 @@ pub async fn conversation_page(
         conversations,
         next,
     })
+}
+
+/// A user's conversation list, most recently active first, with the newest
+/// message of each. With `before`, only conversations whose newest message
+/// is older than that message (the next page). A group shows what its
+/// member may read: nothing from before they joined, and unread counts
+/// from there.
+async fn conversation_summaries(
+    store: &dyn MessageStore,
+    user: &str,
+    before: Option<MessageId>,
+    limit: usize,
+) -> Result<Vec<ConversationSummary>, StoreError> {
+    let mut states = store.conversations(user, usize::MAX).await?;
+    // Large groups' messages skip members' inboxes, so the list does not
+    // note them: each group's own newest message does. And a member's view
+    // of any group starts where they joined.
+    let reader = Actor::User(user.to_owned());
+    for group in store.user_groups(user).await? {
+        let conversation = Conversation::Group(group).to_string();
+        let after_seq = match read_access(store, &reader, &conversation).await {
+            Ok(access) => access.after_seq,
+            Err(ChatError::Store(e)) => return Err(e),
+            // Left between the two reads.
+            Err(ChatError::Refused(_)) => continue,
+        };
+        let head = store.history(&conversation, 0, 1).await?.pop();
+        let visible = head
+            .filter(|h| h.seq > after_seq)
+            .and_then(|h| Some((h.seq, MessageId::from_slice(&h.message_id)?)));
+        match states.iter_mut().find(|s| s.conversation == conversation) {
+            Some(s) => {
+                if let Some((seq, id)) = visible
+                    && seq > s.last_seq
+                {
+                    (s.last_seq, s.last_message_id) = (seq, id);
+                }
+                s.read_seq = s.read_seq.max(after_seq);
+                if s.last_seq <= after_seq {
+                    s.last_seq = 0;
+                }
+            }
+            None => {
+                if let Some((seq, id)) = visible {
+                    states.push(ConversationState {
+                        conversation,
+                        last_seq: seq,
+                        last_message_id: id,
+                        read_seq: after_seq,
+                    });
+                }
+            }
+        }
+    }
+    states.retain(|s| s.last_seq > 0 && before.is_none_or(|b| s.last_message_id < b));
+    let states = newest_first(states, limit);
+    let ids: Vec<MessageId> = states.iter().map(|s| s.last_message_id).collect();
+    let mut bodies = bodies_by_id(store, &ids).await?;
+    Ok(states
+        .into_iter()
+        .map(|s| ConversationSummary {
+            last_message: bodies
+                .remove(&s.last_message_id.to_bytes()[..])
+                .map(|m| client_message(m, 0)),
+            unread: s.unread(),
+            conversation: s.conversation,
+            last_seq: s.last_seq,
+            read_seq: s.read_seq,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -102,5 +175,46 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(refused, ChatError::Refused(_)));
+    }
+
+    #[tokio::test]
+    async fn a_late_member_sees_a_group_from_when_they_joined() {
+        use tern_core::groups::{Group, GroupStore as _};
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
+        let group = Group {
+            id: "g1".into(),
+            name: String::new(),
+            owner: "owner".into(),
+            created_at_ms: 0,
+            history_open: false,
+        };
+        store.create_group(&group, &[]).await.unwrap();
+        let post = |i: usize| StoredMessage {
+            message_id: MessageId::new().to_vec(),
+            conversation: "g:g1".into(),
+            sender_user: "owner".into(),
+            client_msg_id: format!("g{i}"),
+            ..Default::default()
+        };
+        store
+            .put_messages((0..5).map(post).collect())
+            .await
+            .unwrap();
+        store.add_members("g1", &["late".into()], 5).await.unwrap();
+        let page = conversation_page(&store, "late", &[], 10, 1 << 20)
+            .await
+            .unwrap();
+        assert!(page.conversations.is_empty(), "nothing of the group is theirs yet");
+        store.put_messages(vec![post(5)]).await.unwrap();
+        let page = conversation_page(&store, "late", &[], 10, 1 << 20)
+            .await
+            .unwrap();
+        let c = &page.conversations[0];
+        assert_eq!((c.last_seq, c.read_seq, c.unread), (6, 5, 1));
+        let owner = conversation_page(&store, "owner", &[], 10, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(owner.conversations[0].unread, 6, "the owner's view is whole");
     }
 }

@@ -251,58 +251,8 @@ pub async fn load_entries(
         .collect())
 }
 
-/// A user's conversation list, most recently active first, with the newest
-/// message of each: two store calls whatever the number of conversations.
-/// With `before`, only conversations whose newest message is older than
-/// that message (the next page of a list).
-pub async fn conversation_summaries(
-    store: &dyn MessageStore,
-    user: &str,
-    before: Option<MessageId>,
-    limit: usize,
-) -> Result<Vec<tern_proto::client::ConversationSummary>, StoreError> {
-    let mut states = store.conversations(user, usize::MAX).await?;
-    // Large groups' messages skip members' inboxes, so the list does not
-    // note them: each group's own newest message does.
-    for group in store.user_groups(user).await? {
-        let conversation = crate::ids::Conversation::Group(group).to_string();
-        let Some(head) = store.history(&conversation, 0, 1).await?.pop() else {
-            continue;
-        };
-        let Some(id) = MessageId::from_slice(&head.message_id) else {
-            continue;
-        };
-        match states.iter_mut().find(|s| s.conversation == conversation) {
-            Some(s) if s.last_seq >= head.seq => {}
-            Some(s) => (s.last_seq, s.last_message_id) = (head.seq, id),
-            None => states.push(ConversationState {
-                conversation,
-                last_seq: head.seq,
-                last_message_id: id,
-                read_seq: 0,
-            }),
-        }
-    }
-    states.retain(|s| s.last_seq > 0 && before.is_none_or(|b| s.last_message_id < b));
-    let states = newest_first(states, limit);
-    let ids: Vec<MessageId> = states.iter().map(|s| s.last_message_id).collect();
-    let mut bodies = bodies_by_id(store, &ids).await?;
-    Ok(states
-        .into_iter()
-        .map(|s| tern_proto::client::ConversationSummary {
-            last_message: bodies
-                .remove(&s.last_message_id.to_bytes()[..])
-                .map(|m| client_message(m, 0)),
-            unread: s.unread(),
-            conversation: s.conversation,
-            last_seq: s.last_seq,
-            read_seq: s.read_seq,
-        })
-        .collect())
-}
-
 /// The stored messages with these ids, by id bytes, in one store call.
-async fn bodies_by_id(
+pub async fn bodies_by_id(
     store: &dyn MessageStore,
     ids: &[MessageId],
 ) -> Result<std::collections::HashMap<Vec<u8>, StoredMessage>, StoreError> {

@@ -81,8 +81,11 @@ async fn tokens_of_the_previous_key_work_during_a_rotation_and_not_after() {
         TokenAuthority::new(OLD).issue(&TokenSpec::new("alice", 3600), tern_core::now_ms());
     let new_token =
         TokenAuthority::new(NEW).issue(&TokenSpec::new("alice", 3600), tern_core::now_ms());
-    let dir = tempfile::tempdir().unwrap();
+    // A data directory each: the first server's connection tasks may still
+    // hold its files for a moment after it stopped.
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let start = |previous: Option<&str>| {
+        let dir = if previous.is_some() { &first } else { &second };
         let mut config = ternd::TerndConfig::for_tests(dir.path());
         config.dev_mode = false;
         config.ingest.dev_mode = false;
