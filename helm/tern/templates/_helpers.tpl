@@ -86,7 +86,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{/* A secret from the auth Secret as an environment variable; call with
      (list $ "TERN_JWT_SECRET" "jwtSecretKey" optional). */}}
 {{- define "tern.secretEnv" -}}
-{{- $root := index . 0 }}
+{{- $root := index . 0 -}}
 - name: {{ index . 1 }}
   valueFrom:
     secretKeyRef:

@@ -51,9 +51,9 @@ struct Cli {
     #[arg(long, global = true, env = "TERN_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
-    /// Device id to log in as [default: "cli" for listen and chat, "cli-send" for send,
-    /// "cli-read" for history, conversations, read and blocks]. With `tern token`: the
-    /// device the token is bound to; with `tern logout`: the device to log out.
+    /// Device id: the one to log in as [default: "cli" for listen and chat, "cli-send" for
+    /// send, "cli-room" for rooms, "cli-read" for the rest], the one `tern token` binds its
+    /// token to, the one `tern logout` logs out [default there: every device].
     #[arg(long, global = true, env = "TERN_DEVICE")]
     device: Option<String>,
 
@@ -519,6 +519,7 @@ async fn room(cli: &Cli, command: &RoomCommand) -> anyhow::Result<()> {
             client
                 .post_to_room(room, text.clone().into_bytes())
                 .await
+                .map_err(retry_hint)
                 .context("could not post to the room")?;
             let _ = client.logout().await;
         }
@@ -616,6 +617,7 @@ async fn send(cli: &Cli, args: &SendArgs) -> anyhow::Result<()> {
     let result = client
         .send(options)
         .await
+        .map_err(retry_hint)
         .context("could not send the message")?;
     println!("{}", message_id_string(&result.message_id));
     // The message is stored whatever happens to the goodbye.
@@ -721,7 +723,7 @@ async fn chat(cli: &Cli, to: &str) -> anyhow::Result<()> {
                     continue;
                 }
                 if let Err(e) = client.send_to(to.as_str(), line.into_bytes()).await {
-                    eprintln!("error: could not send the message: {e}");
+                    eprintln!("error: could not send the message: {}", retry_hint(e));
                 }
             }
         }
@@ -772,7 +774,17 @@ async fn connect(
     options.send_only = send_only;
     Client::connect(&cli.server, options)
         .await
+        .map_err(retry_hint)
         .with_context(|| format!("could not log in to {}", cli.server))
+}
+
+/// `err`, followed by when to retry if the server said (RATE_LIMITED,
+/// TOO_MANY_CONNECTIONS).
+fn retry_hint(err: tern_client::ClientError) -> anyhow::Error {
+    match err.retry_after() {
+        Some(wait) => anyhow::anyhow!("{err}, retry after {} ms", wait.as_millis()),
+        None => err.into(),
+    }
 }
 
 /// Prints messages as `sender: text` lines, except this device's own.
@@ -858,6 +870,24 @@ mod tests {
         assert_eq!(
             describe_error(&error(ErrorCode::TokenRevoked, 0, true)),
             "slow down (TOKEN_REVOKED), closing"
+        );
+    }
+
+    #[test]
+    fn refusals_say_when_to_retry() {
+        let limited = tern_client::ClientError::Server {
+            code: ErrorCode::RateLimited,
+            message: "too many sends".into(),
+            retry_after: Some(std::time::Duration::from_millis(40)),
+        };
+        assert_eq!(
+            retry_hint(limited).to_string(),
+            "too many sends (RATE_LIMITED), retry after 40 ms"
+        );
+        let other = tern_client::ClientError::Timeout;
+        assert_eq!(
+            retry_hint(other).to_string(),
+            "the server did not answer in time"
         );
     }
 

@@ -39,17 +39,14 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use prost::Message as _;
 use tern_chat::Refusal;
-use tern_chat::send::{SendRequest, Target, check_send};
-use tern_core::ids::{MessageId, check_device, clip};
-use tern_core::log::Record;
+use tern_core::ids::check_device;
 use tern_core::proto::client::{
     Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, Limits, Login, LoginResult, Message, Push,
-    Send, SendResult, SyncPage, SyncRequest, client_frame, send, server_frame,
+    SyncPage, SyncRequest, client_frame, server_frame,
 };
-use tern_core::proto::records::{InboundRecord, Origin, Receipt};
 use tern_core::routes::Route;
 use tern_core::stage::stopped;
-use tern_core::{metrics, now_ms, topics};
+use tern_core::{metrics, now_ms};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -58,6 +55,7 @@ mod flow;
 mod history;
 mod rooms;
 mod safety;
+mod sends;
 
 use crate::Shared;
 use crate::hub::{ConnHandle, Kick, SessionEvent};
@@ -710,150 +708,6 @@ impl Session {
             // The inbox still has everything; the next heartbeat tries again.
             Err(e) => tracing::warn!(error = %e, "route renewal failed"),
         }
-    }
-
-    fn on_send(&mut self, send: Send) -> Result<(), Close> {
-        let received = Instant::now();
-        let login = self.login.as_ref().expect("checked by caller");
-        let cmid = send.client_msg_id.clone();
-        let target = match &send.target {
-            Some(send::Target::ToUser(to)) => Some(Target::User(to)),
-            Some(send::Target::Conversation(id)) => Some(Target::Conversation(id)),
-            None => None,
-        };
-        let checked = check_send(
-            &SendRequest {
-                sender: &login.user,
-                client_msg_id: &cmid,
-                target,
-                content_type: &send.content_type,
-                body_len: send.body.len(),
-            },
-            self.shared.config.max_body_bytes,
-        );
-        let conversation = match checked {
-            Ok(c) => c,
-            // An id over the limit is not echoed back either.
-            Err(r) => return self.refuse(r, &clip(&cmid), 0),
-        };
-        if let Some((_, asked, _)) = self.awaiting.get_mut(&cmid) {
-            // A retry while the first attempt is in flight: not appended
-            // again; the receipt answers every request.
-            *asked += 1;
-            return Ok(());
-        }
-        let user = login.user.clone();
-        if let Err(after) = self.shared.limits.take_send(&user, received.into_std()) {
-            let r = Refusal::rate_limited(
-                format!(
-                    "{user} sends more than {} messages per second; nothing was stored",
-                    self.shared.config.limits.sends.per_second
-                ),
-                after,
-            );
-            return self.refuse(r, &cmid, 0);
-        }
-        let login = self.login.as_ref().expect("checked by caller");
-        let conversation_id = conversation.to_string();
-        let message_id = MessageId::new();
-        let record = InboundRecord {
-            message_id: message_id.to_vec(),
-            conversation: conversation_id.clone(),
-            sender_user: login.user.clone(),
-            sender_device: login.device.clone(),
-            client_msg_id: cmid.clone(),
-            content_type: send.content_type,
-            body: send.body,
-            sent_at_ms: now_ms(),
-            origin: Some(Origin {
-                node_id: self.shared.config.node_id.clone(),
-                connection_id: self.id,
-            }),
-        };
-        tracing::debug!(%message_id, conversation = %conversation_id, client_msg_id = %cmid, "message accepted");
-        let deadline = received + self.shared.config.receipt_timeout;
-        self.awaiting.insert(cmid.clone(), (deadline, 1, received));
-        metrics::SENDS.inc();
-        self.deadlines.push_back((deadline, cmid.clone()));
-        let log = self.shared.deps.log.clone();
-        // The trace of this message starts here (when tracing is on).
-        let span = tern_core::message_span!("gateway.send", &Vec::new(), %message_id, conversation = %conversation_id, client_msg_id = %cmid);
-        let record = Record::new(conversation_id, record.encode_to_vec())
-            .with_headers(tern_core::trace::headers_of(&span));
-        self.appends.push(
-            async move {
-                let r = log.append(topics::INBOUND, vec![record]).await;
-                (cmid, r.map(|_| ()))
-            }
-            .instrument(span)
-            .boxed(),
-        );
-        Ok(())
-    }
-
-    fn on_appended(&mut self, (cmid, result): AppendResult) -> Result<(), Close> {
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let Some(asked) = self.answered(&cmid) else {
-                    return Ok(());
-                };
-                tracing::warn!(client_msg_id = %cmid, error = %e, "send not written to the log");
-                let msg = format!("message not stored ({e}); retry with the same client_msg_id");
-                for _ in 0..asked {
-                    self.reject(ErrorCode::Unavailable, msg.clone(), &cmid, 0)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Forgets a send that is being answered; returns how many requests
-    /// asked for it, or None if it was already answered.
-    fn answered(&mut self, cmid: &str) -> Option<u32> {
-        Some(self.answered_since(cmid)?.0)
-    }
-
-    /// As [`Self::answered`], with when the send first arrived.
-    fn answered_since(&mut self, cmid: &str) -> Option<(u32, Instant)> {
-        let (_, asked, received) = self.awaiting.remove(cmid)?;
-        // Answered sends leave their deadline behind; drop those once they
-        // outnumber the live ones, so the queue stays small.
-        if self.deadlines.len() > 2 * self.awaiting.len() + 64 {
-            let awaiting = &self.awaiting;
-            self.deadlines
-                .retain(|(at, id)| awaiting.get(id).is_some_and(|(d, _, _)| d == at));
-        }
-        Some((asked, received))
-    }
-
-    fn on_receipt(&mut self, r: Receipt) -> Result<(), Close> {
-        // None: already answered (timed out), or a replayed receipt.
-        let Some((asked, received)) = self.answered_since(&r.client_msg_id) else {
-            return Ok(());
-        };
-        if r.rejected.is_empty() {
-            // Once per send, however many frames asked for it.
-            metrics::SEND_RECEIPT.observe_duration(received.elapsed());
-        }
-        for _ in 0..asked {
-            if !r.rejected.is_empty() {
-                let code = match ErrorCode::try_from(r.reject_code) {
-                    Ok(ErrorCode::Unspecified) | Err(_) => ErrorCode::InvalidArgument,
-                    Ok(code) => code,
-                };
-                self.reject(code, r.rejected.clone(), &r.client_msg_id, 0)?;
-            } else {
-                self.emit(server_frame::Kind::SendResult(SendResult {
-                    client_msg_id: r.client_msg_id.clone(),
-                    message_id: r.message_id.clone(),
-                    conversation: r.conversation.clone(),
-                    seq: r.seq,
-                    sent_at_ms: r.sent_at_ms,
-                }))?;
-            }
-        }
-        Ok(())
     }
 
     async fn on_event(&mut self, event: SessionEvent) -> Result<(), Close> {
