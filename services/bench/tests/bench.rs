@@ -129,6 +129,27 @@ async fn bad_arguments_and_unreachable_servers_fail_clearly() {
     assert!(String::from_utf8_lossy(&remote.stderr).contains("loopback"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_with_its_send_limits_on_is_refused_with_the_flags_to_turn_them_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ternd::TerndConfig::for_tests(dir.path());
+    config.gateway.limits = ternd::config::Settings::default()
+        .resolve()
+        .expect("defaults are valid")
+        .gateway
+        .limits;
+    let running = ternd::start(config).await.unwrap();
+    let out = run(args(
+        &running,
+        &["direct", "--pairs", "1", "--messages", "1"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sends per second per user"), "{err}");
+    assert!(err.contains("--sends-per-second 0"), "{err}");
+}
+
 async fn report_of(rest: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()))
@@ -158,6 +179,15 @@ async fn a_short_group_run_counts_every_member_delivery() {
         "{}",
         report["errors"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_larger_than_one_user_api_call_is_filled_in_several() {
+    // The user API adds at most 100 members a call (the default setting).
+    let report = report_of(&["group", "--members", "150", "--messages", "2"]).await;
+    let counts = &report["counts"];
+    assert_eq!(counts["expected_deliveries"], 300);
+    assert_eq!(counts["delivered"], 300, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -949,3 +949,42 @@ async fn conversations_are_read_page_by_page() {
         assert_eq!(lines[..], all[..limit], "the most recent, in order");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_send_says_when_to_retry() {
+    // One send a second, no burst: the gateway's default limits, tightened.
+    let limits = ternd::config::Settings {
+        sends_per_second: Some(1),
+        send_burst: Some(1),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid settings")
+    .gateway
+    .limits;
+    let server = start(|c| c.gateway.limits.sends = limits.sends).await;
+    // chat sends each line at once, one after the other on one connection.
+    let mut chat = tern_command(&server, &["--user", "alice", "chat", "--to", "bob"]);
+    chat.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = chat.spawn().expect("tern runs");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(b"one\ntwo\nthree\nfour\n")
+            .expect("chat reads stdin");
+        child.wait_with_output().expect("tern exits")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("(RATE_LIMITED), retry after "),
+        "the refusal names the code and the wait: {err}"
+    );
+}

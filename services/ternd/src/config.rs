@@ -284,8 +284,8 @@ pub struct Settings {
     pub archive: Option<String>,
 
     /// Credential of the archive administration API (export, legal holds,
-    /// verify), sent as `authorization: Bearer <admin_token>`; at least 16
-    /// bytes. Unset: those calls are refused [default: unset].
+    /// verify), sent as `authorization: Bearer <admin_token>`, on the back-end
+    /// listener; at least 32 random bytes. Unset: those calls are refused [default: unset].
     #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
