@@ -77,8 +77,9 @@ const BODY_BATCH: usize = 100;
 /// Frames kept free in the socket queue when writing live-only frames.
 const LIVE_RESERVE: usize = 4;
 /// Frames of room the outbound queue must have for the socket to be read:
-/// a frame read may need a reply, and pushes need a little room too.
-const READ_RESERVE: usize = 2;
+/// a frame read may need a reply (one that finds no room waits in
+/// `replies`, and reading stops until it has gone out).
+const READ_RESERVE: usize = 1;
 
 /// Connection ids: a random base per process, so a receipt addressed to a
 /// connection of a previous run never reaches a new one.
@@ -409,8 +410,9 @@ impl Session {
                     Some(done) => self.on_room_posted(done),
                     None => Ok(()),
                 },
-                permit = self.out.clone().reserve_owned(), if !self.replies.is_empty() => {
-                    // Room for the replies that were waiting for it.
+                // Room in the queue: for replies waiting for it, or for
+                // reading again (a queue full of receipts stopped it).
+                permit = self.out.clone().reserve_owned(), if !self.replies.is_empty() || self.out.capacity() < READ_RESERVE => {
                     drop(permit);
                     self.replies.drain(&self.out);
                     Ok(())

@@ -196,9 +196,6 @@ impl Cluster {
             "0",
             "--new-connections-per-ip-per-second",
             "0",
-            // Only the API process serves the back-end API (below).
-            "--backend-listen",
-            "off",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -245,6 +242,8 @@ impl Cluster {
             env: env.clone(),
             child: None,
         };
+        // Only the API process binds a back-end listener (below): the
+        // others run no ingest.
         let mut c = Cluster {
             gw1: svc("gateway 1", gateway_args("gw1", p1)),
             gw2: svc("gateway 2", gateway_args("gw2", p2)),
