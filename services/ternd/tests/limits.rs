@@ -407,3 +407,26 @@ async fn a_fast_connection_is_read_more_slowly_not_dropped() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_full_of_receipts_does_not_stall_the_connection() {
+    // Rounds of sends that fill the outbound queue exactly with their
+    // receipts: reading must resume as soon as the queue drains, not at
+    // the next timer (a bug once: each round then took 10 s).
+    // A send-only connection: no pushes of its own messages wake it.
+    let server = Server::start_with(|c| c.gateway.outbound_queue = 8).await;
+    let token = server.token("alice").await;
+    let (alice, _) = Client::connect(&server.tcp(), LoginOptions::new(token, "bot").send_only())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for round in 0..20 {
+        let (ok, limited) = pipeline(&alice, "bob", 8, &format!("w{round}")).await;
+        assert_eq!((ok, limited), (8, 0));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "20 rounds took {:?}",
+        started.elapsed()
+    );
+}
