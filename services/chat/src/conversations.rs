@@ -205,7 +205,10 @@ mod tests {
         let page = conversation_page(&store, "late", &[], 10, 1 << 20)
             .await
             .unwrap();
-        assert!(page.conversations.is_empty(), "nothing of the group is theirs yet");
+        assert!(
+            page.conversations.is_empty(),
+            "nothing of the group is theirs yet"
+        );
         store.put_messages(vec![post(5)]).await.unwrap();
         let page = conversation_page(&store, "late", &[], 10, 1 << 20)
             .await
@@ -215,6 +218,9 @@ mod tests {
         let owner = conversation_page(&store, "owner", &[], 10, 1 << 20)
             .await
             .unwrap();
-        assert_eq!(owner.conversations[0].unread, 6, "the owner's view is whole");
+        assert_eq!(
+            owner.conversations[0].unread, 6,
+            "the owner's view is whole"
+        );
     }
 }

@@ -20,6 +20,18 @@ pub fn page_limit(limit: u32) -> usize {
     }
 }
 
+/// A page of ids read with one extra (`limit + 1` asked): the page, and
+/// where the next one starts (its last id; empty when there is none).
+pub fn with_next(mut ids: Vec<String>, limit: usize) -> (Vec<String>, String) {
+    if ids.len() > limit {
+        ids.truncate(limit);
+        let next = ids.last().cloned().unwrap_or_default();
+        (ids, next)
+    } else {
+        (ids, String::new())
+    }
+}
+
 /// The longest prefix of `items` whose encoding fits `max_bytes`: always
 /// at least one item (a single oversized item still gets its page, within
 /// the body limit, which is far below every frame and message limit).
@@ -55,6 +67,13 @@ mod tests {
         assert_eq!(page_limit(0), DEFAULT_PAGE);
         assert_eq!(page_limit(7), 7);
         assert_eq!(page_limit(u32::MAX), MAX_PAGE);
+    }
+
+    #[test]
+    fn an_extra_id_means_a_next_page() {
+        let ids = |n: usize| (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>();
+        assert_eq!(with_next(ids(3), 2), (ids(2), "u1".to_string()));
+        assert_eq!(with_next(ids(2), 2), (ids(2), String::new()));
     }
 
     #[test]

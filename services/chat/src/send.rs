@@ -42,20 +42,7 @@ pub fn check_send(req: &SendRequest<'_>, max_body_bytes: usize) -> Result<Conver
             "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} bytes"
         )));
     }
-    if req.content_type.len() > MAX_CONTENT_TYPE {
-        return Err(Refusal::invalid(format!(
-            "content_type is over the limit of {MAX_CONTENT_TYPE} bytes"
-        )));
-    }
-    if req.body_len > max_body_bytes {
-        return Err(Refusal::new(
-            ErrorCode::MessageTooLarge,
-            format!(
-                "message body of {} bytes is over the limit of {max_body_bytes} bytes; nothing was stored",
-                req.body_len
-            ),
-        ));
-    }
+    check_content(req.content_type, req.body_len, max_body_bytes)?;
     let conversation = match req.target {
         Some(Target::User(to)) => {
             Conversation::direct(req.sender, to).map_err(|e| Refusal::invalid(e.to_string()))?
@@ -67,6 +54,30 @@ pub fn check_send(req: &SendRequest<'_>, max_body_bytes: usize) -> Result<Conver
         return Err(not_a_member(req.sender, &conversation));
     }
     Ok(conversation)
+}
+
+/// Checks what a message carries, chat message or room post alike: a
+/// content type of at most [`MAX_CONTENT_TYPE`] bytes, a body within the
+/// limit.
+pub fn check_content(
+    content_type: &str,
+    body_len: usize,
+    max_body_bytes: usize,
+) -> Result<(), Refusal> {
+    if content_type.len() > MAX_CONTENT_TYPE {
+        return Err(Refusal::invalid(format!(
+            "content_type is over the limit of {MAX_CONTENT_TYPE} bytes"
+        )));
+    }
+    if body_len > max_body_bytes {
+        return Err(Refusal::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "message body of {body_len} bytes is over the limit of {max_body_bytes} bytes; nothing was stored"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a conversation id a sender posts to: a 1:1 conversation must be

@@ -82,7 +82,10 @@ impl Bearer {
 }
 
 impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request
             .metadata_mut()
             .insert("authorization", self.0.clone());
@@ -91,7 +94,8 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 /// A channel whose every call carries a bearer token.
-pub type Authorized = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+pub type Authorized =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
 
 /// The user API at `api_addr`, every call made with the login `token`.
 pub async fn connect_api_as(
@@ -99,7 +103,10 @@ pub async fn connect_api_as(
     token: &str,
 ) -> Result<UserApiClient<Authorized>, ClientError> {
     let channel = api_channel(api_addr, Some(DEFAULT_REQUEST_TIMEOUT)).await?;
-    Ok(UserApiClient::with_interceptor(channel, Bearer::new(token)?))
+    Ok(UserApiClient::with_interceptor(
+        channel,
+        Bearer::new(token)?,
+    ))
 }
 
 /// The back-end API at `addr`, every call made with the back-end `token`.
@@ -108,7 +115,10 @@ pub async fn connect_backend_as(
     token: &str,
 ) -> Result<BackendApiClient<Authorized>, ClientError> {
     let channel = api_channel(addr, Some(DEFAULT_REQUEST_TIMEOUT)).await?;
-    Ok(BackendApiClient::with_interceptor(channel, Bearer::new(token)?))
+    Ok(BackendApiClient::with_interceptor(
+        channel,
+        Bearer::new(token)?,
+    ))
 }
 
 /// `message` as a request carrying `authorization: Bearer <token>`.

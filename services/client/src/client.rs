@@ -951,7 +951,10 @@ fn dispatch(
         server_frame::Kind::SetBlockedResult(result) => {
             let request_id = result.request_id;
             if !shared.resolve_request(request_id, Ok(Answer::Blocked(result))) {
-                debug!(request_id, "SetBlockedResult for no waiting request; dropped");
+                debug!(
+                    request_id,
+                    "SetBlockedResult for no waiting request; dropped"
+                );
             }
         }
         server_frame::Kind::BlockedList(list) => {

@@ -27,8 +27,7 @@ mod transport;
 pub use address::{DEFAULT_TCP_PORT, ServerAddr};
 pub use api::{
     Authorized, Bearer, DEFAULT_API_ADDR, DEFAULT_BACKEND_ADDR, connect_api, connect_api_as,
-    connect_backend, connect_backend_as, dev_token, dev_token_with, dev_token_with_ttl,
-    with_token,
+    connect_backend, connect_backend_as, dev_token, dev_token_with, dev_token_with_ttl, with_token,
 };
 pub use archive::{ArchiveApi, ArchiveSubject};
 pub use client::{

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tern_chat::access::Actor;
-use tern_chat::pages::page_limit;
+use tern_chat::pages::{page_limit, with_next};
 use tern_core::auth::TokenSpec;
 use tern_core::ids::{check_device, check_user};
 use tern_core::log::Record;
@@ -44,17 +44,12 @@ impl Api {
     ) -> Result<BlockedList, IngestError> {
         let me = actor.subject("", "list the blocks of")?;
         let limit = page_limit(req.limit);
-        let mut users = self
+        let read = self
             .deps
             .store
             .blocked_users(&me, &req.after, limit + 1)
             .await?;
-        let next = if users.len() > limit {
-            users.truncate(limit);
-            users.last().cloned().unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (users, next) = with_next(read, limit);
         Ok(BlockedList { users, next })
     }
 

@@ -8,7 +8,7 @@
 use prost::Message as _;
 use tern_chat::Refusal;
 use tern_chat::access::{Actor, check_addable, check_member_change, check_member_list};
-use tern_chat::pages::page_limit;
+use tern_chat::pages::{page_limit, with_next};
 use tern_core::groups::{Group as StoredGroup, MAX_GROUP_NAME, initial_members};
 use tern_core::ids::{Conversation, check_group, new_group_id};
 use tern_core::log::Record;
@@ -171,17 +171,12 @@ impl Api {
         }
         let limit = page_limit(req.limit);
         // One extra tells whether there is a next page.
-        let mut users = self
+        let read = self
             .deps
             .store
             .members(&group.id, &req.after, limit + 1)
             .await?;
-        let next = if users.len() > limit {
-            users.truncate(limit);
-            users.last().cloned().unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (users, next) = with_next(read, limit);
         Ok(MembersPage { users, next })
     }
 

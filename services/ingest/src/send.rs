@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use prost::Message as _;
 use tern_chat::Refusal;
 use tern_chat::access::Actor;
-use tern_chat::send::{SendRequest, Target, check_send};
+use tern_chat::send::{SendRequest, Target, check_content, check_send};
 use tern_core::ids::{MessageId, check_room, check_user};
 use tern_core::log::{LogError, Record};
 use tern_core::proto::api::{
@@ -109,24 +109,11 @@ impl Api {
         backend_only(actor, "post to a room as another user")?;
         check_room(&req.room)?;
         check_user(&req.from_user)?;
-        let max = self.config.max_body_bytes;
-        if req.body.len() > max {
-            return Err(Refusal::new(
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "message body of {} bytes is over the limit of {max} bytes",
-                    req.body.len()
-                ),
-            )
-            .into());
-        }
-        if req.content_type.len() > tern_chat::send::MAX_CONTENT_TYPE {
-            return Err(Refusal::invalid(format!(
-                "content_type is over the limit of {} bytes",
-                tern_chat::send::MAX_CONTENT_TYPE
-            ))
-            .into());
-        }
+        check_content(
+            &req.content_type,
+            req.body.len(),
+            self.config.max_body_bytes,
+        )?;
         let message_id = MessageId::new().to_vec();
         let record = RoomRecord {
             room: req.room.clone(),

@@ -3,7 +3,7 @@
 
 use futures_util::FutureExt;
 use prost::Message as _;
-use tern_chat::send::MAX_CONTENT_TYPE;
+use tern_chat::send::check_content;
 use tern_core::ids::{MessageId, check_room, clip};
 use tern_core::log::Record;
 use tern_core::proto::client::{
@@ -99,16 +99,8 @@ impl Session {
             return self.reject(ErrorCode::Forbidden, msg, "", rid);
         }
         let max = self.shared.config.max_body_bytes;
-        if send.body.len() > max {
-            let msg = format!(
-                "message body of {} bytes is over the limit of {max} bytes",
-                send.body.len()
-            );
-            return self.reject(ErrorCode::MessageTooLarge, msg, "", rid);
-        }
-        if send.content_type.len() > MAX_CONTENT_TYPE {
-            let msg = format!("content_type is over the limit of {MAX_CONTENT_TYPE} bytes");
-            return self.reject(ErrorCode::InvalidArgument, msg, "", rid);
+        if let Err(r) = check_content(&send.content_type, send.body.len(), max) {
+            return self.refuse(r, "", rid);
         }
         // Room posts spend the user's sends, like chat messages.
         let user = self.login.as_ref().expect("checked by caller").user.clone();

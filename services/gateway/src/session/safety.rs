@@ -1,7 +1,7 @@
 //! A session's blocking frames: block or unblock a user, list the blocked.
 //! The rules are `tern-chat`'s, shared with the user API.
 
-use tern_chat::pages::page_limit;
+use tern_chat::pages::{page_limit, with_next};
 use tern_core::proto::client::{
     BlockedList, BlockedListRequest, SetBlocked, SetBlockedResult, server_frame,
 };
@@ -32,13 +32,8 @@ impl Session {
             .blocked_users(&user, &req.after, limit + 1)
             .await;
         match read {
-            Ok(mut users) => {
-                let next = if users.len() > limit {
-                    users.truncate(limit);
-                    users.last().cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                };
+            Ok(read) => {
+                let (users, next) = with_next(read, limit);
                 self.emit(server_frame::Kind::BlockedList(BlockedList {
                     request_id: req.request_id,
                     users,
