@@ -234,7 +234,16 @@ fn token_secret(config: &TerndConfig) -> anyhow::Result<Vec<u8>> {
             let secret: String = (0..32)
                 .map(|_| format!("{:02x}", rand::random::<u8>()))
                 .collect();
-            std::fs::write(&path, &secret)
+            // Private from the start, not made so after being written.
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(secret.as_bytes()))
                 .with_context(|| format!("cannot write {}", path.display()))?;
             secret.into_bytes()
         }
