@@ -188,27 +188,37 @@ pub fn check_member_list(
 }
 
 /// Who changes a group's members: its owner (or the back end) adds and
-/// removes anyone but the owner; any member removes themselves.
-pub fn check_member_change(
+/// removes anyone but the owner; a member removes themselves. A change
+/// names at least one user; only a member may leave (so a stranger learns
+/// nothing of a group by "leaving" it).
+pub async fn check_member_change(
+    store: &dyn MessageStore,
     actor: &Actor,
     group: &Group,
     users: &[String],
     add: bool,
-) -> Result<(), Refusal> {
-    if let Actor::User(user) = actor {
-        let leaving_alone = !add && users.iter().all(|u| u == user);
-        if *user != group.owner && !leaving_alone {
+) -> Result<(), ChatError> {
+    if users.is_empty() {
+        return Err(Refusal::invalid("name at least one user to add or remove").into());
+    }
+    if let Actor::User(user) = actor
+        && *user != group.owner
+    {
+        let leaving = !add && users.iter().all(|u| u == user);
+        if !leaving || !store.is_member(&group.id, user).await? {
             return Err(Refusal::forbidden(format!(
-                "only the owner of group {} adds or removes members; {user} may only remove themselves",
+                "only the owner of group {} adds or removes members; a member may only remove themselves",
                 group.id
-            )));
+            ))
+            .into());
         }
     }
     if !add && users.contains(&group.owner) {
         return Err(Refusal::invalid(format!(
             "{} owns group {} and cannot be removed",
             group.owner, group.id
-        )));
+        ))
+        .into());
     }
     Ok(())
 }
@@ -416,19 +426,56 @@ mod tests {
         assert!(err.message.contains("most"), "{}", err.message);
     }
 
-    #[test]
-    fn only_the_owner_changes_others() {
-        let g = Group {
-            id: "g".into(),
-            name: String::new(),
-            owner: "owner".into(),
-            created_at_ms: 0,
-            history_open: false,
-        };
-        assert!(check_member_change(&user("owner"), &g, &["x".into()], true).is_ok());
-        assert!(check_member_change(&user("x"), &g, &["y".into()], true).is_err());
-        assert!(check_member_change(&user("x"), &g, &["x".into()], false).is_ok());
-        assert!(check_member_change(&Actor::Backend, &g, &["owner".into()], false).is_err());
+    #[tokio::test]
+    async fn only_the_owner_changes_others_and_only_members_leave() {
+        let (_d, store) = store();
+        group(&store, "g", false).await;
+        let g = store.group("g").await.unwrap().unwrap();
+        let ok = |r: Result<(), ChatError>| r.is_ok();
+        assert!(ok(check_member_change(
+            &store,
+            &user("owner"),
+            &g,
+            &["x".into()],
+            true
+        )
+        .await));
+        assert!(!ok(check_member_change(
+            &store,
+            &user("x"),
+            &g,
+            &["y".into()],
+            true
+        )
+        .await));
+        assert!(ok(check_member_change(
+            &store,
+            &user("early"),
+            &g,
+            &["early".into()],
+            false
+        )
+        .await));
+        assert!(
+            !ok(check_member_change(&store, &user("x"), &g, &["x".into()], false).await),
+            "a stranger does not leave"
+        );
+        assert!(!ok(check_member_change(
+            &store,
+            &user("owner"),
+            &g,
+            &[],
+            false
+        )
+        .await));
+        assert!(!ok(check_member_change(
+            &store,
+            &Actor::Backend,
+            &g,
+            &["owner".into()],
+            false
+        )
+        .await));
         let too_many: Vec<String> = (0..11).map(|i| format!("u{i}")).collect();
         let limits = GroupLimits {
             members_per_call: 10,

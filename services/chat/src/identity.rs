@@ -18,6 +18,20 @@ pub async fn authenticate(
     device: Option<&str>,
     now_ms: u64,
 ) -> Result<Claims, Refusal> {
+    let claims = verify(auth, token, device, now_ms)?;
+    check_not_revoked(store, &claims, device).await?;
+    Ok(claims)
+}
+
+/// The part of [`authenticate`] that needs no store: signature, claims,
+/// device binding. A gateway checks revocations after it has registered
+/// the connection (so a revocation announced meanwhile still reaches it).
+pub fn verify(
+    auth: &TokenAuthority,
+    token: &str,
+    device: Option<&str>,
+    now_ms: u64,
+) -> Result<Claims, Refusal> {
     let claims = auth
         .verify(token, now_ms)
         .map_err(|e| Refusal::unauthenticated(format!("login refused: {e}")))?;
@@ -28,6 +42,16 @@ pub async fn authenticate(
             "login refused: the token is bound to another device",
         ));
     }
+    Ok(claims)
+}
+
+/// Refuses a token issued before a revocation of its user, or of the
+/// device it logs in as (or is bound to).
+pub async fn check_not_revoked(
+    store: &dyn MessageStore,
+    claims: &Claims,
+    device: Option<&str>,
+) -> Result<(), Refusal> {
     let device = device.or(claims.did.as_deref());
     let revoked_before = store
         .revoked_before(&claims.sub, device)
@@ -39,7 +63,7 @@ pub async fn authenticate(
             "login refused: the token was revoked (logged out); get a new one",
         ));
     }
-    Ok(claims)
+    Ok(())
 }
 
 #[cfg(test)]

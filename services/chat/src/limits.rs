@@ -215,6 +215,80 @@ impl<K: Hash + Eq + Clone> Drop for CountGuard<K> {
     }
 }
 
+/// Per-user budgets for requests that cost the store far more than a send:
+/// changes of a user's account state (block, unblock, log out: each a
+/// durable write, a log out also a message to every gateway) and reads of
+/// whole lists (the conversation list reads every conversation and group
+/// of the user). One per gateway or API node, like the send rate.
+#[derive(Debug)]
+pub struct CostlyRequests {
+    changes: Mutex<KeyedLimiter<String>>,
+    lists: Mutex<KeyedLimiter<String>>,
+}
+
+/// Rates of [`CostlyRequests`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostlyRates {
+    pub changes: Rate,
+    pub lists: Rate,
+}
+
+impl Default for CostlyRates {
+    fn default() -> Self {
+        CostlyRates {
+            changes: Rate::per_second(1.0, 20),
+            lists: Rate::per_second(2.0, 20),
+        }
+    }
+}
+
+impl CostlyRates {
+    pub const UNLIMITED: CostlyRates = CostlyRates {
+        changes: Rate::UNLIMITED,
+        lists: Rate::UNLIMITED,
+    };
+}
+
+impl CostlyRequests {
+    pub fn new(rates: CostlyRates) -> Self {
+        CostlyRequests {
+            changes: Mutex::new(KeyedLimiter::new(rates.changes)),
+            lists: Mutex::new(KeyedLimiter::new(rates.lists)),
+        }
+    }
+
+    /// Takes one of `user`'s account changes.
+    pub fn change(&self, user: &str, now: Instant) -> Result<(), crate::Refusal> {
+        take(
+            &self.changes,
+            user,
+            now,
+            "account changes (block, unblock, log out)",
+        )
+    }
+
+    /// Takes one of `user`'s list reads.
+    pub fn list(&self, user: &str, now: Instant) -> Result<(), crate::Refusal> {
+        take(&self.lists, user, now, "conversation list reads")
+    }
+}
+
+fn take(
+    limiter: &Mutex<KeyedLimiter<String>>,
+    user: &str,
+    now: Instant,
+    what: &str,
+) -> Result<(), crate::Refusal> {
+    let mut limiter = limiter.lock().expect("limiter poisoned");
+    let per_second = limiter.rate().per_second;
+    limiter.take(&user.to_owned(), now).map_err(|after| {
+        crate::Refusal::rate_limited(
+            format!("{user} makes more {what} than the {per_second} a second allowed"),
+            after,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

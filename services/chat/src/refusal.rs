@@ -45,9 +45,14 @@ impl Refusal {
         }
     }
 
-    /// A dependency failed: the client retries.
+    /// A dependency failed: the client retries. The cause is logged here,
+    /// not sent: it names internal hosts and tables.
     pub fn unavailable(e: &StoreError) -> Self {
-        Self::new(ErrorCode::Unavailable, format!("try again: {e}"))
+        tracing::warn!(error = %e, "request failed on the message store");
+        Self::new(
+            ErrorCode::Unavailable,
+            "the message store is unavailable; try again",
+        )
     }
 }
 

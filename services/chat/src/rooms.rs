@@ -2,9 +2,11 @@
 //!
 //! `open`: any logged-in user, any room (public chat, a live stream's
 //! comments). `token`: only rooms the login token lists in its `rooms`
-//! claim, as id prefixes (`"match-42"` allows exactly that room and
-//! `match-42…`; `""` allows every room), so the application's auth server
-//! decides who watches what when it signs the token.
+//! claim: `"match-42"` allows exactly that room, `"match-42.*"` every room
+//! whose id starts with `match-42.` (a trailing `*` makes a prefix, and
+//! only it: `match-42` does not allow `match-420`), `"*"` every room. The
+//! application's auth server decides who watches what when it signs the
+//! token.
 
 use tern_core::ids::clip;
 
@@ -50,8 +52,7 @@ pub fn check_room(
     match policy {
         RoomPolicy::Open => Ok(()),
         RoomPolicy::Token => {
-            let ok = allowed
-                .is_some_and(|prefixes| prefixes.iter().any(|p| room.starts_with(p.as_str())));
+            let ok = allowed.is_some_and(|entries| entries.iter().any(|e| allows(e, room)));
             if ok {
                 Ok(())
             } else {
@@ -60,6 +61,14 @@ pub fn check_room(
                 )))
             }
         }
+    }
+}
+
+/// Whether one entry of a `rooms` claim allows `room`.
+fn allows(entry: &str, room: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => entry == room,
     }
 }
 
@@ -73,19 +82,20 @@ mod tests {
     }
 
     #[test]
-    fn the_token_policy_matches_prefixes() {
-        let allowed = vec!["match-42".to_string(), "lobby".to_string()];
+    fn the_token_policy_matches_exactly_or_by_a_starred_prefix() {
+        let allowed = vec!["match-42".to_string(), "lobby.*".to_string()];
         let check = |room| check_room(RoomPolicy::Token, Some(&allowed), room);
         assert!(check("match-42").is_ok());
-        assert!(check("match-42.replay").is_ok());
-        assert!(check("lobby").is_ok());
+        assert!(check("match-420").is_err(), "no prefix without a star");
+        assert!(check("lobby.eu").is_ok());
+        assert!(check("lobby").is_err());
         let refused = check("match-43").unwrap_err();
         assert_eq!(refused.code, tern_core::proto::client::ErrorCode::Forbidden);
         assert!(
             check_room(RoomPolicy::Token, None, "lobby").is_err(),
             "no claim: no room"
         );
-        assert!(check_room(RoomPolicy::Token, Some(&[String::new()]), "any").is_ok());
+        assert!(check_room(RoomPolicy::Token, Some(&["*".to_string()]), "any").is_ok());
     }
 
     #[test]

@@ -70,8 +70,9 @@ enum Command {
         /// Token lifetime in seconds; 0 means the server's default.
         #[arg(long, default_value_t = 0)]
         ttl: u64,
-        /// Live rooms the token may join and post to, as room id prefixes,
-        /// comma-separated (used when the server's room_policy is "token").
+        /// Live rooms the token may join and post to, comma-separated: room
+        /// ids, or prefixes ending in `*` (used when the server's
+        /// room_policy is "token").
         #[arg(long, value_delimiter = ',')]
         rooms: Vec<String>,
     },
@@ -899,14 +900,14 @@ mod tests {
     #[test]
     fn token_and_logout_take_the_global_device() {
         let cli = Cli::try_parse_from([
-            "tern", "--user", "alice", "token", "--device", "phone", "--rooms", "a.,b.",
+            "tern", "--user", "alice", "token", "--device", "phone", "--rooms", "a.*,b",
         ])
         .unwrap();
         assert_eq!(cli.device.as_deref(), Some("phone"));
         let Command::Token { rooms, .. } = &cli.command else {
             panic!("{:?}", cli.command)
         };
-        assert_eq!(rooms, &["a.", "b."]);
+        assert_eq!(rooms, &["a.*", "b"]);
         let cli = Cli::try_parse_from(["tern", "logout", "--device", "phone"]).unwrap();
         assert!(matches!(cli.command, Command::Logout));
         assert_eq!(cli.device.as_deref(), Some("phone"));

@@ -44,7 +44,13 @@ pub enum AuthError {
     WrongIssuer,
     #[error("token audience is not this server")]
     WrongAudience,
+    #[error("token is issued in the future (check the issuer's clock)")]
+    IssuedInFuture,
 }
+
+/// How far in the future `iat` may be (issuers' clocks drift a little; a
+/// token issued later than this could never be revoked).
+pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 
 /// `aud` is a string or an array of strings (RFC 7519).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -273,6 +279,9 @@ impl TokenAuthority {
         if claims.exp <= now_ms / 1000 {
             return Err(AuthError::Expired);
         }
+        if claims.issued_at_ms() > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(AuthError::IssuedInFuture);
+        }
         crate::ids::check_user(&claims.sub).map_err(|_| AuthError::BadSubject)?;
         Ok(claims)
     }
@@ -310,6 +319,15 @@ mod tests {
         assert_eq!(c.did.as_deref(), Some("phone"));
         assert_eq!(c.rooms, Some(vec!["public.".to_string()]));
         assert!(!c.jti.is_empty());
+    }
+
+    #[test]
+    fn tokens_from_the_future_fail() {
+        let a = TokenAuthority::new("s3cret");
+        let t = a.issue(&TokenSpec::new("alice", 3600), NOW + MAX_CLOCK_SKEW_MS + 1);
+        assert_eq!(a.verify(&t, NOW), Err(AuthError::IssuedInFuture));
+        let t = a.issue(&TokenSpec::new("alice", 3600), NOW + MAX_CLOCK_SKEW_MS);
+        assert!(a.verify(&t, NOW).is_ok(), "a little skew is fine");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! consumer finds a user's connections here; logins find the connection a
 //! device had before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use tern_core::proto::records::{InboxRef, Receipt};
 use tokio::sync::{mpsc, watch};
@@ -69,7 +70,19 @@ struct Inner {
     conns: HashMap<u64, ConnHandle>,
     /// user → device → connection id.
     by_user: HashMap<String, HashMap<String, u64>>,
+    /// user → every connection id of theirs, send-only ones too (for
+    /// revocations and counts).
+    all_by_user: HashMap<String, HashSet<u64>>,
+    /// Revocations seen in the last [`RECENT`], by user: (device, or ""
+    /// for all; tokens issued before this ms; when seen). A login that
+    /// read the store just before a revocation and registers just after
+    /// it is ended by these.
+    recent_revocations: HashMap<String, Vec<(String, u64, Instant)>>,
 }
+
+/// How long a revocation is remembered for logins in flight: far longer
+/// than a login takes from its store read to its registration here.
+const RECENT: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct Hub {
@@ -88,6 +101,23 @@ impl Hub {
     /// neither replaces nor is replaced.
     pub fn insert(&self, id: u64, handle: ConnHandle, receives: bool) -> Option<ConnHandle> {
         let mut inner = self.inner.write().expect("hub poisoned");
+        let revoked = inner
+            .recent_revocations
+            .get(&handle.user)
+            .is_some_and(|list| {
+                list.iter().any(|(device, before_ms, _)| {
+                    (device.is_empty() || *device == handle.device)
+                        && handle.token_issued_at_ms < *before_ms
+                })
+            });
+        if revoked {
+            handle.kick.send_replace(Some(Kick::Revoked));
+        }
+        inner
+            .all_by_user
+            .entry(handle.user.clone())
+            .or_default()
+            .insert(id);
         let previous = receives
             .then(|| {
                 inner
@@ -98,9 +128,18 @@ impl Hub {
             })
             .flatten();
         inner.conns.insert(id, handle);
-        previous
+        let replaced = previous
             .filter(|p| *p != id)
-            .and_then(|p| inner.conns.remove(&p))
+            .and_then(|p| inner.conns.remove(&p));
+        if let Some(old) = &replaced {
+            let Inner {
+                conns, all_by_user, ..
+            } = &mut *inner;
+            if let Some(ids) = all_by_user.get_mut(&old.user) {
+                ids.retain(|c| conns.contains_key(c));
+            }
+        }
+        replaced
     }
 
     /// Removes a connection; returns true if it was still the device's
@@ -110,6 +149,12 @@ impl Hub {
         let Some(handle) = inner.conns.remove(&id) else {
             return false;
         };
+        if let Some(ids) = inner.all_by_user.get_mut(&handle.user) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                inner.all_by_user.remove(&handle.user);
+            }
+        }
         let mut current = false;
         if let Some(devices) = inner.by_user.get_mut(&handle.user) {
             if devices.get(&handle.device) == Some(&id) {
@@ -157,15 +202,23 @@ impl Hub {
     /// Ends the connections of `user` (on `device`, or on any device) that
     /// logged in with a token issued before `before_ms`; returns how many.
     pub fn revoke(&self, user: &str, device: Option<&str>, before_ms: u64) -> usize {
-        let inner = self.inner.read().expect("hub poisoned");
+        let mut inner = self.inner.write().expect("hub poisoned");
+        let now = Instant::now();
+        inner.recent_revocations.retain(|_, list| {
+            list.retain(|(_, _, seen)| now.duration_since(*seen) < RECENT);
+            !list.is_empty()
+        });
+        inner
+            .recent_revocations
+            .entry(user.to_owned())
+            .or_default()
+            .push((device.unwrap_or("").to_owned(), before_ms, now));
         let mut ended = 0;
-        // Send-only connections are not in `by_user`: look at all of them
-        // (revocations are rare).
-        for handle in inner.conns.values() {
-            if handle.user == user
-                && device.is_none_or(|d| d == handle.device)
-                && handle.token_issued_at_ms < before_ms
-            {
+        for id in inner.all_by_user.get(user).into_iter().flatten() {
+            let Some(handle) = inner.conns.get(id) else {
+                continue;
+            };
+            if device.is_none_or(|d| d == handle.device) && handle.token_issued_at_ms < before_ms {
                 handle.kick.send_replace(Some(Kick::Revoked));
                 ended += 1;
             }
@@ -186,7 +239,7 @@ impl Hub {
     /// Connections of `user` on this gateway, send-only ones included.
     pub fn count_user(&self, user: &str) -> usize {
         let inner = self.inner.read().expect("hub poisoned");
-        inner.conns.values().filter(|h| h.user == user).count()
+        inner.all_by_user.get(user).map_or(0, HashSet::len)
     }
 
     pub fn kick_all(&self, kick: Kick) {
@@ -277,6 +330,25 @@ mod tests {
         assert_eq!(kicked(&laptop), Some(Kick::Revoked));
         assert_eq!(kicked(&carol), None);
         assert_eq!(hub.count_user("bob"), 2);
+    }
+
+    #[test]
+    fn a_login_registering_just_after_a_revocation_is_ended_too() {
+        let hub = Hub::new();
+        hub.revoke("bob", None, 101);
+        let (late, _r) = handle("bob", "phone"); // its token: issued at 100
+        hub.insert(1, late.clone(), true);
+        assert_eq!(*late.kick.subscribe().borrow(), Some(Kick::Revoked));
+        let mut fresh = handle("bob", "laptop").0;
+        fresh.token_issued_at_ms = 200;
+        hub.insert(2, fresh.clone(), true);
+        assert_eq!(
+            *fresh.kick.subscribe().borrow(),
+            None,
+            "a newer token is fine"
+        );
+        assert!(hub.remove(1) && hub.remove(2));
+        assert_eq!(hub.count_user("bob"), 0);
     }
 
     #[test]

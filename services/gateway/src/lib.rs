@@ -318,6 +318,7 @@ async fn accept_loop(
     kind: transport::Kind,
     shutdown: watch::Receiver<bool>,
 ) {
+    let turning_away = Arc::new(tokio::sync::Semaphore::new(limits::MAX_TURNING_AWAY));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -335,7 +336,12 @@ async fn accept_loop(
             Ok(place) => place,
             Err(why) => {
                 tracing::debug!(%peer, "connection turned away by a limit");
-                tokio::spawn(limits::turn_away(kind, stream, why));
+                if let Ok(permit) = turning_away.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        limits::turn_away(kind, stream, why).await;
+                        drop(permit);
+                    });
+                }
                 continue;
             }
         };

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tern_chat::limits::{CountGuard, Counts, KeyedLimiter, Rate};
+use tern_chat::limits::{CostlyRates, CostlyRequests, CountGuard, Counts, KeyedLimiter, Rate};
 use tern_core::metrics;
 use tern_core::proto::client::{Error as ErrorFrame, ErrorCode, server_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +34,8 @@ pub struct LimitsConfig {
     pub connections_per_ip: usize,
     /// New connections from one address per second.
     pub new_connections_per_ip: Rate,
+    /// Account changes and list reads of one user.
+    pub costly: CostlyRates,
 }
 
 impl Default for LimitsConfig {
@@ -44,6 +46,7 @@ impl Default for LimitsConfig {
             connections_per_user: 10,
             connections_per_ip: 500,
             new_connections_per_ip: Rate::per_second(20.0, 100),
+            costly: CostlyRates::default(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl LimitsConfig {
             connections_per_user: 0,
             connections_per_ip: 0,
             new_connections_per_ip: Rate::UNLIMITED,
+            costly: CostlyRates::UNLIMITED,
         }
     }
 }
@@ -68,6 +72,7 @@ pub(crate) struct Limits {
     new_connections: Mutex<KeyedLimiter<IpAddr>>,
     per_ip: Counts<IpAddr>,
     pub per_user: Counts<String>,
+    pub costly: CostlyRequests,
 }
 
 /// Why a new connection is turned away.
@@ -84,12 +89,14 @@ impl Limits {
             new_connections: Mutex::new(KeyedLimiter::new(config.new_connections_per_ip)),
             per_ip: Counts::default(),
             per_user: Counts::default(),
+            costly: CostlyRequests::new(config.costly),
             config,
         }
     }
 
     /// A place for a new connection from `ip`, held until the guard drops.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<CountGuard<IpAddr>, Turned> {
+        let ip = client_key(ip);
         let taken = self
             .new_connections
             .lock()
@@ -131,6 +138,27 @@ impl Limits {
         taken
     }
 }
+
+/// The address limits count by: an IPv4 address, or an IPv6 /64 (what one
+/// subscriber usually gets: counting single IPv6 addresses would let one
+/// machine take as many places as it has addresses).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Connections being told why they were turned away, at most this many at
+/// once; past it, a refused connection is closed without a word (a flood
+/// must not cost a task and a descriptor for two seconds each).
+pub(crate) const MAX_TURNING_AWAY: usize = 256;
 
 /// Tells a connection refused at accept why, then closes it: at most a
 /// second of writing and a second of draining what it sent (so the close
@@ -174,4 +202,20 @@ pub(crate) async fn turn_away(kind: Kind, mut stream: TcpStream, why: Turned) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_subscriber_counts_once_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(v4), v4);
+    }
 }

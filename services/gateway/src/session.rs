@@ -103,6 +103,16 @@ fn fatal(code: ErrorCode, message: impl Into<String>) -> Close {
     Close::Fatal(code, message.into())
 }
 
+/// A login a backend could not serve: the client retries; the cause is
+/// logged, not sent (it names internal hosts).
+fn cannot_log_in(e: impl std::fmt::Display) -> Close {
+    tracing::warn!(error = %e, "login failed on a backend");
+    fatal(
+        ErrorCode::Unavailable,
+        "cannot log in now: a backend is unavailable; try again",
+    )
+}
+
 struct LoggedIn {
     user: String,
     device: String,
@@ -178,6 +188,8 @@ struct Session {
     read_gate: flow::ReadGate,
     /// The user's place among their connections on this gateway.
     _user_place: Option<tern_chat::limits::CountGuard<String>>,
+    /// When the login token expires: the connection closes then.
+    token_expires: Option<Instant>,
 }
 
 /// Serves one connection until it ends.
@@ -229,6 +241,7 @@ pub(crate) async fn serve(
             replies: flow::Replies::default(),
             read_gate: flow::ReadGate::new(frames, now.into_std()),
             _user_place: None,
+            token_expires: None,
         };
         metrics::CONNECTIONS.inc();
         let close = session.run(reader, shutdown).await;
@@ -515,6 +528,9 @@ impl Session {
         if let Some(at) = self.read_gate.resumes_at() {
             wake = wake.min(Instant::from_std(at));
         }
+        if let Some(at) = self.token_expires {
+            wake = wake.min(at);
+        }
         wake
     }
 
@@ -572,16 +588,25 @@ impl Session {
         let deps = &self.shared.deps;
         check_device(&login.device_id)
             .map_err(|e| fatal(ErrorCode::InvalidArgument, e.to_string()))?;
-        let claims = tern_chat::identity::authenticate(
-            &deps.auth,
+        let now = now_ms();
+        let refused = |r: Refusal| Close::Fatal(r.code, r.message);
+        let claims =
+            tern_chat::identity::verify(&deps.auth, &login.token, Some(&login.device_id), now)
+                .map_err(refused)?;
+        // Before the old connection of this device is replaced: a revoked
+        // token must not kick anyone out.
+        tern_chat::identity::check_not_revoked(
             deps.store.as_ref(),
-            &login.token,
+            &claims,
             Some(&login.device_id),
-            now_ms(),
         )
         .await
-        .map_err(|r| Close::Fatal(r.code, r.message))?;
+        .map_err(refused)?;
         let token_issued_at_ms = claims.issued_at_ms();
+        // The connection ends when its token does (a revocation it missed
+        // cannot outlive the token).
+        self.token_expires =
+            Some(Instant::now() + Duration::from_millis((claims.exp * 1000).saturating_sub(now)));
         let user = claims.sub;
         let device = login.device_id;
         let codec = tern_wire::negotiate(&login.accept_codecs);
@@ -589,17 +614,19 @@ impl Session {
         // A device logging in again replaces its old connection: it does
         // not need a place of its own.
         let replacing = !login.send_only && self.shared.hub.has_device(&user, &device);
-        let max = limits.config.connections_per_user;
-        if max > 0 && !replacing && limits.per_user.count(&user) >= max {
+        let max = match limits.config.connections_per_user {
+            _ if replacing => 0,
+            max => max,
+        };
+        self._user_place = Some(limits.per_user.try_acquire(&user, max).ok_or_else(|| {
             metrics::GATEWAY_LIMITED.inc("connections_per_user");
-            return Err(fatal(
+            fatal(
                 ErrorCode::TooManyConnections,
                 format!(
                     "{user} has {max} connections on this gateway, the most allowed: close one"
                 ),
-            ));
-        }
-        self._user_place = limits.per_user.try_acquire(&user, 0);
+            )
+        })?);
         self.budget.lift();
 
         let (mailbox_tx, mailbox) = mpsc::channel(self.shared.config.mailbox);
@@ -638,15 +665,12 @@ impl Session {
             deps.routes
                 .register(&route, self.shared.config.route_ttl)
                 .await
-                .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot log in now: {e}")))?;
+                .map_err(cannot_log_in)?;
         }
         if !login.send_only {
             // Large groups are pushed to the members online here (see
             // `crate::groups`): this gateway learns the user's groups now.
-            let groups =
-                deps.store.user_groups(&user).await.map_err(|e| {
-                    fatal(ErrorCode::Unavailable, format!("cannot log in now: {e}"))
-                })?;
+            let groups = deps.store.user_groups(&user).await.map_err(cannot_log_in)?;
             self.shared.groups.online(&user, groups);
             self.in_group_members = true;
         }
@@ -654,7 +678,7 @@ impl Session {
             .store
             .cursor(&user, &device)
             .await
-            .map_err(|e| fatal(ErrorCode::Unavailable, format!("cannot log in now: {e}")))?;
+            .map_err(cannot_log_in)?;
         let c = &self.shared.config;
         let result = LoginResult {
             user_id: user,
@@ -987,6 +1011,12 @@ impl Session {
             return Err(fatal(
                 ErrorCode::Unauthenticated,
                 format!("no login within {} s", c.login_timeout.as_secs()),
+            ));
+        }
+        if self.token_expires.is_some_and(|at| now >= at) {
+            return Err(fatal(
+                ErrorCode::Unauthenticated,
+                "the login token expired: log in again with a new one",
             ));
         }
         if now >= self.last_frame + c.idle_timeout {

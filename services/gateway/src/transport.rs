@@ -137,12 +137,21 @@ pub type FrameReader = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> 
 pub type FrameWriter = Pin<Box<dyn Sink<Bytes, Error = TransportError> + Send>>;
 
 /// tokio-util codec around the sans-I/O length prefix of `tern-wire`.
-pub struct LengthCodec(pub tern_wire::LengthPrefixed);
+/// Before login (its budget not lifted) a length prefix over the
+/// pre-login budget is refused at once: the reader never reserves room for
+/// the frame it announces.
+pub struct LengthCodec(pub tern_wire::LengthPrefixed, pub Option<Budget>);
 
 impl Decoder for LengthCodec {
     type Item = Bytes;
     type Error = TransportError;
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, TransportError> {
+        if let (Some(budget), Some(prefix)) = (&self.1, src.get(..4))
+            && budget.0.load(Ordering::Relaxed) != usize::MAX
+            && u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize > PRE_LOGIN_BYTES
+        {
+            return Err(TransportError::PreLoginTooLarge);
+        }
         self.0.decode(src).map_err(|e| match e {
             tern_wire::WireError::FrameTooLarge { len, max } => {
                 TransportError::FrameTooLarge { len, max }
@@ -192,12 +201,15 @@ async fn open_counted(
     match kind {
         Kind::Tcp => {
             let (r, w) = stream.into_split();
-            let r = PreLogin { inner: r, budget };
-            let codec = || LengthCodec(tern_wire::LengthPrefixed::new(max_frame));
+            let r = PreLogin {
+                inner: r,
+                budget: budget.clone(),
+            };
+            let codec = |budget| LengthCodec(tern_wire::LengthPrefixed::new(max_frame), budget);
             // Small initial buffers: most connections are idle most of the
             // time, and buffers grow to fit what actually arrives.
-            let reader = FramedRead::with_capacity(r, codec(), IDLE_BUFFER);
-            let mut writer = FramedWrite::with_capacity(w, codec(), IDLE_BUFFER);
+            let reader = FramedRead::with_capacity(r, codec(Some(budget)), IDLE_BUFFER);
+            let mut writer = FramedWrite::with_capacity(w, codec(None), IDLE_BUFFER);
             writer.set_backpressure_boundary(WRITE_BATCH);
             Ok((Box::pin(reader), Box::pin(writer)))
         }

@@ -28,6 +28,7 @@ impl Api {
         req: SetBlockedRequest,
     ) -> Result<SetBlockedResponse, IngestError> {
         let me = actor.subject("", "block for")?;
+        self.costly(actor, true)?;
         let reply =
             tern_chat::access::set_blocked(self.deps.store.as_ref(), &me, &req.user, req.blocked)
                 .await?;
@@ -59,6 +60,7 @@ impl Api {
         req: RevokeTokensRequest,
     ) -> Result<RevokeTokensResponse, IngestError> {
         let user = actor.subject(&req.user, "revoke the tokens of")?;
+        self.costly(actor, true)?;
         let device = (!req.device.is_empty()).then_some(req.device.as_str());
         if let Some(d) = device {
             check_device(d)?;

@@ -46,6 +46,14 @@ impl Api {
     /// The user a user-API call acts as: its login token must be valid,
     /// unrevoked and, when bound to a device, not revoked for it.
     pub(crate) async fn user_actor(&self, metadata: &MetadataMap) -> Result<Actor, Status> {
+        Ok(Actor::User(self.user_claims(metadata).await?.sub))
+    }
+
+    /// The claims of a user-API call's token (see [`Self::user_actor`]).
+    pub(crate) async fn user_claims(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<tern_core::auth::Claims, Status> {
         let Some(token) = bearer(metadata)? else {
             return Err(Status::unauthenticated(
                 "this call needs authorization: Bearer <login token>",
@@ -60,7 +68,7 @@ impl Api {
         )
         .await
         .map_err(|r| refusal_status(&r))?;
-        Ok(Actor::User(claims.sub))
+        Ok(claims)
     }
 
     /// A back-end call: it must carry the back-end token. A user's login
@@ -95,6 +103,49 @@ impl Api {
             Err(Status::unimplemented(
                 "dev tokens exist only in dev mode; tokens come from the application's auth server",
             ))
+        }
+    }
+}
+
+/// The first look at a call, before it takes one of the listener's places
+/// (so calls without a valid credential cannot hold them): the user API
+/// needs a login token with a valid signature (revocations are checked
+/// next, by the service), the back-end listener the back-end or admin
+/// token. In dev mode the user API lets calls without one through, for
+/// `IssueDevToken` (dev mode listens on loopback only).
+#[derive(Clone)]
+pub(crate) enum Gate {
+    User {
+        auth: tern_core::auth::TokenAuthority,
+        dev_mode: bool,
+    },
+    Backend {
+        auth: tern_core::auth::TokenAuthority,
+        tokens: Vec<String>,
+    },
+}
+
+impl tonic::service::Interceptor for Gate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let token = bearer(request.metadata())?;
+        let now = tern_core::now_ms();
+        match (&*self, token) {
+            (Gate::User { dev_mode: true, .. }, None) => Ok(request),
+            (Gate::User { auth, .. }, Some(t)) if auth.verify(t, now).is_ok() => Ok(request),
+            (Gate::User { .. }, _) => Err(Status::unauthenticated(
+                "this call needs authorization: Bearer <a valid login token>",
+            )),
+            // Nothing configured: the services say what is missing.
+            (Gate::Backend { tokens, .. }, _) if tokens.is_empty() => Ok(request),
+            (Gate::Backend { tokens, .. }, Some(t)) if tokens.iter().any(|e| same_secret(t, e)) => {
+                Ok(request)
+            }
+            (Gate::Backend { auth, .. }, Some(t)) if auth.verify(t, now).is_ok() => Err(
+                Status::permission_denied("a user's login token cannot call the back-end listener"),
+            ),
+            (Gate::Backend { .. }, _) => Err(Status::unauthenticated(
+                "calls here need authorization: Bearer <backend_token or admin_token>",
+            )),
         }
     }
 }

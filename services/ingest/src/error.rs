@@ -83,11 +83,23 @@ impl From<IngestError> for Status {
                 Status::not_found(msg)
             }
             IngestError::BadId(_) | IngestError::BadCursor { .. } => Status::invalid_argument(msg),
+            IngestError::NotConfirmed(_) => Status::unavailable(msg),
+            // The cause names internal hosts: logged, not sent.
             IngestError::Log(_)
             | IngestError::Feed(_)
             | IngestError::Store(_)
-            | IngestError::Routes(_)
-            | IngestError::NotConfirmed(_) => Status::unavailable(msg),
+            | IngestError::Routes(_) => {
+                tracing::warn!(error = %msg, "API call failed on a backend");
+                Status::unavailable(match e {
+                    IngestError::Log(_) => {
+                        "not stored: the event log is unavailable; retry (with the same client_msg_id for a send)"
+                    }
+                    IngestError::Feed(_) => {
+                        "the change is stored, but the gateways could not be told yet; retry the call"
+                    }
+                    _ => "a backend is unavailable; try again",
+                })
+            }
         }
     }
 }

@@ -101,7 +101,7 @@ impl Api {
     ) -> Result<Group, IngestError> {
         let group = self.stored_group(&req.group).await?;
         check_member_list(actor, &req.users, &self.config.group_limits)?;
-        check_member_change(actor, &group, &req.users, add)?;
+        check_member_change(self.deps.store.as_ref(), actor, &group, &req.users, add).await?;
         let store = &self.deps.store;
         if add {
             check_addable(store.as_ref(), actor, &req.users, &self.config.group_limits).await?;

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tern_chat::access::GroupLimits;
-use tern_chat::limits::{KeyedLimiter, Rate};
+use tern_chat::access::{Actor, GroupLimits};
+use tern_chat::limits::{CostlyRates, CostlyRequests, KeyedLimiter, Rate};
 use tern_core::auth::TokenAuthority;
 use tern_core::log::EventLog;
 use tern_core::proto::api::archive_admin_server::ArchiveAdminServer;
@@ -42,6 +42,9 @@ mod user_api;
 
 pub use accounts::MAX_DEV_TOKEN_TTL;
 pub use error::IngestError;
+
+/// Calls one client connection may have in progress (HTTP/2 streams).
+const CALLS_PER_CONNECTION: usize = 32;
 
 /// Largest request the user API reads: its calls carry ids, not bodies.
 const MAX_USER_REQUEST: usize = 64 * 1024;
@@ -68,6 +71,11 @@ pub struct IngestConfig {
     pub group_limits: GroupLimits,
     /// Groups one user may create, per API node.
     pub group_creations: Rate,
+    /// Account changes (block, log out) and list reads of one user, per
+    /// API node.
+    pub costly: CostlyRates,
+    /// Which live rooms a user may ask about (their viewer counts).
+    pub room_policy: tern_chat::rooms::RoomPolicy,
     /// Calls in progress at once, per listener; more wait their turn.
     pub concurrency: usize,
     /// A call (waiting for its turn included) taking longer is cancelled.
@@ -88,6 +96,8 @@ impl Default for IngestConfig {
             admin_token: None,
             group_limits: GroupLimits::default(),
             group_creations: Rate::per_hour(30),
+            costly: CostlyRates::default(),
+            room_policy: Default::default(),
             concurrency: 256,
             call_timeout: Duration::from_secs(30),
         }
@@ -113,12 +123,37 @@ pub(crate) struct Api {
     waiters: Arc<send::Waiters>,
     /// Group creations per user (this node's share of the limit).
     group_creations: Arc<Mutex<KeyedLimiter<String>>>,
+    costly: Arc<CostlyRequests>,
 }
 
 pub struct Ingest {
     api: Api,
     listener: TcpListener,
     backend: Option<TcpListener>,
+}
+
+impl Api {
+    /// Takes one of a user's costly requests (`change` or a list read);
+    /// the back end is not limited.
+    pub(crate) fn costly(&self, actor: &Actor, change: bool) -> Result<(), IngestError> {
+        let tern_chat::access::Actor::User(user) = actor else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now().into_std();
+        let taken = if change {
+            self.costly.change(user, now)
+        } else {
+            self.costly.list(user, now)
+        };
+        taken.map_err(|r| {
+            tern_core::metrics::API_LIMITED.inc(if change {
+                "account_changes"
+            } else {
+                "list_reads"
+            });
+            r.into()
+        })
+    }
 }
 
 impl Ingest {
@@ -131,6 +166,7 @@ impl Ingest {
         Ok(Ingest {
             api: Api {
                 group_creations: Arc::new(Mutex::new(KeyedLimiter::new(config.group_creations))),
+                costly: Arc::new(CostlyRequests::new(config.costly)),
                 config: Arc::new(config),
                 deps,
                 waiters: Default::default(),
@@ -170,15 +206,31 @@ impl Ingest {
                 .await?;
         let receipts = tokio::spawn(send::receive_receipts(api.clone(), sub, shutdown.clone()));
         let config = api.config.clone();
-        let server = || {
+        // The gate first, then a place among the calls in progress.
+        let server = |gate: authz::Gate| {
             tonic::transport::Server::builder()
                 .timeout(config.call_timeout)
+                .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+                .max_concurrent_streams(CALLS_PER_CONNECTION as u32)
+                .layer(tonic::service::InterceptorLayer::new(gate))
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                     config.concurrency,
                 ))
         };
+        let user_gate = authz::Gate::User {
+            auth: api.deps.auth.clone(),
+            dev_mode: config.dev_mode,
+        };
+        let backend_gate = authz::Gate::Backend {
+            auth: api.deps.auth.clone(),
+            tokens: [&config.backend_token, &config.admin_token]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+        };
         let mut signal = shutdown.clone();
-        let user_api = server()
+        let user_api = server(user_gate)
             .add_service(
                 UserApiServer::new(authz::UserService(api.clone()))
                     .max_decoding_message_size(MAX_USER_REQUEST),
@@ -194,7 +246,7 @@ impl Ingest {
                 api.config.admin_token.clone(),
                 api.deps.auth.clone(),
             );
-            server()
+            server(backend_gate)
                 .add_service(ArchiveAdminServer::new(archive_admin))
                 .add_service(
                     BackendApiServer::new(authz::BackendService(api.clone()))

@@ -80,6 +80,7 @@ impl Api {
         req: ListConversationsRequest,
     ) -> Result<ConversationList, IngestError> {
         let user = actor.subject(&req.user, "list the conversations of")?;
+        self.costly(actor, false)?;
         let page = conversation_page(
             self.deps.store.as_ref(),
             &user,

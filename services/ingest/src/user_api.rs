@@ -101,10 +101,17 @@ impl UserApi for UserService {
         &self,
         r: Request<RoomViewersRequest>,
     ) -> Result<Response<RoomViewersResponse>, Status> {
-        self.call(r, |api, who, req| async move {
-            api.room_viewers(&who, req).await
-        })
-        .await
+        // Viewer counts only of the rooms the token may enter.
+        let claims = self.0.user_claims(r.metadata()).await?;
+        let policy = self.0.config.room_policy;
+        for room in &r.get_ref().rooms {
+            tern_chat::rooms::check_room(policy, claims.rooms.as_deref(), room)
+                .map_err(|refusal| Status::from(crate::IngestError::from(refusal)))?;
+        }
+        let who = tern_chat::access::Actor::User(claims.sub);
+        Ok(Response::new(
+            self.0.room_viewers(&who, r.into_inner()).await?,
+        ))
     }
 
     async fn set_blocked(

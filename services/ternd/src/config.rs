@@ -86,7 +86,8 @@ pub struct Settings {
     pub dev_mode: Option<bool>,
 
     /// Live rooms a user may join and post to: "open" (any) or "token"
-    /// (those the login token's `rooms` claim lists, as id prefixes) [default: open].
+    /// (those the login token's `rooms` claim lists: exact ids, or a
+    /// prefix ending in `*`) [default: open].
     #[arg(long, env = "TERN_ROOM_POLICY")]
     pub room_policy: Option<String>,
 
@@ -499,7 +500,10 @@ impl Settings {
         ingest.backend_token = self.backend_token.clone();
         if let Some(p) = self.room_policy.as_deref() {
             match p.parse() {
-                Ok(policy) => gateway.room_policy = policy,
+                Ok(policy) => {
+                    gateway.room_policy = policy;
+                    ingest.room_policy = policy;
+                }
                 Err(e) => early.push(e),
             }
         }

@@ -195,6 +195,7 @@ impl TerndConfig {
         c.ingest.backend_token = Some(TEST_BACKEND_TOKEN.into());
         c.gateway.limits = tern_gateway::limits::LimitsConfig::unlimited();
         c.ingest.group_creations = tern_chat::limits::Rate::UNLIMITED;
+        c.ingest.costly = tern_chat::limits::CostlyRates::UNLIMITED;
         c.admin_listen = Some(any);
         c
     }

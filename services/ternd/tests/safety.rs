@@ -213,7 +213,7 @@ async fn rooms_follow_the_token_when_the_policy_says_so() {
         &server.api(),
         IssueDevTokenRequest {
             user: "fan".into(),
-            rooms: vec!["match-".into()],
+            rooms: vec!["match-*".into()],
             ..Default::default()
         },
     )

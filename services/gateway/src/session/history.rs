@@ -232,6 +232,11 @@ impl Session {
         req: ConversationsRequest,
     ) -> Result<(), Close> {
         let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let now = tokio::time::Instant::now().into_std();
+        if let Err(r) = self.shared.limits.costly.list(&user, now) {
+            tern_core::metrics::GATEWAY_LIMITED.inc("list_reads");
+            return self.refuse(r, "", req.request_id);
+        }
         let store = self.shared.deps.store.clone();
         let budget = frame_budget(&self.shared.config);
         let page = conversation_page(

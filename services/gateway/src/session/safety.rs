@@ -11,6 +11,11 @@ use super::{Close, Session};
 impl Session {
     pub(super) async fn on_set_blocked(&mut self, req: SetBlocked) -> Result<(), Close> {
         let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let now = tokio::time::Instant::now().into_std();
+        if let Err(r) = self.shared.limits.costly.change(&user, now) {
+            tern_core::metrics::GATEWAY_LIMITED.inc("account_changes");
+            return self.refuse(r, "", req.request_id);
+        }
         let store = self.shared.deps.store.clone();
         match tern_chat::access::set_blocked(store.as_ref(), &user, &req.user, req.blocked).await {
             Ok(other) => self.emit(server_frame::Kind::SetBlockedResult(SetBlockedResult {

@@ -18,6 +18,9 @@ use tracing::Instrument;
 
 use super::{AppendResult, Close, Session};
 
+/// Requests one in-flight send answers (the first and its retries).
+const MAX_ANSWERS_PER_SEND: u32 = 8;
+
 impl Session {
     pub(super) fn on_send(&mut self, send: Send) -> Result<(), Close> {
         let received = Instant::now();
@@ -45,9 +48,18 @@ impl Session {
         };
         if let Some((_, asked, _)) = self.awaiting.get_mut(&cmid) {
             // A retry while the first attempt is in flight: not appended
-            // again; the receipt answers every request.
-            *asked += 1;
-            return Ok(());
+            // again; the receipt answers every request, up to a few (more
+            // would let one send fill the queue with answers).
+            if *asked < MAX_ANSWERS_PER_SEND {
+                *asked += 1;
+                return Ok(());
+            }
+            return self.reject(
+                ErrorCode::Unavailable,
+                "this send is already in flight; its answer is on the way",
+                &cmid,
+                0,
+            );
         }
         let user = login.user.clone();
         if let Err(after) = self.shared.limits.take_send(&user, received.into_std()) {
