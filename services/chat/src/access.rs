@@ -114,26 +114,33 @@ pub async fn history_page(
     if before_seq != 0 && before_seq <= access.after_seq + 1 {
         return Ok(HistorySlice::default());
     }
-    // One extra tells whether there is more.
-    let stored = store
-        .history(&access.conversation.to_string(), before_seq, limit + 1)
-        .await?;
-    let mut more = stored.len() > limit;
-    let mut messages: Vec<Message> = Vec::with_capacity(stored.len().min(limit));
-    for m in stored.into_iter().take(limit) {
-        if m.seq <= access.after_seq {
-            more = false;
-            break;
+    let conversation = access.conversation.to_string();
+    // Read a chunk at a time, so that a page of large bodies stops near
+    // `max_bytes` instead of loading `limit` of them first; one message
+    // past the limit tells whether there is more.
+    let (mut messages, mut bytes, mut before, mut ended) = (Vec::new(), 0, before_seq, false);
+    while messages.len() <= limit && bytes <= max_bytes && !ended {
+        let want = (limit + 1 - messages.len()).min(crate::pages::READ_CHUNK);
+        let chunk = store.history(&conversation, before, want).await?;
+        ended = chunk.len() < want;
+        for m in chunk {
+            if m.seq <= access.after_seq {
+                ended = true;
+                break;
+            }
+            before = m.seq;
+            bytes += m.body.len();
+            messages.push(client_message(m, 0));
         }
-        messages.push(client_message(m, 0));
     }
-    let total = messages.len();
-    if total > 0 {
+    let read = messages.len();
+    messages.truncate(limit);
+    if !messages.is_empty() {
         messages = crate::pages::fitting_prefix(messages, max_bytes);
     }
     let oldest = messages.last().map_or(u64::MAX, |m| m.seq);
     Ok(HistorySlice {
-        has_more: (more || messages.len() < total) && oldest > access.after_seq + 1,
+        has_more: (!ended || messages.len() < read) && oldest > access.after_seq + 1,
         messages,
     })
 }

@@ -36,9 +36,34 @@ pub async fn conversation_page(
         })?),
     };
     // One extra tells whether there is a next page.
-    let mut conversations = conversation_summaries(store, user, before, limit + 1).await?;
-    let mut more = conversations.len() > limit;
-    conversations.truncate(limit);
+    let mut states = conversation_states(store, user, before, limit + 1).await?;
+    let mut more = states.len() > limit;
+    states.truncate(limit);
+    // Each entry carries its newest message: bodies a chunk at a time, up
+    // to the byte bound (a list of large last messages does not load its
+    // whole count first).
+    let (mut conversations, mut bytes) = (Vec::with_capacity(states.len()), 0);
+    for chunk in states.chunks(crate::pages::READ_CHUNK) {
+        if bytes > max_bytes {
+            more = true;
+            break;
+        }
+        let ids: Vec<MessageId> = chunk.iter().map(|s| s.last_message_id).collect();
+        let mut bodies = bodies_by_id(store, &ids).await?;
+        for s in chunk {
+            let last_message = bodies
+                .remove(&s.last_message_id.to_bytes()[..])
+                .map(|m| client_message(m, 0));
+            bytes += last_message.as_ref().map_or(0, |m| m.body.len());
+            conversations.push(ConversationSummary {
+                last_message,
+                unread: s.unread(),
+                conversation: s.conversation.clone(),
+                last_seq: s.last_seq,
+                read_seq: s.read_seq,
+            });
+        }
+    }
     let total = conversations.len();
     conversations = crate::pages::fitting_prefix(conversations, max_bytes);
     more |= conversations.len() < total;
@@ -52,17 +77,17 @@ pub async fn conversation_page(
     })
 }
 
-/// A user's conversation list, most recently active first, with the newest
-/// message of each. With `before`, only conversations whose newest message
-/// is older than that message (the next page). A group shows what its
-/// member may read: nothing from before they joined, and unread counts
-/// from there.
-async fn conversation_summaries(
+/// A user's conversations, most recently active first (message ids are
+/// time-ordered), with the newest message id of each. With `before`, only
+/// conversations whose newest message is older than that message (the next
+/// page). A group shows what its member may read: nothing from before they
+/// joined, and unread counts from there.
+async fn conversation_states(
     store: &dyn MessageStore,
     user: &str,
     before: Option<MessageId>,
     limit: usize,
-) -> Result<Vec<ConversationSummary>, StoreError> {
+) -> Result<Vec<ConversationState>, StoreError> {
     let mut states = store.conversations(user, usize::MAX).await?;
     // Large groups' messages skip members' inboxes, so the list does not
     // note them: each group's own newest message does. And a member's view
@@ -105,21 +130,7 @@ async fn conversation_summaries(
         }
     }
     states.retain(|s| s.last_seq > 0 && before.is_none_or(|b| s.last_message_id < b));
-    let states = newest_first(states, limit);
-    let ids: Vec<MessageId> = states.iter().map(|s| s.last_message_id).collect();
-    let mut bodies = bodies_by_id(store, &ids).await?;
-    Ok(states
-        .into_iter()
-        .map(|s| ConversationSummary {
-            last_message: bodies
-                .remove(&s.last_message_id.to_bytes()[..])
-                .map(|m| client_message(m, 0)),
-            unread: s.unread(),
-            conversation: s.conversation,
-            last_seq: s.last_seq,
-            read_seq: s.read_seq,
-        })
-        .collect())
+    Ok(newest_first(states, limit))
 }
 
 #[cfg(test)]

@@ -12,6 +12,11 @@ pub const MAX_PAGE: usize = 1000;
 /// bounded by the frame limit instead.
 pub const MAX_API_PAGE_BYTES: usize = 1 << 20;
 
+/// Messages read from the store at once while filling a page: a page of
+/// large bodies stops near its byte bound instead of loading its whole
+/// count first (at most this many bodies past the bound are read).
+pub const READ_CHUNK: usize = 64;
+
 /// The number of items a page holds for a requested `limit`.
 pub fn page_limit(limit: u32) -> usize {
     match limit {

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod log;
 pub mod metrics;
 pub mod routes;
+pub mod secret;
 pub mod stage;
 pub mod store;
 pub mod topics;

@@ -388,7 +388,7 @@ impl Session {
                     )),
                     Some(Err(TransportError::PreLoginTooLarge)) => Err(fatal(
                         ErrorCode::FrameTooLarge,
-                        format!("more than {} bytes before login", crate::transport::PRE_LOGIN_BYTES),
+                        format!("over the limit of {} bytes before login: log in first", crate::transport::PRE_LOGIN_BYTES),
                     )),
                     Some(Err(TransportError::Protocol(m))) => Err(fatal(ErrorCode::MalformedFrame, m)),
                     Some(Err(TransportError::Io(e))) => {
@@ -956,14 +956,7 @@ impl Session {
         };
         let (gap, after, page) = match read.await {
             Ok(read) => read,
-            Err(e) => {
-                return self.reject(
-                    ErrorCode::Unavailable,
-                    format!("cannot read inbox: {e}"),
-                    "",
-                    req.request_id,
-                );
-            }
+            Err(e) => return self.refuse(Refusal::unavailable(&e), "", req.request_id),
         };
         if req.after_cursor > page.head {
             let msg = format!(
@@ -972,24 +965,30 @@ impl Session {
             );
             return self.reject(ErrorCode::BadCursor, msg, "", req.request_id);
         }
-        let messages = match self.shared.bodies.load(store.as_ref(), &page.entries).await {
-            Ok(m) => m,
-            Err(e) => {
-                return self.reject(
-                    ErrorCode::Unavailable,
-                    format!("cannot read messages: {e}"),
-                    "",
-                    req.request_id,
-                );
+        let c = self.shared.config.clone();
+        let budget = frame_budget(&c);
+        // Bodies a chunk at a time, up to the page's byte bound (a page of
+        // large bodies does not load its whole count first).
+        let (mut messages, mut bytes, mut covered) = (Vec::new(), 0, after);
+        for chunk in page.entries.chunks(tern_chat::pages::READ_CHUNK) {
+            if bytes > budget {
+                break;
             }
-        };
-        let c = &self.shared.config;
+            match self.shared.bodies.load(store.as_ref(), chunk).await {
+                Ok(loaded) => {
+                    bytes += loaded.iter().map(|m| m.body.len()).sum::<usize>();
+                    messages.extend(loaded);
+                }
+                Err(e) => return self.refuse(Refusal::unavailable(&e), "", req.request_id),
+            }
+            covered = chunk.last().map_or(covered, |e| e.cursor);
+        }
         let total = messages.len();
-        let page_messages = tern_chat::pages::fitting_prefix(messages, frame_budget(c));
-        // All fitted: the page covers every entry read, bodies or not (an
-        // entry whose message expired must not be asked for forever).
+        let page_messages = tern_chat::pages::fitting_prefix(messages, budget);
+        // All fitted: the page covers every entry looked at, bodies or not
+        // (an entry whose message expired must not be asked for forever).
         let next_cursor = if page_messages.len() == total {
-            page.entries.last().map_or(after, |e| e.cursor)
+            covered
         } else {
             page_messages.last().map_or(after, |m| m.cursor)
         };

@@ -6,7 +6,6 @@
 use std::pin::Pin;
 
 use futures_util::Stream;
-use sha2::{Digest, Sha256};
 use tern_archive::{Archive, ArchiveError, ExportFilter, Hold, HoldScope};
 use tern_core::auth::TokenAuthority;
 use tern_core::proto::api::archive_admin_server::ArchiveAdmin;
@@ -22,14 +21,14 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct ArchiveAdminService {
     archive: Option<Archive>,
-    admin_token: Option<String>,
+    admin_token: Option<tern_core::secret::Secret>,
     auth: TokenAuthority,
 }
 
 impl ArchiveAdminService {
     pub fn new(
         archive: Option<Archive>,
-        admin_token: Option<String>,
+        admin_token: Option<tern_core::secret::Secret>,
         auth: TokenAuthority,
     ) -> Self {
         ArchiveAdminService {
@@ -58,8 +57,7 @@ impl ArchiveAdminService {
             .ok_or_else(|| {
                 Status::unauthenticated("archive calls need authorization: Bearer <admin token>")
             })?;
-        // Compared as digests, so the time taken says nothing about the token.
-        if Sha256::digest(token.as_bytes()) == Sha256::digest(expected.as_bytes()) {
+        if crate::authz::same_secret(token, expected.expose()) {
             return Ok(archive);
         }
         if self.auth.verify(token, tern_core::now_ms()).is_ok() {

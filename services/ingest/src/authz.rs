@@ -84,7 +84,7 @@ impl Api {
                 "back-end calls need authorization: Bearer <backend_token>",
             ));
         };
-        if same_secret(token, expected) {
+        if same_secret(token, expected.expose()) {
             return Ok(Actor::Backend);
         }
         if self.deps.auth.verify(token, tern_core::now_ms()).is_ok() {
@@ -143,8 +143,11 @@ impl tonic::service::Interceptor for Gate {
             (Gate::Backend { auth, .. }, Some(t)) if auth.verify(t, now).is_ok() => Err(
                 Status::permission_denied("a user's login token cannot call the back-end listener"),
             ),
-            (Gate::Backend { .. }, _) => Err(Status::unauthenticated(
+            (Gate::Backend { .. }, None) => Err(Status::unauthenticated(
                 "calls here need authorization: Bearer <backend_token or admin_token>",
+            )),
+            (Gate::Backend { .. }, Some(_)) => Err(Status::unauthenticated(
+                "wrong token: calls here need the back-end token (or, for the archive, the admin token)",
             )),
         }
     }

@@ -58,7 +58,7 @@ pub struct IngestConfig {
     /// The back-end API and the archive administration; None: not served.
     pub backend_listen: Option<SocketAddr>,
     /// The credential of the back-end API; None turns its calls away.
-    pub backend_token: Option<String>,
+    pub backend_token: Option<tern_core::secret::Secret>,
     pub max_body_bytes: usize,
     /// A send with no receipt after this long fails with UNAVAILABLE.
     pub receipt_timeout: Duration,
@@ -67,7 +67,7 @@ pub struct IngestConfig {
     /// Lifetime of a dev token when the caller asks for none (at most 24 h).
     pub dev_token_ttl: Duration,
     /// The credential of the archive administration calls; None turns them off.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<tern_core::secret::Secret>,
     pub group_limits: GroupLimits,
     /// Groups one user may create, per API node.
     pub group_creations: Rate,
@@ -226,7 +226,7 @@ impl Ingest {
             tokens: [&config.backend_token, &config.admin_token]
                 .into_iter()
                 .flatten()
-                .cloned()
+                .map(|t| t.expose().to_owned())
                 .collect(),
         };
         let mut signal = shutdown.clone();

@@ -5,7 +5,7 @@
 use tern_chat::Refusal;
 use tern_chat::access::{Actor, history_page, read_access};
 use tern_chat::conversations::conversation_page;
-use tern_chat::pages::{MAX_API_PAGE_BYTES, MAX_PAGE, fitting_prefix, page_limit};
+use tern_chat::pages::{MAX_API_PAGE_BYTES, MAX_PAGE, READ_CHUNK, fitting_prefix, page_limit};
 use tern_core::ids::{check_room, check_user};
 use tern_core::proto::api::{
     ConversationList, FetchInboxRequest, HistoryPage, HistoryRequest, InboxPage,
@@ -36,13 +36,23 @@ impl Api {
                 head: page.head,
             });
         }
-        let loaded = load_entries(self.deps.store.as_ref(), &page.entries).await?;
+        // Bodies a chunk at a time, up to the page's byte bound.
+        let (mut loaded, mut bytes, mut covered) = (Vec::new(), 0, req.after_cursor);
+        for chunk in page.entries.chunks(READ_CHUNK) {
+            if bytes > MAX_API_PAGE_BYTES {
+                break;
+            }
+            let messages = load_entries(self.deps.store.as_ref(), chunk).await?;
+            bytes += messages.iter().map(|m| m.body.len()).sum::<usize>();
+            loaded.extend(messages);
+            covered = chunk.last().map_or(covered, |e| e.cursor);
+        }
         let total = loaded.len();
         let messages = fitting_prefix(loaded, MAX_API_PAGE_BYTES);
-        // All fitted: the page covers every entry read, bodies or not (an
-        // entry whose message expired must not be asked for forever).
+        // All fitted: the page covers every entry looked at, bodies or not
+        // (an entry whose message expired must not be asked for forever).
         let next_cursor = if messages.len() == total {
-            page.entries.last().map_or(req.after_cursor, |e| e.cursor)
+            covered
         } else {
             messages.last().map_or(req.after_cursor, |m| m.cursor)
         };

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 use tern_chat::limits::Rate;
+use tern_core::secret::Secret;
 use tern_gateway::GatewayConfig;
 use tern_ingest::IngestConfig;
 
@@ -55,19 +56,19 @@ pub struct Settings {
     /// <backend_token>`; at least 32 random bytes. Unset: back-end calls are
     /// refused [default: unset].
     #[arg(long, env = "TERN_BACKEND_TOKEN", hide_env_values = true)]
-    pub backend_token: Option<String>,
+    pub backend_token: Option<Secret>,
 
     /// Secret that signs login tokens (HS256 JWT); at least 32 random
     /// bytes. Required unless dev mode is on; in dev mode a random one is
     /// created and kept in the data directory.
     #[arg(long, env = "TERN_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// The previous token secret during a rotation: tokens it signed still
     /// log in; new tokens are signed with jwt_secret. Remove it once those
     /// tokens have expired [default: unset].
     #[arg(long, env = "TERN_JWT_SECRET_PREVIOUS", hide_env_values = true)]
-    pub jwt_secret_previous: Option<String>,
+    pub jwt_secret_previous: Option<Secret>,
 
     /// The `iss` claim login tokens must carry (your auth server's name) [default: tern].
     #[arg(long, env = "TERN_TOKEN_ISSUER")]
@@ -288,7 +289,7 @@ pub struct Settings {
     /// verify), sent as `authorization: Bearer <admin_token>`, on the back-end
     /// listener; at least 32 random bytes. Unset: those calls are refused [default: unset].
     #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 
     /// Days archived messages are kept before purge may remove them (legal
     /// holds keep them longer); independent of chat retention [default: 2557, 7 years].
@@ -707,10 +708,25 @@ impl Settings {
             ("admin_token", &self.admin_token),
         ] {
             if let Some(problem) = secret
-                .as_deref()
-                .and_then(|s| weak_secret(name, s, dev_mode))
+                .as_ref()
+                .and_then(|s| weak_secret(name, s.expose(), dev_mode))
             {
                 problems.push(problem);
+            }
+        }
+        // One secret per job: a leaked back-end token must not sign logins.
+        let named = [
+            ("jwt_secret", &self.jwt_secret),
+            ("backend_token", &self.backend_token),
+            ("admin_token", &self.admin_token),
+        ];
+        for (i, (a, x)) in named.iter().enumerate() {
+            for (b, y) in &named[i + 1..] {
+                if x.is_some() && x == y {
+                    problems.push(format!(
+                        "{a} and {b} are the same: give each its own secret"
+                    ));
+                }
             }
         }
         ingest.admin_token = self.admin_token.clone();
@@ -877,6 +893,34 @@ mod tests {
         .resolve()
         .unwrap();
         assert!(c.dev_mode);
+    }
+
+    #[test]
+    fn one_secret_per_job_and_none_printed() {
+        let e = Settings {
+            dev_mode: Some(false),
+            jwt_secret: Some(STRONG.into()),
+            backend_token: Some(STRONG.into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("jwt_secret and backend_token are the same"),
+            "{e}"
+        );
+        let c = Settings {
+            dev_mode: Some(false),
+            jwt_secret: Some(STRONG.into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            !format!("{c:?}").contains(STRONG),
+            "config dumps redact secrets"
+        );
     }
 
     #[test]

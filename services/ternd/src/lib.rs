@@ -141,9 +141,9 @@ pub struct TerndConfig {
     pub data_dir: PathBuf,
     pub gateway: GatewayConfig,
     pub ingest: IngestConfig,
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<tern_core::secret::Secret>,
     /// The previous token secret, accepted during a rotation.
-    pub jwt_secret_previous: Option<String>,
+    pub jwt_secret_previous: Option<tern_core::secret::Secret>,
     /// `iss` and `aud` that login tokens must carry.
     pub token_issuer: String,
     pub token_audience: String,
@@ -226,7 +226,7 @@ pub struct Running {
 /// owner only.
 fn token_secret(config: &TerndConfig) -> anyhow::Result<Vec<u8>> {
     if let Some(s) = &config.jwt_secret {
-        return Ok(s.as_bytes().to_vec());
+        return Ok(s.expose().as_bytes().to_vec());
     }
     let path = config.data_dir.join("dev-jwt-secret");
     let secret = match std::fs::read(&path) {
@@ -263,7 +263,7 @@ fn token_authority(config: &TerndConfig) -> anyhow::Result<TokenAuthority> {
         .with_issuer(config.token_issuer.clone())
         .with_audience(config.token_audience.clone());
     if let Some(previous) = &config.jwt_secret_previous {
-        auth = auth.with_previous(previous.as_bytes().to_vec());
+        auth = auth.with_previous(previous.expose().as_bytes().to_vec());
     }
     Ok(auth)
 }

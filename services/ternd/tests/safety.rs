@@ -90,7 +90,7 @@ async fn tokens_of_the_previous_key_work_during_a_rotation_and_not_after() {
         config.dev_mode = false;
         config.ingest.dev_mode = false;
         config.jwt_secret = Some(NEW.into());
-        config.jwt_secret_previous = previous.map(str::to_owned);
+        config.jwt_secret_previous = previous.map(Into::into);
         ternd::start(config)
     };
     let running = start(Some(OLD)).await.unwrap();
