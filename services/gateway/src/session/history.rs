@@ -113,15 +113,15 @@ impl Session {
         };
         let cursor = if cursor < trimmed {
             tracing::info!(%user, cursor, trimmed, "device behind the inbox trim point: gap");
-            self.gap_pending = true;
+            self.pushes.gap();
             trimmed
         } else {
             cursor
         };
-        self.last_pushed = cursor;
-        self.behind = true;
+        self.pushes.last_pushed = cursor;
+        self.pushes.behind = true;
         self.newest_first(cursor, &user).await?;
-        if self.gap_pending && !self.behind {
+        if self.pushes.gap_pending() && !self.pushes.behind {
             // Nothing left to push: an empty push carries the news.
             self.push(Vec::new(), cursor, false, false)?;
         }
@@ -188,7 +188,7 @@ impl Session {
             };
             self.push(frame, through, !last, true)?;
         }
-        self.behind = false;
+        self.pushes.behind = false;
         Ok(())
     }
 

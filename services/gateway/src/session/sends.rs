@@ -16,10 +16,8 @@ use tern_core::{metrics, now_ms, topics};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::receipts::Retry;
 use super::{AppendResult, Close, Session};
-
-/// Requests one in-flight send answers (the first and its retries).
-const MAX_ANSWERS_PER_SEND: u32 = 8;
 
 impl Session {
     pub(super) fn on_send(&mut self, send: Send) -> Result<(), Close> {
@@ -46,20 +44,20 @@ impl Session {
             // An id over the limit is not echoed back either.
             Err(r) => return self.refuse(r, &clip(&cmid), 0),
         };
-        if let Some((_, asked, _)) = self.awaiting.get_mut(&cmid) {
-            // A retry while the first attempt is in flight: not appended
-            // again; the receipt answers every request, up to a few (more
-            // would let one send fill the queue with answers).
-            if *asked < MAX_ANSWERS_PER_SEND {
-                *asked += 1;
-                return Ok(());
+        // A retry while the first attempt is in flight is not appended
+        // again: the receipt answers every request, up to a few (more
+        // would let one send fill the queue with answers).
+        match self.receipts.retry(&cmid) {
+            Retry::New => {}
+            Retry::Counted => return Ok(()),
+            Retry::TooMany => {
+                return self.reject(
+                    ErrorCode::Unavailable,
+                    "this send is already in flight; its answer is on the way",
+                    &cmid,
+                    0,
+                );
             }
-            return self.reject(
-                ErrorCode::Unavailable,
-                "this send is already in flight; its answer is on the way",
-                &cmid,
-                0,
-            );
         }
         let user = login.user.clone();
         if let Err(after) = self.shared.limits.take_send(&user, received.into_std()) {
@@ -90,10 +88,9 @@ impl Session {
             }),
         };
         tracing::debug!(%message_id, conversation = %conversation_id, client_msg_id = %cmid, "message accepted");
-        let deadline = received + self.shared.config.receipt_timeout;
-        self.awaiting.insert(cmid.clone(), (deadline, 1, received));
+        self.receipts
+            .start(cmid.clone(), received, self.shared.config.receipt_timeout);
         metrics::SENDS.inc();
-        self.deadlines.push_back((deadline, cmid.clone()));
         let log = self.shared.deps.log.clone();
         // The trace of this message starts here (when tracing is on).
         let span = tern_core::message_span!("gateway.send", &Vec::new(), %message_id, conversation = %conversation_id, client_msg_id = %cmid);
@@ -114,41 +111,22 @@ impl Session {
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
-                let Some(asked) = self.answered(&cmid) else {
+                let Some((asked, _)) = self.receipts.answer(&cmid) else {
                     return Ok(());
                 };
                 tracing::warn!(client_msg_id = %cmid, error = %e, "send not written to the log");
-                let msg = format!("message not stored ({e}); retry with the same client_msg_id");
+                let msg = "message not stored: the event log is unavailable; retry with the same client_msg_id";
                 for _ in 0..asked {
-                    self.reject(ErrorCode::Unavailable, msg.clone(), &cmid, 0)?;
+                    self.reject(ErrorCode::Unavailable, msg, &cmid, 0)?;
                 }
                 Ok(())
             }
         }
     }
 
-    /// Forgets a send that is being answered; returns how many requests
-    /// asked for it, or None if it was already answered.
-    pub(super) fn answered(&mut self, cmid: &str) -> Option<u32> {
-        Some(self.answered_since(cmid)?.0)
-    }
-
-    /// As [`Self::answered`], with when the send first arrived.
-    pub(super) fn answered_since(&mut self, cmid: &str) -> Option<(u32, Instant)> {
-        let (_, asked, received) = self.awaiting.remove(cmid)?;
-        // Answered sends leave their deadline behind; drop those once they
-        // outnumber the live ones, so the queue stays small.
-        if self.deadlines.len() > 2 * self.awaiting.len() + 64 {
-            let awaiting = &self.awaiting;
-            self.deadlines
-                .retain(|(at, id)| awaiting.get(id).is_some_and(|(d, _, _)| d == at));
-        }
-        Some((asked, received))
-    }
-
     pub(super) fn on_receipt(&mut self, r: Receipt) -> Result<(), Close> {
         // None: already answered (timed out), or a replayed receipt.
-        let Some((asked, received)) = self.answered_since(&r.client_msg_id) else {
+        let Some((asked, received)) = self.receipts.answer(&r.client_msg_id) else {
             return Ok(());
         };
         if r.rejected.is_empty() {
