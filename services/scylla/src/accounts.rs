@@ -7,7 +7,7 @@ use scylla::statement::prepared::PreparedStatement;
 use tern_core::accounts::AccountStore;
 use tern_core::store::StoreError;
 
-use crate::ScyllaStore;
+use crate::{ScyllaStore, cql};
 
 /// Device of the revocation row that covers every device ("" is never a
 /// valid device id).
@@ -23,14 +23,7 @@ pub(crate) struct Statements {
 }
 
 pub(crate) async fn prepare(s: &Session, keyspace: &str) -> Result<Statements, StoreError> {
-    let p = |q: &'static str| {
-        let q = q.replace("{ks}", keyspace);
-        async move {
-            s.prepare(q.clone())
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("prepare {q:?}: {e}")))
-        }
-    };
+    let p = |q| cql::prepare(s, keyspace, q);
     Ok(Statements {
         insert_block: p("INSERT INTO {ks}.blocks (user_id, blocked_user) VALUES (?, ?)").await?,
         delete_block: p("DELETE FROM {ks}.blocks WHERE user_id = ? AND blocked_user = ?").await?,
