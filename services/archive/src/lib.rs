@@ -13,6 +13,7 @@
 //! messages ([`Archive`]). The format is in docs/archive.md.
 
 pub mod archiver;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod export;
 pub mod holds;

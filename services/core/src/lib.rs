@@ -10,12 +10,14 @@
 //!   blocks and token revocations ([`accounts::AccountStore`]);
 //! - [`stage`]: the consume → act → commit loop every pipeline stage runs;
 //! - [`auth`]: HS256 JWT tokens for client logins;
-//! - [`conformance`]: scenarios every backend must pass, run against each one.
+//! - `conformance` (feature `conformance`, for tests): scenarios every
+//!   backend must pass, run against each one.
 //!
 //! Business logic holds `Arc<dyn Trait>` and never knows which backend it has.
 
 pub mod accounts;
 pub mod auth;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
 pub mod groups;
