@@ -8,6 +8,8 @@
 //!   [`routes::RouteDirectory`] (Redis, [`embedded::MemoryRoutes`]);
 //!   the store also keeps groups ([`groups::GroupStore`]) and per-user
 //!   blocks and token revocations ([`accounts::AccountStore`]);
+//! - [`instrument`]: wrappers that time every operation of the three
+//!   boundaries, whatever the backend (instrument once);
 //! - [`stage`]: the consume → act → commit loop every pipeline stage runs;
 //! - [`auth`]: HS256 JWT tokens for client logins;
 //! - `conformance` (feature `conformance`, for tests): scenarios every
@@ -22,6 +24,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod groups;
 pub mod ids;
+pub mod instrument;
 pub mod log;
 pub mod metrics;
 pub mod routes;

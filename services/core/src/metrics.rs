@@ -381,6 +381,48 @@ pub static DISCONNECTS: LabeledCounter = LabeledCounter::new(
     "Connections closed by the gateway, by reason.",
     "reason",
 );
+/// Backend operations, much faster than end-to-end latencies: from 100 µs.
+pub const OP_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+pub static STORE_OP_SECONDS: LabeledHistogram = LabeledHistogram::new(
+    "tern_store_op_seconds",
+    "Time of each message-store operation, by operation (the trait method).",
+    "op",
+    OP_BUCKETS,
+);
+pub static STORE_ERRORS: LabeledCounter = LabeledCounter::new(
+    "tern_store_errors_total",
+    "Message-store operations that failed, by operation.",
+    "op",
+);
+pub static LOG_OP_SECONDS: LabeledHistogram = LabeledHistogram::new(
+    "tern_log_op_seconds",
+    "Time of each event-log operation (append, append_many, subscribe, commit), by operation.",
+    "op",
+    OP_BUCKETS,
+);
+pub static LOG_ERRORS: LabeledCounter = LabeledCounter::new(
+    "tern_log_errors_total",
+    "Event-log operations that failed (poll included), by operation.",
+    "op",
+);
+pub static ROUTES_OP_SECONDS: LabeledHistogram = LabeledHistogram::new(
+    "tern_routes_op_seconds",
+    "Time of each route-directory operation, by operation.",
+    "op",
+    OP_BUCKETS,
+);
+pub static ROUTES_ERRORS: LabeledCounter = LabeledCounter::new(
+    "tern_routes_errors_total",
+    "Route-directory operations that failed, by operation.",
+    "op",
+);
+pub static CQL_STATEMENTS: Counter = Counter::new(
+    "tern_cql_statements_total",
+    "CQL statements (and batches: one round trip each) the CQL store executed.",
+);
 pub static GATEWAY_LIMITED: LabeledCounter = LabeledCounter::new(
     "tern_gateway_limited_total",
     "Requests a gateway limit refused or slowed down, by limit.",
@@ -516,6 +558,7 @@ pub fn render() -> String {
         &ARCHIVE_RAW_BYTES,
         &ARCHIVE_REPLAYS_SKIPPED,
         &ARCHIVE_WRITE_ERRORS,
+        &CQL_STATEMENTS,
     ] {
         header(&mut out, c.name, c.help, "counter");
         let _ = writeln!(out, "{} {}", c.name, c.get());
@@ -524,6 +567,9 @@ pub fn render() -> String {
         &DISCONNECTS,
         &GATEWAY_LIMITED,
         &API_LIMITED,
+        &STORE_ERRORS,
+        &LOG_ERRORS,
+        &ROUTES_ERRORS,
         &STAGE_BATCHES,
         &STAGE_RECORDS,
         &STAGE_RETRIES,
@@ -541,7 +587,14 @@ pub fn render() -> String {
     for h in [&ACK_LATENCY, &SEND_RECEIPT, &PUSH_BATCH] {
         render_histogram(&mut out, h);
     }
-    render_labeled_histogram(&mut out, &STAGE_BATCH_RECORDS);
+    for h in [
+        &STAGE_BATCH_RECORDS,
+        &STORE_OP_SECONDS,
+        &LOG_OP_SECONDS,
+        &ROUTES_OP_SECONDS,
+    ] {
+        render_labeled_histogram(&mut out, h);
+    }
     out
 }
 

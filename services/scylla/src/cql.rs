@@ -8,12 +8,15 @@ use tern_core::store::StoreError;
 
 use crate::ScyllaStore;
 
-/// Maps any driver error to "unavailable", naming the operation.
+/// Runs one statement (or batch: one round trip), counted in
+/// `tern_cql_statements_total`; maps any driver error to "unavailable",
+/// naming the operation.
 macro_rules! cql {
-    ($what:expr, $e:expr) => {
+    ($what:expr, $e:expr) => {{
+        tern_core::metrics::CQL_STATEMENTS.inc();
         $e.await
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", $what)))
-    };
+    }};
 }
 
 /// Prepares `q` with `{ks}` replaced by the keyspace.

@@ -392,6 +392,10 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         routes,
         archive,
     } = backends;
+    // Instrument once: every service's backend calls are timed alike.
+    let log = tern_core::instrument::InstrumentedLog::wrap(log);
+    let store = tern_core::instrument::InstrumentedStore::wrap(store);
+    let routes = tern_core::instrument::InstrumentedRoutes::wrap(routes);
     if config.jwt_secret.is_none() {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
