@@ -230,7 +230,7 @@ def check_rendering(name, values_file):
             check(len(env.get("TERN_BACKEND_TOKEN", "")) >= 32, f"{name}: the API pod has no back-end token")
         r = tern_server_check(toml, env)
         check(r.returncode == 0, f"{name}: tern-server refuses the {component} pod's settings:\n{r.stdout}{r.stderr}")
-        service = "ingest" if component == "api" else component
+        service = component
         check(r.returncode != 0 or f"services {service}," in r.stdout, f"{name}: the {component} pod would not run {service}: {r.stdout!r}")
     job = by_kind.get("Job", {}).get(f"{RELEASE}-tern-migrate")
     check((job is not None) == values["migrations"]["enabled"], f"{name}: migration Job presence")

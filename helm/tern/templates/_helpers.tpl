@@ -189,7 +189,7 @@ affinity:
 {{- end }}
 {{- end }}
 
-{{/* The tern-server container; call with (dict "root" $ "component" "api" "services" "ingest" "resources" ... "ports" list). */}}
+{{/* The tern-server container; call with (dict "root" $ "component" "api" "services" "api" "resources" ... "ports" list). */}}
 {{- define "tern.container" -}}
 {{- $root := .root -}}
 - name: tern

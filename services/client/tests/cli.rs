@@ -564,7 +564,7 @@ async fn archive_verify_export_and_holds_with_the_admin_token() {
                 segment_max_age: std::time::Duration::from_millis(100),
             },
         });
-        c.ingest.admin_token = Some(ADMIN_TOKEN.into());
+        c.api.admin_token = Some(ADMIN_TOKEN.into());
     })
     .await;
     for (from, to, text) in [

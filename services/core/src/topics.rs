@@ -19,7 +19,7 @@ pub fn room_conversation(room: &str) -> String {
     format!("r:{room}")
 }
 
-/// Work for one gateway or ingest node: deliveries and send receipts.
+/// Work for one gateway or API node: deliveries and send receipts.
 pub fn push_topic(node_id: &str) -> String {
     format!("push.{node_id}")
 }

@@ -5,7 +5,7 @@
 //! `store = "cql://…/keyspace"`, `routes = "redis://…"` (each may also stay
 //! embedded), and `services` picks what this process runs, so a deployment
 //! runs e.g. two `--services gateway` processes, one persister, one router
-//! and one ingest, each scaled on its own.
+//! and one api, each scaled on its own.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use tern_api::ApiConfig;
 use tern_chat::limits::Rate;
 use tern_core::secret::Secret;
 use tern_gateway::GatewayConfig;
-use tern_ingest::IngestConfig;
 
 use crate::TerndConfig;
 
@@ -233,7 +233,7 @@ pub struct Settings {
     pub routes: Option<String>,
 
     /// Services this process runs: any of gateway, persister, router,
-    /// ingest, archiver, comma-separated, or all (the archiver runs only
+    /// api, archiver, comma-separated, or all (the archiver runs only
     /// when archive is set) [default: all].
     #[arg(long, env = "TERN_SERVICES")]
     pub services: Option<String>,
@@ -395,7 +395,7 @@ fn weak_secret(name: &str, secret: &str, dev_mode: bool) -> Option<String> {
 fn listeners(
     services: &crate::Services,
     gateway: &GatewayConfig,
-    ingest: &IngestConfig,
+    api: &ApiConfig,
     admin: Option<SocketAddr>,
 ) -> Vec<(&'static str, SocketAddr)> {
     let mut out = Vec::new();
@@ -403,9 +403,9 @@ fn listeners(
         out.push(("tcp_listen", gateway.tcp_listen));
         out.push(("ws_listen", gateway.ws_listen));
     }
-    if services.ingest {
-        out.push(("api_listen", ingest.listen));
-        if let Some(b) = ingest.backend_listen {
+    if services.api {
+        out.push(("api_listen", api.listen));
+        if let Some(b) = api.backend_listen {
             out.push(("backend_listen", b));
         }
     }
@@ -476,7 +476,7 @@ impl Settings {
             v
         };
         let mut gateway = GatewayConfig::default();
-        let mut ingest = IngestConfig::default();
+        let mut api = ApiConfig::default();
         let ms = |v: u64| Duration::from_millis(v);
         if let Some(a) = self.tcp_listen {
             gateway.tcp_listen = a;
@@ -485,9 +485,9 @@ impl Settings {
             gateway.ws_listen = a;
         }
         if let Some(a) = self.api_listen {
-            ingest.listen = a;
+            api.listen = a;
         }
-        ingest.backend_listen = match self.backend_listen.as_deref() {
+        api.backend_listen = match self.backend_listen.as_deref() {
             Some("off") => None,
             Some(a) => a.parse().map(Some).unwrap_or_else(|_| {
                 early.push(format!(
@@ -496,14 +496,14 @@ impl Settings {
                 ));
                 None
             }),
-            None => ingest.backend_listen,
+            None => api.backend_listen,
         };
-        ingest.backend_token = self.backend_token.clone();
+        api.backend_token = self.backend_token.clone();
         if let Some(p) = self.room_policy.as_deref() {
             match p.parse() {
                 Ok(policy) => {
                     gateway.room_policy = policy;
-                    ingest.room_policy = policy;
+                    api.room_policy = policy;
                 }
                 Err(e) => early.push(e),
             }
@@ -528,28 +528,27 @@ impl Settings {
             limits.new_connections_per_ip = Rate::per_second(f64::from(n), n.saturating_mul(5));
         }
         if let Some(n) = self.group_creations_per_hour {
-            ingest.group_creations = if n == 0 {
+            api.group_creations = if n == 0 {
                 Rate::UNLIMITED
             } else {
                 Rate::per_hour(n)
             };
         }
         if let Some(n) = self.max_groups_per_user {
-            ingest.group_limits.groups_per_user = n;
+            api.group_limits.groups_per_user = n;
         }
         if let Some(n) = self.max_members_per_call {
-            ingest.group_limits.members_per_call =
-                positive("max_members_per_call", n as u64) as usize;
+            api.group_limits.members_per_call = positive("max_members_per_call", n as u64) as usize;
         }
         if let Some(n) = self.api_concurrency {
-            ingest.concurrency = positive("api_concurrency", n as u64) as usize;
+            api.concurrency = positive("api_concurrency", n as u64) as usize;
         }
         if let Some(ms) = self.api_timeout_ms {
-            ingest.call_timeout = Duration::from_millis(positive("api_timeout_ms", ms));
+            api.call_timeout = Duration::from_millis(positive("api_timeout_ms", ms));
         }
         if let Some(v) = self.max_body_bytes {
             gateway.max_body_bytes = positive("max_body_bytes", v as u64) as usize;
-            ingest.max_body_bytes = gateway.max_body_bytes;
+            api.max_body_bytes = gateway.max_body_bytes;
         }
         if let Some(v) = self.max_frame_bytes {
             gateway.max_frame_bytes = positive("max_frame_bytes", v as u64) as usize;
@@ -599,7 +598,7 @@ impl Settings {
         }
         if let Some(v) = self.receipt_timeout_ms {
             gateway.receipt_timeout = ms(positive("receipt_timeout_ms", v));
-            ingest.receipt_timeout = gateway.receipt_timeout;
+            api.receipt_timeout = gateway.receipt_timeout;
         }
         let log_partitions = positive(
             "log_partitions",
@@ -655,7 +654,7 @@ impl Settings {
             ));
         }
         gateway.node_id = node_id.clone();
-        ingest.node_id = format!("{node_id}.api");
+        api.node_id = format!("{node_id}.api");
         let distributed = backends != crate::BackendUrls::embedded();
         // Preparing the backends signs no token: no secret is needed.
         if distributed && self.jwt_secret.is_none() && !self.migrate {
@@ -683,10 +682,10 @@ impl Settings {
             problems.push("services includes archiver, but archive is off: set archive".into());
         }
         let dev_mode = self.dev_mode.unwrap_or(binary == Binary::Ternd);
-        ingest.dev_mode = dev_mode;
+        api.dev_mode = dev_mode;
         if dev_mode {
             // Tokens for anyone, from anyone who can reach a listener.
-            let listeners = listeners(&services, &gateway, &ingest, admin_listen);
+            let listeners = listeners(&services, &gateway, &api, admin_listen);
             if let Some((name, addr)) = listeners.iter().find(|(_, a)| !a.ip().is_loopback()) {
                 let default = if self.dev_mode.is_none() {
                     " (the default of ternd)"
@@ -729,7 +728,7 @@ impl Settings {
                 }
             }
         }
-        ingest.admin_token = self.admin_token.clone();
+        api.admin_token = self.admin_token.clone();
         let otlp_endpoint = match self.otlp_endpoint.as_deref().map(str::trim) {
             None | Some("") | Some("off") => None,
             Some(e) if e.starts_with("http://") || e.starts_with("https://") => Some(e.to_owned()),
@@ -754,7 +753,7 @@ impl Settings {
             trace_sample_ratio,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             gateway,
-            ingest,
+            api,
             jwt_secret: self.jwt_secret,
             jwt_secret_previous: self.jwt_secret_previous,
             token_issuer: self
@@ -790,7 +789,7 @@ mod tests {
         let c = Settings::default().resolve().unwrap();
         assert!(c.dev_mode);
         assert_eq!(c.gateway.tcp_listen.port(), 7400);
-        assert_eq!(c.ingest.listen.port(), 7402);
+        assert_eq!(c.api.listen.port(), 7402);
     }
 
     #[test]
@@ -840,7 +839,7 @@ mod tests {
         }
         .resolve_for(Binary::Server)
         .unwrap();
-        assert!(!c.dev_mode && !c.ingest.dev_mode);
+        assert!(!c.dev_mode && !c.api.dev_mode);
         let e = Settings::default().resolve_for(Binary::Server).unwrap_err();
         assert!(e.to_string().contains("jwt_secret is required"), "{e}");
         let e = Settings {
@@ -978,13 +977,13 @@ mod tests {
 
     #[test]
     fn services_print_as_they_parse() {
-        for list in ["gateway", "persister,router", "ingest,archiver", "all"] {
+        for list in ["gateway", "persister,router", "api,archiver", "all"] {
             let s = crate::Services::parse(list).unwrap();
             assert_eq!(crate::Services::parse(&s.to_string()).unwrap(), s, "{list}");
         }
         assert_eq!(
             crate::Services::parse("api,gateway").unwrap().to_string(),
-            "gateway,ingest"
+            "gateway,api"
         );
     }
 

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tern_api::{ApiConfig, ApiDeps, ApiServer};
 use tern_core::auth::TokenAuthority;
 use tern_core::embedded::{EmbeddedLog, EmbeddedLogConfig, EmbeddedStore, MemoryRoutes};
 use tern_core::log::EventLog;
 use tern_core::routes::RouteDirectory;
 use tern_core::store::MessageStore;
 use tern_gateway::{Gateway, GatewayConfig, GatewayDeps};
-use tern_ingest::{Ingest, IngestConfig, IngestDeps};
 use tern_persister::Persister;
 use tern_router::Router;
 use tokio::sync::watch;
@@ -32,7 +32,7 @@ pub struct Services {
     pub gateway: bool,
     pub persister: bool,
     pub router: bool,
-    pub ingest: bool,
+    pub api: bool,
     pub archiver: bool,
 }
 
@@ -41,18 +41,19 @@ impl Services {
         gateway: true,
         persister: true,
         router: true,
-        ingest: true,
+        api: true,
         archiver: true,
     };
     const NONE: Services = Services {
         gateway: false,
         persister: false,
         router: false,
-        ingest: false,
+        api: false,
         archiver: false,
     };
 
-    /// Parses `gateway,persister,router,ingest,archiver` or `all`.
+    /// Parses `gateway,persister,router,api,archiver` or `all` (`ingest`, the
+    /// old name of `api`, is still understood).
     pub fn parse(list: &str) -> Result<Services, String> {
         let mut s = Services::NONE;
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -61,11 +62,11 @@ impl Services {
                 "gateway" => s.gateway = true,
                 "persister" => s.persister = true,
                 "router" => s.router = true,
-                "ingest" | "api" => s.ingest = true,
+                "api" | "ingest" => s.api = true,
                 "archiver" => s.archiver = true,
                 other => {
                     return Err(format!(
-                        "unknown service {other:?}: use gateway, persister, router, ingest, archiver or all"
+                        "unknown service {other:?}: use gateway, persister, router, api, archiver or all"
                     ));
                 }
             }
@@ -84,7 +85,7 @@ impl std::fmt::Display for Services {
             (self.gateway, "gateway"),
             (self.persister, "persister"),
             (self.router, "router"),
-            (self.ingest, "ingest"),
+            (self.api, "api"),
             (self.archiver, "archiver"),
         ];
         let on: Vec<&str> = names
@@ -140,7 +141,7 @@ pub struct ArchiveSettings {
 pub struct TerndConfig {
     pub data_dir: PathBuf,
     pub gateway: GatewayConfig,
-    pub ingest: IngestConfig,
+    pub api: ApiConfig,
     pub jwt_secret: Option<tern_core::secret::Secret>,
     /// The previous token secret, accepted during a rotation.
     pub jwt_secret_previous: Option<tern_core::secret::Secret>,
@@ -190,12 +191,12 @@ impl TerndConfig {
         c.data_dir = data_dir.to_owned();
         c.gateway.tcp_listen = any;
         c.gateway.ws_listen = any;
-        c.ingest.listen = any;
-        c.ingest.backend_listen = Some(any);
-        c.ingest.backend_token = Some(TEST_BACKEND_TOKEN.into());
+        c.api.listen = any;
+        c.api.backend_listen = Some(any);
+        c.api.backend_token = Some(TEST_BACKEND_TOKEN.into());
         c.gateway.limits = tern_gateway::limits::LimitsConfig::unlimited();
-        c.ingest.group_creations = tern_chat::limits::Rate::UNLIMITED;
-        c.ingest.costly = tern_chat::limits::CostlyRates::UNLIMITED;
+        c.api.group_creations = tern_chat::limits::Rate::UNLIMITED;
+        c.api.costly = tern_chat::limits::CostlyRates::UNLIMITED;
         c.admin_listen = Some(any);
         c
     }
@@ -436,23 +437,23 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         let r = rx.clone();
         tasks.spawn(async move { ("gateway", gateway.run(r).await.map_err(Into::into)) });
     }
-    if services.ingest {
-        let mut ingest_config = config.ingest.clone();
-        ingest_config.dev_mode = config.dev_mode;
-        let deps = IngestDeps {
+    if services.api {
+        let mut api_config = config.api.clone();
+        api_config.dev_mode = config.dev_mode;
+        let deps = ApiDeps {
             log: log.clone(),
             store: store.clone(),
             routes: routes.clone(),
             auth,
             archive: archive.clone(),
         };
-        let ingest = Ingest::bind(ingest_config.clone(), deps)
+        let api = ApiServer::bind(api_config.clone(), deps)
             .await
-            .with_context(|| format!("cannot listen on {}", ingest_config.listen))?;
-        api_addr = Some(ingest.local_addr());
-        backend_addr = ingest.backend_addr();
+            .with_context(|| format!("cannot listen on {}", api_config.listen))?;
+        api_addr = Some(api.local_addr());
+        backend_addr = api.backend_addr();
         let r = rx.clone();
-        tasks.spawn(async move { ("api", ingest.run(r).await.map_err(|e| anyhow::anyhow!(e))) });
+        tasks.spawn(async move { ("api", api.run(r).await.map_err(|e| anyhow::anyhow!(e))) });
     }
     if services.persister {
         let persister = Persister::new(log.clone(), store.clone(), config.large_group_members)
@@ -515,7 +516,7 @@ pub async fn start_with(config: TerndConfig, backends: Backends) -> anyhow::Resu
         ready,
         // Only client-facing services are behind a load balancer that
         // needs time to notice; consumers have nobody to wait for.
-        shutdown_delay: if services.gateway || services.ingest {
+        shutdown_delay: if services.gateway || services.api {
             config.shutdown_delay
         } else {
             Duration::ZERO

@@ -76,16 +76,16 @@ fn token(user: &str, age_ms: u64, ttl_secs: u64) -> String {
 async fn server() -> Server {
     Server::start_with(|c| {
         c.dev_mode = false;
-        c.ingest.dev_mode = false;
+        c.api.dev_mode = false;
         c.jwt_secret = Some(SECRET.into());
-        c.ingest.admin_token = Some(ADMIN.into());
+        c.api.admin_token = Some(ADMIN.into());
         c.archive = Some(ternd::ArchiveSettings {
             location: c.data_dir.join("archive").to_str().unwrap().into(),
             retention: Duration::from_secs(86_400),
             archiver: Default::default(),
         });
         c.gateway.room_policy = tern_chat::rooms::RoomPolicy::Token;
-        c.ingest.room_policy = tern_chat::rooms::RoomPolicy::Token;
+        c.api.room_policy = tern_chat::rooms::RoomPolicy::Token;
     })
     .await
 }

@@ -88,7 +88,7 @@ async fn tokens_of_the_previous_key_work_during_a_rotation_and_not_after() {
         let dir = if previous.is_some() { &first } else { &second };
         let mut config = ternd::TerndConfig::for_tests(dir.path());
         config.dev_mode = false;
-        config.ingest.dev_mode = false;
+        config.api.dev_mode = false;
         config.jwt_secret = Some(NEW.into());
         config.jwt_secret_previous = previous.map(Into::into);
         ternd::start(config)

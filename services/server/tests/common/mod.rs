@@ -243,7 +243,7 @@ impl Cluster {
             child: None,
         };
         // Only the API process binds a back-end listener (below): the
-        // others run no ingest.
+        // others run no API.
         let mut c = Cluster {
             gw1: svc("gateway 1", gateway_args("gw1", p1)),
             gw2: svc("gateway 2", gateway_args("gw2", p2)),
@@ -252,7 +252,7 @@ impl Cluster {
             api: svc(
                 "api",
                 common(
-                    "ingest",
+                    "api",
                     "api1",
                     &[
                         "--api-listen".into(),

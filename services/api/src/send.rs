@@ -22,14 +22,14 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument as _;
 
 use crate::authz::backend_only;
-use crate::{Api, IngestError};
+use crate::{Api, ApiError};
 
 impl Api {
     pub(crate) async fn send_as_system(
         &self,
         actor: &Actor,
         req: SendAsSystemRequest,
-    ) -> Result<SendAsSystemResponse, IngestError> {
+    ) -> Result<SendAsSystemResponse, ApiError> {
         backend_only(actor, "send as another user")?;
         check_user(&req.from_user)?;
         let cmid = if req.client_msg_id.is_empty() {
@@ -84,7 +84,7 @@ impl Api {
             .await?;
         let receipt = match tokio::time::timeout(self.config.receipt_timeout, rx).await {
             Ok(Ok(r)) => r,
-            _ => return Err(IngestError::NotConfirmed(self.config.receipt_timeout)),
+            _ => return Err(ApiError::NotConfirmed(self.config.receipt_timeout)),
         };
         if !receipt.rejected.is_empty() {
             let code = match ErrorCode::try_from(receipt.reject_code) {
@@ -105,7 +105,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: PostToRoomRequest,
-    ) -> Result<PostToRoomResponse, IngestError> {
+    ) -> Result<PostToRoomResponse, ApiError> {
         backend_only(actor, "post to a room as another user")?;
         check_room(&req.room)?;
         check_user(&req.from_user)?;

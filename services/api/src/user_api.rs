@@ -106,7 +106,7 @@ impl UserApi for UserService {
         let policy = self.0.config.room_policy;
         for room in &r.get_ref().rooms {
             tern_chat::rooms::check_room(policy, claims.rooms.as_deref(), room)
-                .map_err(|refusal| Status::from(crate::IngestError::from(refusal)))?;
+                .map_err(|refusal| Status::from(crate::ApiError::from(refusal)))?;
         }
         let who = tern_chat::access::Actor::User(claims.sub);
         Ok(Response::new(

@@ -10,7 +10,7 @@ use tern_core::store::StoreError;
 use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
+pub enum ApiError {
     /// A rule of `tern-chat` said no; its code picks the status.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -34,11 +34,11 @@ pub enum IngestError {
     Feed(LogError),
 }
 
-impl From<ChatError> for IngestError {
+impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         match e {
-            ChatError::Refused(r) => IngestError::Refused(r),
-            ChatError::Store(e) => IngestError::Store(e),
+            ChatError::Refused(r) => ApiError::Refused(r),
+            ChatError::Store(e) => ApiError::Store(e),
         }
     }
 }
@@ -74,27 +74,24 @@ pub fn refusal_status(r: &Refusal) -> Status {
     status
 }
 
-impl From<IngestError> for Status {
-    fn from(e: IngestError) -> Self {
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
         let msg = e.to_string();
         match e {
-            IngestError::Refused(r) => refusal_status(&r),
-            IngestError::BadId(IdError::UnknownConversation(_)) | IngestError::UnknownGroup(_) => {
+            ApiError::Refused(r) => refusal_status(&r),
+            ApiError::BadId(IdError::UnknownConversation(_)) | ApiError::UnknownGroup(_) => {
                 Status::not_found(msg)
             }
-            IngestError::BadId(_) | IngestError::BadCursor { .. } => Status::invalid_argument(msg),
-            IngestError::NotConfirmed(_) => Status::unavailable(msg),
+            ApiError::BadId(_) | ApiError::BadCursor { .. } => Status::invalid_argument(msg),
+            ApiError::NotConfirmed(_) => Status::unavailable(msg),
             // The cause names internal hosts: logged, not sent.
-            IngestError::Log(_)
-            | IngestError::Feed(_)
-            | IngestError::Store(_)
-            | IngestError::Routes(_) => {
+            ApiError::Log(_) | ApiError::Feed(_) | ApiError::Store(_) | ApiError::Routes(_) => {
                 tracing::warn!(error = %msg, "API call failed on a backend");
                 Status::unavailable(match e {
-                    IngestError::Log(_) => {
+                    ApiError::Log(_) => {
                         "not stored: the event log is unavailable; retry (with the same client_msg_id for a send)"
                     }
-                    IngestError::Feed(_) => {
+                    ApiError::Feed(_) => {
                         "the change is stored, but the gateways could not be told yet; retry the call"
                     }
                     _ => "a backend is unavailable; try again",
@@ -110,7 +107,7 @@ mod tests {
 
     #[test]
     fn refusals_keep_their_code_and_retry_time() {
-        let s: Status = IngestError::from(Refusal::rate_limited(
+        let s: Status = ApiError::from(Refusal::rate_limited(
             "slow down",
             Duration::from_millis(1500),
         ))
@@ -118,7 +115,7 @@ mod tests {
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert_eq!(s.message(), "RATE_LIMITED: slow down");
         assert_eq!(s.metadata().get("retry-after-ms").unwrap(), "1500");
-        let s: Status = IngestError::from(Refusal::new(ErrorCode::Blocked, "no")).into();
+        let s: Status = ApiError::from(Refusal::new(ErrorCode::Blocked, "no")).into();
         assert_eq!(s.code(), tonic::Code::PermissionDenied);
     }
 }

@@ -15,14 +15,14 @@ use tern_core::proto::api::{
 use tern_core::store::load_entries;
 
 use crate::authz::backend_only;
-use crate::{Api, IngestError};
+use crate::{Api, ApiError};
 
 impl Api {
     pub(crate) async fn fetch_inbox(
         &self,
         actor: &Actor,
         req: FetchInboxRequest,
-    ) -> Result<InboxPage, IngestError> {
+    ) -> Result<InboxPage, ApiError> {
         backend_only(actor, "read a user's inbox")?;
         check_user(&req.user)?;
         let page = self
@@ -31,7 +31,7 @@ impl Api {
             .read_inbox(&req.user, req.after_cursor, page_limit(req.limit))
             .await?;
         if req.after_cursor > page.head {
-            return Err(IngestError::BadCursor {
+            return Err(ApiError::BadCursor {
                 cursor: req.after_cursor,
                 head: page.head,
             });
@@ -67,7 +67,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: HistoryRequest,
-    ) -> Result<HistoryPage, IngestError> {
+    ) -> Result<HistoryPage, ApiError> {
         let store = self.deps.store.as_ref();
         let access = read_access(store, actor, &req.conversation).await?;
         let page = history_page(
@@ -88,7 +88,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: ListConversationsRequest,
-    ) -> Result<ConversationList, IngestError> {
+    ) -> Result<ConversationList, ApiError> {
         let user = actor.subject(&req.user, "list the conversations of")?;
         self.costly(actor, false)?;
         let page = conversation_page(
@@ -109,7 +109,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: MarkReadRequest,
-    ) -> Result<MarkReadResponse, IngestError> {
+    ) -> Result<MarkReadResponse, ApiError> {
         let user = actor.subject(&req.user, "mark as read for")?;
         // The back end marks for a user only what that user may read.
         let store = self.deps.store.as_ref();
@@ -124,7 +124,7 @@ impl Api {
         &self,
         _actor: &Actor,
         req: RoomViewersRequest,
-    ) -> Result<RoomViewersResponse, IngestError> {
+    ) -> Result<RoomViewersResponse, ApiError> {
         if req.rooms.len() > MAX_PAGE {
             return Err(Refusal::invalid(format!(
                 "{} rooms in one call; the limit is {MAX_PAGE}",

@@ -20,19 +20,19 @@ use tern_core::proto::api::{
 use tern_core::proto::records::{GroupChange, GroupFeedRecord, group_feed_record};
 use tern_core::topics;
 
-use crate::{Api, IngestError};
+use crate::{Api, ApiError};
 
 impl Api {
-    async fn stored_group(&self, id: &str) -> Result<StoredGroup, IngestError> {
+    async fn stored_group(&self, id: &str) -> Result<StoredGroup, ApiError> {
         check_group(id)?;
         self.deps
             .store
             .group(id)
             .await?
-            .ok_or_else(|| IngestError::UnknownGroup(id.to_owned()))
+            .ok_or_else(|| ApiError::UnknownGroup(id.to_owned()))
     }
 
-    async fn group_reply(&self, g: StoredGroup) -> Result<Group, IngestError> {
+    async fn group_reply(&self, g: StoredGroup) -> Result<Group, ApiError> {
         let member_count = self.deps.store.member_count(&g.id).await?;
         Ok(Group {
             conversation: Conversation::Group(g.id.clone()).to_string(),
@@ -49,7 +49,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: CreateGroupRequest,
-    ) -> Result<Group, IngestError> {
+    ) -> Result<Group, ApiError> {
         let owner = actor.subject(&req.owner, "create a group owned by")?;
         let limits = &self.config.group_limits;
         check_member_list(actor, &req.members, limits)?;
@@ -98,7 +98,7 @@ impl Api {
         actor: &Actor,
         req: ChangeMembersRequest,
         add: bool,
-    ) -> Result<Group, IngestError> {
+    ) -> Result<Group, ApiError> {
         let group = self.stored_group(&req.group).await?;
         check_member_list(actor, &req.users, &self.config.group_limits)?;
         check_member_change(self.deps.store.as_ref(), actor, &group, &req.users, add).await?;
@@ -132,7 +132,7 @@ impl Api {
         group: &str,
         added: &[String],
         removed: &[String],
-    ) -> Result<(), IngestError> {
+    ) -> Result<(), ApiError> {
         let change = GroupFeedRecord {
             kind: Some(group_feed_record::Kind::Change(GroupChange {
                 group: group.to_owned(),
@@ -150,7 +150,7 @@ impl Api {
                 )],
             )
             .await
-            .map_err(IngestError::Feed)?;
+            .map_err(ApiError::Feed)?;
         Ok(())
     }
 
@@ -158,7 +158,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: ListMembersRequest,
-    ) -> Result<MembersPage, IngestError> {
+    ) -> Result<MembersPage, ApiError> {
         let group = self.stored_group(&req.group).await?;
         if let Actor::User(user) = actor
             && !self.deps.store.is_member(&group.id, user).await?
@@ -184,7 +184,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: ListGroupsRequest,
-    ) -> Result<GroupList, IngestError> {
+    ) -> Result<GroupList, ApiError> {
         let user = actor.subject(&req.user, "list the groups of")?;
         let limit = page_limit(req.limit);
         let ids: Vec<String> = self

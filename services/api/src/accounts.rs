@@ -16,7 +16,7 @@ use tern_core::proto::api::{
 use tern_core::proto::records::{GroupFeedRecord, TokensRevoked, group_feed_record};
 use tern_core::topics;
 
-use crate::{Api, IngestError};
+use crate::{Api, ApiError};
 
 /// Longest a dev token lives, whatever is asked.
 pub const MAX_DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -26,7 +26,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: SetBlockedRequest,
-    ) -> Result<SetBlockedResponse, IngestError> {
+    ) -> Result<SetBlockedResponse, ApiError> {
         let me = actor.subject("", "block for")?;
         self.costly(actor, true)?;
         let reply =
@@ -42,7 +42,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: ListBlockedRequest,
-    ) -> Result<BlockedList, IngestError> {
+    ) -> Result<BlockedList, ApiError> {
         let me = actor.subject("", "list the blocks of")?;
         let limit = page_limit(req.limit);
         let read = self
@@ -58,7 +58,7 @@ impl Api {
         &self,
         actor: &Actor,
         req: RevokeTokensRequest,
-    ) -> Result<RevokeTokensResponse, IngestError> {
+    ) -> Result<RevokeTokensResponse, ApiError> {
         let user = actor.subject(&req.user, "revoke the tokens of")?;
         self.costly(actor, true)?;
         let device = (!req.device.is_empty()).then_some(req.device.as_str());
@@ -89,7 +89,7 @@ impl Api {
                 )],
             )
             .await
-            .map_err(IngestError::Feed)?;
+            .map_err(ApiError::Feed)?;
         tracing::info!(%user, device = device.unwrap_or("*"), before_ms, "tokens revoked");
         Ok(RevokeTokensResponse {
             revoked_before_ms: before_ms,
@@ -99,7 +99,7 @@ impl Api {
     pub(crate) fn issue_dev_token(
         &self,
         req: IssueDevTokenRequest,
-    ) -> Result<IssueDevTokenResponse, IngestError> {
+    ) -> Result<IssueDevTokenResponse, ApiError> {
         check_user(&req.user)?;
         if !req.device.is_empty() {
             check_device(&req.device)?;

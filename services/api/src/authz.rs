@@ -21,7 +21,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::error::refusal_status;
-use crate::{Api, IngestError};
+use crate::{Api, ApiError};
 
 /// The token of an `authorization: Bearer <token>` header.
 pub(crate) fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
@@ -168,7 +168,7 @@ pub(crate) trait Authorized: Send + Sync {
     ) -> impl Future<Output = Result<Response<Res>, Status>> + Send
     where
         Req: Send,
-        Fut: Future<Output = Result<Res, IngestError>> + Send,
+        Fut: Future<Output = Result<Res, ApiError>> + Send,
     {
         async move {
             let actor = self.actor(request.metadata()).await?;
@@ -208,7 +208,7 @@ impl Authorized for BackendService {
 
 /// Refuses a back-end-only operation asked by a user (a guard inside
 /// operations both services share).
-pub(crate) fn backend_only(actor: &Actor, what: &str) -> Result<(), IngestError> {
+pub(crate) fn backend_only(actor: &Actor, what: &str) -> Result<(), ApiError> {
     match actor {
         Actor::Backend => Ok(()),
         Actor::User(_) => Err(tern_chat::Refusal::new(

@@ -1,4 +1,4 @@
-//! tern-ingest: the server-side gRPC APIs, on two listeners.
+//! tern-api: the server-side gRPC APIs, on two listeners.
 //!
 //! - The **user API** (`api_listen`): what apps and the `tern` CLI call.
 //!   Every call needs a login token and acts as its user; in dev mode
@@ -41,7 +41,7 @@ mod send;
 mod user_api;
 
 pub use accounts::MAX_DEV_TOKEN_TTL;
-pub use error::IngestError;
+pub use error::ApiError;
 
 /// Calls one client connection may have in progress (HTTP/2 streams).
 const CALLS_PER_CONNECTION: usize = 32;
@@ -50,7 +50,7 @@ const CALLS_PER_CONNECTION: usize = 32;
 const MAX_USER_REQUEST: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
-pub struct IngestConfig {
+pub struct ApiConfig {
     /// Identity of this node: receipts come back on `push.<node_id>`.
     pub node_id: String,
     /// The user API.
@@ -82,10 +82,10 @@ pub struct IngestConfig {
     pub call_timeout: Duration,
 }
 
-impl Default for IngestConfig {
+impl Default for ApiConfig {
     fn default() -> Self {
-        IngestConfig {
-            node_id: "ingest-local".into(),
+        ApiConfig {
+            node_id: "api-local".into(),
             listen: "127.0.0.1:7402".parse().expect("valid address"),
             backend_listen: Some("127.0.0.1:7404".parse().expect("valid address")),
             backend_token: None,
@@ -105,7 +105,7 @@ impl Default for IngestConfig {
 }
 
 #[derive(Clone)]
-pub struct IngestDeps {
+pub struct ApiDeps {
     pub log: Arc<dyn EventLog>,
     pub store: Arc<dyn MessageStore>,
     /// For room viewer counts.
@@ -118,15 +118,15 @@ pub struct IngestDeps {
 /// What every call shares.
 #[derive(Clone)]
 pub(crate) struct Api {
-    config: Arc<IngestConfig>,
-    deps: IngestDeps,
+    config: Arc<ApiConfig>,
+    deps: ApiDeps,
     waiters: Arc<send::Waiters>,
     /// Group creations per user (this node's share of the limit).
     group_creations: Arc<Mutex<KeyedLimiter<String>>>,
     costly: Arc<CostlyRequests>,
 }
 
-pub struct Ingest {
+pub struct ApiServer {
     api: Api,
     listener: TcpListener,
     backend: Option<TcpListener>,
@@ -135,7 +135,7 @@ pub struct Ingest {
 impl Api {
     /// Takes one of a user's costly requests (`change` or a list read);
     /// the back end is not limited.
-    pub(crate) fn costly(&self, actor: &Actor, change: bool) -> Result<(), IngestError> {
+    pub(crate) fn costly(&self, actor: &Actor, change: bool) -> Result<(), ApiError> {
         let tern_chat::access::Actor::User(user) = actor else {
             return Ok(());
         };
@@ -156,14 +156,14 @@ impl Api {
     }
 }
 
-impl Ingest {
-    pub async fn bind(config: IngestConfig, deps: IngestDeps) -> std::io::Result<Self> {
+impl ApiServer {
+    pub async fn bind(config: ApiConfig, deps: ApiDeps) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let backend = match config.backend_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(Ingest {
+        Ok(ApiServer {
             api: Api {
                 group_creations: Arc::new(Mutex::new(KeyedLimiter::new(config.group_creations))),
                 costly: Arc::new(CostlyRequests::new(config.costly)),
@@ -195,13 +195,15 @@ impl Ingest {
         self,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let Ingest {
+        let ApiServer {
             api,
             listener,
             backend,
         } = self;
         let node = api.config.node_id.clone();
         let sub =
+            // The consumer group keeps its name from before the API was
+            // renamed, so an upgraded node resumes it.
             topics::subscribe_push_topic(api.deps.log.as_ref(), &node, &format!("ingest.{node}"))
                 .await?;
         let receipts = tokio::spawn(send::receive_receipts(api.clone(), sub, shutdown.clone()));
