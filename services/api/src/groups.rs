@@ -18,6 +18,7 @@ use tern_core::proto::api::{
     ListMembersRequest, MembersPage,
 };
 use tern_core::proto::records::{GroupChange, GroupFeedRecord, group_feed_record};
+use tern_core::sync;
 use tern_core::topics;
 
 use crate::{Api, ApiError};
@@ -61,11 +62,7 @@ impl Api {
         }
         if let Actor::User(user) = actor {
             let now = tokio::time::Instant::now().into_std();
-            let taken = self
-                .group_creations
-                .lock()
-                .expect("group creation limiter poisoned")
-                .take(user, now);
+            let taken = sync::lock(&self.group_creations).take(user, now);
             if let Err(after) = taken {
                 tern_core::metrics::API_LIMITED.inc("group_creations");
                 return Err(Refusal::rate_limited(

@@ -86,8 +86,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             node_id: "api-local".into(),
-            listen: "127.0.0.1:7402".parse().expect("valid address"),
-            backend_listen: Some("127.0.0.1:7404".parse().expect("valid address")),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7402)),
+            backend_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7404))),
             backend_token: None,
             max_body_bytes: 64 * 1024,
             receipt_timeout: Duration::from_secs(10),
@@ -129,7 +129,10 @@ pub(crate) struct Api {
 pub struct ApiServer {
     api: Api,
     listener: TcpListener,
-    backend: Option<TcpListener>,
+    /// The user API's address, read once at bind (port 0 resolved).
+    local_addr: SocketAddr,
+    /// The back-end API's listener and address, if served.
+    backend: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Api {
@@ -159,8 +162,13 @@ impl Api {
 impl ApiServer {
     pub async fn bind(config: ApiConfig, deps: ApiDeps) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
         let backend = match config.backend_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => {
+                let backend = TcpListener::bind(addr).await?;
+                let backend_addr = backend.local_addr()?;
+                Some((backend, backend_addr))
+            }
             None => None,
         };
         Ok(ApiServer {
@@ -172,22 +180,19 @@ impl ApiServer {
                 waiters: Default::default(),
             },
             listener,
+            local_addr,
             backend,
         })
     }
 
     /// The user API's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.local_addr
     }
 
     /// The back-end API's address, if served.
     pub fn backend_addr(&self) -> Option<SocketAddr> {
-        self.backend
-            .as_ref()
-            .map(|l| l.local_addr().expect("bound listener has an address"))
+        self.backend.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Serves until `shutdown` turns true.
@@ -199,6 +204,7 @@ impl ApiServer {
             api,
             listener,
             backend,
+            ..
         } = self;
         let node = api.config.node_id.clone();
         let sub =
@@ -241,7 +247,7 @@ impl ApiServer {
                 tonic::transport::server::TcpIncoming::from(listener),
                 async move { stopped(&mut signal).await },
             );
-        let backend_api = backend.map(|listener| {
+        let backend_api = backend.map(|(listener, _)| {
             let mut signal = shutdown.clone();
             let archive_admin = archive::ArchiveAdminService::new(
                 api.deps.archive.clone(),

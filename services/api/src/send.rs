@@ -17,6 +17,7 @@ use tern_core::proto::api::{
 };
 use tern_core::proto::client::ErrorCode;
 use tern_core::proto::records::{InboundRecord, Origin, Receipt, RoomRecord, push_record};
+use tern_core::sync;
 use tern_core::{now_ms, topics};
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument as _;
@@ -184,9 +185,7 @@ impl Waiters {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.calls
-            .lock()
-            .expect("waiters poisoned")
+        sync::lock(&self.calls)
             .entry(key.clone())
             .or_default()
             .push((id, tx));
@@ -201,11 +200,8 @@ impl Waiters {
     }
 
     fn resolve(&self, r: &Receipt) {
-        let waiting = self
-            .calls
-            .lock()
-            .expect("waiters poisoned")
-            .remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
+        let waiting =
+            sync::lock(&self.calls).remove(&(r.sender_user.clone(), r.client_msg_id.clone()));
         for (_, w) in waiting.into_iter().flatten() {
             let _ = w.send(r.clone());
         }
@@ -220,7 +216,7 @@ struct WaitGuard {
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        let mut calls = self.waiters.calls.lock().expect("waiters poisoned");
+        let mut calls = sync::lock(&self.waiters.calls);
         if let Some(list) = calls.get_mut(&self.key) {
             list.retain(|(id, _)| *id != self.id);
             if list.is_empty() {

@@ -3,6 +3,9 @@
 //! sets the TERN_TEST_S3_* variables). Each scenario gets its own key prefix
 //! in the bucket, so runs never see each other's objects.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use tern_archive::conformance::{self, Fixture};

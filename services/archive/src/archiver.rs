@@ -146,14 +146,13 @@ impl Archiver {
                         };
                         rest = &rest[taken..];
                         tern_core::metrics::ARCHIVE_OPEN_RECORDS.set(o.builder.records() as i64);
-                        if o.builder.raw_len() >= self.config.segment_max_bytes {
-                            let o = open.take().expect("filled above");
-                            if !self
+                        let full = o.builder.raw_len() >= self.config.segment_max_bytes;
+                        if let Some(o) = open.take_if(|_| full)
+                            && !self
                                 .close_and_commit(&mut head, o, sub.as_mut(), &mut shutdown)
                                 .await
-                            {
-                                return Ok(());
-                            }
+                        {
+                            return Ok(());
                         }
                     }
                 }

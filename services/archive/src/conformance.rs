@@ -5,6 +5,9 @@
 //! scenario needs an empty archive and a log of its own ([`Fixture::new`]).
 //! Test code: failures panic, as assertions do.
 
+// Test code (built only for tests): a failed unwrap is a failed scenario.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

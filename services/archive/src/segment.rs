@@ -141,9 +141,9 @@ impl SegmentBuilder {
     }
 
     fn push_entry(&mut self, kind: archive_entry::Kind) {
-        ArchiveEntry { kind: Some(kind) }
-            .encode_length_delimited(&mut self.raw)
-            .expect("a Vec grows as needed");
+        let entry = ArchiveEntry { kind: Some(kind) };
+        self.raw
+            .extend_from_slice(&entry.encode_length_delimited_to_vec());
     }
 
     /// Records a large group's members (once per segment, before its messages).

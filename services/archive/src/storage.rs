@@ -77,11 +77,10 @@ impl ObjectStorage for LocalDir {
     async fn put(&self, name: &str, bytes: Bytes) -> Result<(), ArchiveError> {
         use std::io::Write as _;
         let path = self.path(name)?;
+        let dir = path.parent().map(Path::to_path_buf).ok_or_else(|| {
+            ArchiveError::Storage(format!("object path {} has no directory", path.display()))
+        })?;
         blocking(move || {
-            let dir = path
-                .parent()
-                .expect("object paths have a parent")
-                .to_owned();
             std::fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
             let tmp = dir.join(format!(
                 ".{}.tmp-{:016x}",

@@ -1,5 +1,8 @@
 //! The archive's scenarios (`tern_archive::conformance`) on a local directory.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use tern_archive::LocalDir;

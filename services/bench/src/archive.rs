@@ -63,7 +63,7 @@ pub async fn run(args: &ArchiveArgs) -> anyhow::Result<Report> {
     let start_ms = tern_core::now_ms();
     let mut batch = Vec::with_capacity(FILL_BATCH);
     for n in 0..args.messages {
-        batch.push(record(n, args, start_ms));
+        batch.push(record(n, args, start_ms)?);
         if batch.len() == FILL_BATCH || n + 1 == args.messages {
             log.append(tern_core::topics::ARCHIVE, std::mem::take(&mut batch))
                 .await?;
@@ -199,13 +199,11 @@ fn user(n: u64) -> String {
 
 /// Message `n`: between two random users (user 0 among them now and then,
 /// as any other), a millisecond after the previous one.
-fn record(n: u64, args: &ArchiveArgs, start_ms: u64) -> Record {
+fn record(n: u64, args: &ArchiveArgs, start_ms: u64) -> anyhow::Result<Record> {
     let a = rand::random::<u64>() % args.users;
     let b = (a + 1 + rand::random::<u64>() % (args.users - 1)) % args.users;
     let (from, to) = (user(a), user(b));
-    let conversation = Conversation::direct(&from, &to)
-        .expect("generated ids are valid")
-        .to_string();
+    let conversation = Conversation::direct(&from, &to)?.to_string();
     let sent_at_ms = start_ms + n;
     let partition = n % PARTITIONS;
     let value = ArchiveRecord {
@@ -225,5 +223,8 @@ fn record(n: u64, args: &ArchiveArgs, start_ms: u64) -> Record {
         inbound_partition: partition as u32,
         inbound_offset: n / PARTITIONS,
     };
-    Record::new(partition.to_string().into_bytes(), value.encode_to_vec())
+    Ok(Record::new(
+        partition.to_string().into_bytes(),
+        value.encode_to_vec(),
+    ))
 }

@@ -113,7 +113,7 @@ pub async fn run(target: &Target, args: &BacklogArgs) -> anyhow::Result<Report> 
     let mut report = Report {
         scenario: "backlog",
         server: target.server.clone(),
-        settings: serde_json::to_value(args).expect("serializes"),
+        settings: serde_json::to_value(args).context("the settings as JSON")?,
         errors: Errors::default(),
         ..Default::default()
     };

@@ -212,15 +212,16 @@ pub(crate) async fn send(
             Ok(Err(e)) => errors.add(reason(&e)),
             Err(_) => errors.add("task panicked"),
         };
+    let mut window_closed = false;
     for _ in 0..count {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         }
-        let permit = window
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
+        // The window is never closed; were it, what is left is not sended.
+        let Ok(permit) = window.clone().acquire_owned().await else {
+            window_closed = true;
+            break;
+        };
         let (client, to, counters) = (client.clone(), to.clone(), counters.clone());
         let mut body = vec![b'.'; body_bytes];
         inflight.spawn(async move {
@@ -241,6 +242,9 @@ pub(crate) async fn send(
     }
     while let Some(done) = inflight.join_next().await {
         record(done);
+    }
+    if window_closed {
+        errors.add("window closed");
     }
     (latencies, errors)
 }

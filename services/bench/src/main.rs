@@ -144,15 +144,18 @@ async fn main() -> ExitCode {
     }
     .await;
     match result {
-        Ok(report) => {
-            if cli.target.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("report serializes")
-                );
-            } else {
-                print!("{}", report.summary());
+        Ok(report) if cli.target.json => match serde_json::to_string(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("tern-bench: cannot write the report as JSON: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.summary());
             ExitCode::SUCCESS
         }
         Err(e) => {

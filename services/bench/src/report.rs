@@ -1,5 +1,6 @@
 //! The figures of one run, and how they are printed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ pub struct Report {
     /// Rates per second.
     pub rates: serde_json::Map<String, serde_json::Value>,
     /// Latency distributions by name.
-    pub latency: serde_json::Map<String, serde_json::Value>,
+    pub latency: BTreeMap<String, Percentiles>,
     pub errors: Errors,
     pub servers: Vec<Usage>,
     pub tool: Option<Usage>,
@@ -105,8 +106,7 @@ impl Report {
     }
 
     pub fn latency(&mut self, name: &str, p: Percentiles) {
-        self.latency
-            .insert(name.into(), serde_json::to_value(p).expect("serializes"));
+        self.latency.insert(name.into(), p);
     }
 
     /// The human-readable summary.
@@ -124,8 +124,7 @@ impl Report {
         for (k, v) in &self.rates {
             let _ = writeln!(s, "  {k:<28} {v} /s");
         }
-        for (k, v) in &self.latency {
-            let p: Percentiles = serde_json::from_value(v.clone()).unwrap_or_default();
+        for (k, p) in &self.latency {
             let _ = writeln!(
                 s,
                 "  {k:<28} p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (n={})",

@@ -234,15 +234,16 @@ async fn publish(
             Ok(Err(e)) => errors.add(reason(&e)),
             Err(_) => errors.add("task panicked"),
         };
+    let mut window_closed = false;
     for _ in 0..args.messages {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         }
-        let permit = window
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
+        // The window is never closed; were it, what is left is not posted.
+        let Ok(permit) = window.clone().acquire_owned().await else {
+            window_closed = true;
+            break;
+        };
         let (host, room, counters) = (host.clone(), room.clone(), counters.clone());
         let mut body = vec![b'.'; args.body_bytes];
         inflight.spawn(async move {
@@ -262,6 +263,9 @@ async fn publish(
     }
     while let Some(done) = inflight.join_next().await {
         record(done);
+    }
+    if window_closed {
+        errors.add("window closed");
     }
     (latencies, errors)
 }

@@ -1,6 +1,9 @@
 //! tern-bench against a real ternd: its counts are exact, and bad input is
 //! refused clearly.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 async fn run(args: Vec<String>) -> Output {
@@ -33,7 +36,7 @@ fn args(running: &ternd::Running, rest: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_direct_run_counts_exactly_what_it_sent_and_received() {
     let dir = tempfile::tempdir().unwrap();
-    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()))
+    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()).unwrap())
         .await
         .unwrap();
     let out = run(args(
@@ -73,7 +76,7 @@ async fn a_short_direct_run_counts_exactly_what_it_sent_and_received() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_idle_run_holds_its_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()))
+    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()).unwrap())
         .await
         .unwrap();
     let out = run(args(
@@ -132,7 +135,7 @@ async fn bad_arguments_and_unreachable_servers_fail_clearly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_with_its_send_limits_on_is_refused_with_the_flags_to_turn_them_off() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ternd::TerndConfig::for_tests(dir.path());
+    let mut config = ternd::TerndConfig::for_tests(dir.path()).unwrap();
     config.gateway.limits = ternd::config::Settings::default()
         .resolve()
         .expect("defaults are valid")
@@ -152,7 +155,7 @@ async fn a_server_with_its_send_limits_on_is_refused_with_the_flags_to_turn_them
 
 async fn report_of(rest: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()))
+    let running = ternd::start(ternd::TerndConfig::for_tests(dir.path()).unwrap())
         .await
         .unwrap();
     let out = run(args(&running, rest)).await;

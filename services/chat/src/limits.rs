@@ -13,6 +13,8 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tern_core::sync;
+
 /// A token bucket's shape. A `per_second` of 0 means no limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
@@ -184,7 +186,7 @@ pub struct CountGuard<K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> Counts<K> {
     /// A place for `key` if it holds fewer than `max` (0: no limit).
     pub fn try_acquire(&self, key: &K, max: usize) -> Option<CountGuard<K>> {
-        let mut held = self.held.lock().expect("counts poisoned");
+        let mut held = sync::lock(&self.held);
         let n = held.entry(key.clone()).or_default();
         if max > 0 && *n >= max {
             return None;
@@ -198,14 +200,14 @@ impl<K: Hash + Eq + Clone> Counts<K> {
 
     /// How many `key` holds.
     pub fn count(&self, key: &K) -> usize {
-        let held = self.held.lock().expect("counts poisoned");
+        let held = sync::lock(&self.held);
         held.get(key).copied().unwrap_or(0)
     }
 }
 
 impl<K: Hash + Eq + Clone> Drop for CountGuard<K> {
     fn drop(&mut self) {
-        let mut held = self.held.lock().expect("counts poisoned");
+        let mut held = sync::lock(&self.held);
         if let Some(n) = held.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -279,7 +281,7 @@ fn take(
     now: Instant,
     what: &str,
 ) -> Result<(), crate::Refusal> {
-    let mut limiter = limiter.lock().expect("limiter poisoned");
+    let mut limiter = sync::lock(limiter);
     let per_second = limiter.rate().per_second;
     limiter.take(&user.to_owned(), now).map_err(|after| {
         crate::Refusal::rate_limited(

@@ -168,7 +168,7 @@ pub async fn run(backend_addr: &str, args: &ArchiveArgs) -> anyhow::Result<()> {
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} segments, {msg} messages, {elapsed}",
                 )
-                .expect("a valid template"),
+                .context("the progress bar's template")?,
             );
             let mut messages = 0;
             api.export(e.subject.get(), from, to, |chunk| {

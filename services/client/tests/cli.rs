@@ -1,6 +1,9 @@
 //! The `tern` CLI against a real ternd: the commands and output other tools
 //! and scripts rely on.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Output};
 
 struct Server {
@@ -10,7 +13,7 @@ struct Server {
 
 async fn start(tweak: impl FnOnce(&mut ternd::TerndConfig)) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ternd::TerndConfig::for_tests(dir.path());
+    let mut config = ternd::TerndConfig::for_tests(dir.path()).unwrap();
     tweak(&mut config);
     Server {
         running: ternd::start(config).await.unwrap(),

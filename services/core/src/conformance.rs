@@ -3,6 +3,9 @@
 //! from their own crates), so both implementations behave the same.
 //! Every scenario uses fresh ids, so one server can serve many runs.
 
+// Test code (built only for tests): a failed unwrap is a failed scenario.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -12,6 +12,7 @@
 //!   boundaries, whatever the backend (instrument once);
 //! - [`stage`]: the consume → act → commit loop every pipeline stage runs;
 //! - [`auth`]: HS256 JWT tokens for client logins;
+//! - [`sync`]: taking std locks, with the one policy on poisoning;
 //! - `conformance` (feature `conformance`, for tests): scenarios every
 //!   backend must pass, run against each one.
 //!
@@ -31,6 +32,7 @@ pub mod routes;
 pub mod secret;
 pub mod stage;
 pub mod store;
+pub mod sync;
 pub mod topics;
 pub mod trace;
 

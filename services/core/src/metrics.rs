@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::sync;
+
 pub struct Counter {
     name: &'static str,
     help: &'static str,
@@ -90,12 +92,7 @@ impl LabeledCounter {
     }
 
     pub fn add(&self, value: &'static str, n: u64) {
-        *self
-            .values
-            .lock()
-            .expect("metric poisoned")
-            .entry(value)
-            .or_default() += n;
+        *sync::lock(&self.values).entry(value).or_default() += n;
     }
 
     pub fn inc(&self, value: &'static str) {
@@ -103,12 +100,7 @@ impl LabeledCounter {
     }
 
     pub fn get(&self, value: &str) -> u64 {
-        self.values
-            .lock()
-            .expect("metric poisoned")
-            .get(value)
-            .copied()
-            .unwrap_or(0)
+        sync::lock(&self.values).get(value).copied().unwrap_or(0)
     }
 }
 
@@ -131,19 +123,12 @@ impl LabeledGauge {
     }
 
     pub fn set(&self, value: &'static str, v: i64) {
-        self.values
-            .lock()
-            .expect("metric poisoned")
-            .insert(value, v);
+        sync::lock(&self.values).insert(value, v);
     }
 
     /// None until the first `set` for `value`.
     pub fn get(&self, value: &str) -> Option<i64> {
-        self.values
-            .lock()
-            .expect("metric poisoned")
-            .get(value)
-            .copied()
+        sync::lock(&self.values).get(value).copied()
     }
 }
 
@@ -288,18 +273,14 @@ impl LabeledHistogram {
     }
 
     pub fn observe(&self, value: &'static str, v: f64) {
-        self.values
-            .lock()
-            .expect("metric poisoned")
+        sync::lock(&self.values)
             .entry(value)
             .or_insert_with(|| Buckets::new(self.bounds))
             .observe(v);
     }
 
     pub fn count(&self, value: &str) -> u64 {
-        self.values
-            .lock()
-            .expect("metric poisoned")
+        sync::lock(&self.values)
             .get(value)
             .map_or(0, Buckets::count)
     }
@@ -575,13 +556,13 @@ pub fn render() -> String {
         &STAGE_RETRIES,
     ] {
         header(&mut out, l.name, l.help, "counter");
-        for (value, n) in l.values.lock().expect("metric poisoned").iter() {
+        for (value, n) in sync::lock(&l.values).iter() {
             let _ = writeln!(out, "{}{{{}=\"{value}\"}} {n}", l.name, l.label);
         }
     }
     let g = &STAGE_CONSUMER_LAG;
     header(&mut out, g.name, g.help, "gauge");
-    for (value, n) in g.values.lock().expect("metric poisoned").iter() {
+    for (value, n) in sync::lock(&g.values).iter() {
         let _ = writeln!(out, "{}{{{}=\"{value}\"}} {n}", g.name, g.label);
     }
     for h in [&ACK_LATENCY, &SEND_RECEIPT, &PUSH_BATCH] {
@@ -605,7 +586,7 @@ fn render_histogram(out: &mut String, h: &Histogram) {
 
 fn render_labeled_histogram(out: &mut String, h: &LabeledHistogram) {
     header(out, h.name, h.help, "histogram");
-    for (value, b) in h.values.lock().expect("metric poisoned").iter() {
+    for (value, b) in sync::lock(&h.values).iter() {
         b.render(out, h.name, Some((h.label, value)));
     }
 }

@@ -1,6 +1,9 @@
 //! The conformance scenarios on the embedded backends, plus what only an
 //! embedded backend can show: durability across a reopen of its files.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

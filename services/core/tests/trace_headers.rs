@@ -2,6 +2,9 @@
 //! context from stage to stage in `ternd`. Its own test binary, because
 //! turning tracing on is process-wide.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use tern_core::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use tern_core::log::{EventLog, Record, StartFrom};

@@ -11,6 +11,7 @@ use tern_core::ids::MessageId;
 use tern_core::metrics;
 use tern_core::proto::client::Message;
 use tern_core::store::{InboxEntry, MessageStore, StoreError, StoredMessage, client_message};
+use tern_core::sync;
 
 pub(crate) struct BodyCache {
     capacity: usize,
@@ -43,7 +44,7 @@ impl BodyCache {
         let mut found: HashMap<u128, StoredMessage> = HashMap::with_capacity(entries.len());
         let mut missing: Vec<MessageId> = Vec::new();
         {
-            let inner = self.inner.lock().expect("body cache poisoned");
+            let inner = sync::lock(&self.inner);
             for e in entries {
                 match inner.bodies.get(&e.message_id.0) {
                     Some(m) => {
@@ -57,7 +58,7 @@ impl BodyCache {
         metrics::BODY_CACHE_MISSES.add(missing.len() as u64);
         if !missing.is_empty() {
             let read = store.get_messages(&missing).await?;
-            let mut inner = self.inner.lock().expect("body cache poisoned");
+            let mut inner = sync::lock(&self.inner);
             for m in read {
                 let Some(id) = MessageId::from_slice(&m.message_id) else {
                     continue;

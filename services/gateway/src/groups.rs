@@ -33,6 +33,7 @@ use tern_core::proto::client::{Codec, GroupMessages, server_frame};
 use tern_core::proto::records::{GroupChange, GroupFeedRecord, group_feed_record};
 use tern_core::stage::stopped;
 use tern_core::store::{StoredMessage, client_message};
+use tern_core::sync;
 use tern_core::{metrics, topics};
 use tokio::sync::watch;
 
@@ -57,7 +58,7 @@ impl GroupMembers {
     /// A receiving connection of `user` logged in; `groups` are the user's
     /// groups as the store has them now.
     pub fn online(&self, user: &str, groups: Vec<String>) {
-        let mut inner = self.inner.write().expect("group members poisoned");
+        let mut inner = sync::write(&self.inner);
         for g in &groups {
             inner
                 .by_group
@@ -72,7 +73,7 @@ impl GroupMembers {
 
     /// A receiving connection of `user` ended.
     pub fn offline(&self, user: &str) {
-        let mut inner = self.inner.write().expect("group members poisoned");
+        let mut inner = sync::write(&self.inner);
         let Inner { by_group, by_user } = &mut *inner;
         let Some((conns, groups)) = by_user.get_mut(user) else {
             return;
@@ -89,7 +90,7 @@ impl GroupMembers {
 
     /// Applies a membership change to the users online here.
     pub fn apply(&self, change: &GroupChange) {
-        let mut inner = self.inner.write().expect("group members poisoned");
+        let mut inner = sync::write(&self.inner);
         let Inner { by_group, by_user } = &mut *inner;
         for user in &change.added {
             if let Some((_, groups)) = by_user.get_mut(user) {
@@ -111,7 +112,7 @@ impl GroupMembers {
     /// Sets `user`'s groups to `groups` (read afresh from the store), if the
     /// user is still online here.
     pub fn refresh(&self, user: &str, groups: Vec<String>) {
-        let mut inner = self.inner.write().expect("group members poisoned");
+        let mut inner = sync::write(&self.inner);
         let Inner { by_group, by_user } = &mut *inner;
         let Some((_, old)) = by_user.get_mut(user) else {
             return;
@@ -130,13 +131,13 @@ impl GroupMembers {
 
     /// The users online here.
     pub fn online_users(&self) -> Vec<String> {
-        let inner = self.inner.read().expect("group members poisoned");
+        let inner = sync::read(&self.inner);
         inner.by_user.keys().cloned().collect()
     }
 
     /// The members of `group` online here.
     pub fn online_members(&self, group: &str) -> Vec<String> {
-        let inner = self.inner.read().expect("group members poisoned");
+        let inner = sync::read(&self.inner);
         inner
             .by_group
             .get(group)

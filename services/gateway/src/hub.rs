@@ -7,6 +7,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use tern_core::proto::records::{InboxRef, Receipt};
+use tern_core::sync;
 use tokio::sync::{mpsc, watch};
 
 /// Work handed to a session by the push consumer.
@@ -100,7 +101,7 @@ impl Hub {
     /// (bots, `tern send`) is only reachable by id, for its receipts: it
     /// neither replaces nor is replaced.
     pub fn insert(&self, id: u64, handle: ConnHandle, receives: bool) -> Option<ConnHandle> {
-        let mut inner = self.inner.write().expect("hub poisoned");
+        let mut inner = sync::write(&self.inner);
         let revoked = inner
             .recent_revocations
             .get(&handle.user)
@@ -145,7 +146,7 @@ impl Hub {
     /// Removes a connection; returns true if it was still the device's
     /// current one (so its route should be removed too).
     pub fn remove(&self, id: u64) -> bool {
-        let mut inner = self.inner.write().expect("hub poisoned");
+        let mut inner = sync::write(&self.inner);
         let Some(handle) = inner.conns.remove(&id) else {
             return false;
         };
@@ -169,17 +170,12 @@ impl Hub {
     }
 
     pub fn get(&self, id: u64) -> Option<ConnHandle> {
-        self.inner
-            .read()
-            .expect("hub poisoned")
-            .conns
-            .get(&id)
-            .cloned()
+        sync::read(&self.inner).conns.get(&id).cloned()
     }
 
     /// Every connection of `user` on this gateway.
     pub fn user_conns(&self, user: &str) -> Vec<ConnHandle> {
-        let inner = self.inner.read().expect("hub poisoned");
+        let inner = sync::read(&self.inner);
         inner
             .by_user
             .get(user)
@@ -194,7 +190,7 @@ impl Hub {
 
     /// Offers an event to every connection.
     pub fn offer_all(&self, event: impl Fn() -> SessionEvent) {
-        for handle in self.inner.read().expect("hub poisoned").conns.values() {
+        for handle in sync::read(&self.inner).conns.values() {
             handle.offer(event());
         }
     }
@@ -202,7 +198,7 @@ impl Hub {
     /// Ends the connections of `user` (on `device`, or on any device) that
     /// logged in with a token issued before `before_ms`; returns how many.
     pub fn revoke(&self, user: &str, device: Option<&str>, before_ms: u64) -> usize {
-        let mut inner = self.inner.write().expect("hub poisoned");
+        let mut inner = sync::write(&self.inner);
         let now = Instant::now();
         inner.recent_revocations.retain(|_, list| {
             list.retain(|(_, _, seen)| now.duration_since(*seen) < RECENT);
@@ -229,7 +225,7 @@ impl Hub {
     /// Whether `device` of `user` has a receiving connection here (a new
     /// login of it replaces that one).
     pub fn has_device(&self, user: &str, device: &str) -> bool {
-        let inner = self.inner.read().expect("hub poisoned");
+        let inner = sync::read(&self.inner);
         inner
             .by_user
             .get(user)
@@ -238,18 +234,18 @@ impl Hub {
 
     /// Connections of `user` on this gateway, send-only ones included.
     pub fn count_user(&self, user: &str) -> usize {
-        let inner = self.inner.read().expect("hub poisoned");
+        let inner = sync::read(&self.inner);
         inner.all_by_user.get(user).map_or(0, HashSet::len)
     }
 
     pub fn kick_all(&self, kick: Kick) {
-        for handle in self.inner.read().expect("hub poisoned").conns.values() {
+        for handle in sync::read(&self.inner).conns.values() {
             handle.kick.send_replace(Some(kick));
         }
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().expect("hub poisoned").conns.len()
+        sync::read(&self.inner).conns.len()
     }
 
     pub fn is_empty(&self) -> bool {

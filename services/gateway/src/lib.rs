@@ -116,8 +116,8 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             node_id: "gw-local".into(),
-            tcp_listen: "127.0.0.1:7400".parse().expect("valid address"),
-            ws_listen: "127.0.0.1:7401".parse().expect("valid address"),
+            tcp_listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            ws_listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
             max_frame_bytes: tern_wire::DEFAULT_MAX_FRAME,
             max_body_bytes: 64 * 1024,
             heartbeat_interval: Duration::from_secs(15),
@@ -173,6 +173,9 @@ pub struct Gateway {
     shared: Arc<Shared>,
     tcp: TcpListener,
     ws: TcpListener,
+    /// The listeners' addresses, read once at bind (port 0 resolved).
+    tcp_addr: SocketAddr,
+    ws_addr: SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,20 +189,18 @@ pub enum GatewayError {
     Log(#[from] tern_core::log::LogError),
 }
 
+/// Binds `addr` and learns the address it got (port 0 resolved).
+async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GatewayError> {
+    let bind_error = |source| GatewayError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
 impl Gateway {
     pub async fn bind(config: GatewayConfig, deps: GatewayDeps) -> Result<Self, GatewayError> {
-        let tcp = TcpListener::bind(config.tcp_listen)
-            .await
-            .map_err(|source| GatewayError::Bind {
-                addr: config.tcp_listen,
-                source,
-            })?;
-        let ws = TcpListener::bind(config.ws_listen)
-            .await
-            .map_err(|source| GatewayError::Bind {
-                addr: config.ws_listen,
-                source,
-            })?;
+        let (tcp, tcp_addr) = listen(config.tcp_listen).await?;
+        let (ws, ws_addr) = listen(config.ws_listen).await?;
         Ok(Gateway {
             shared: Arc::new(Shared {
                 bodies: bodies::BodyCache::new(config.body_cache_entries),
@@ -212,23 +213,25 @@ impl Gateway {
             }),
             tcp,
             ws,
+            tcp_addr,
+            ws_addr,
         })
     }
 
     pub fn tcp_addr(&self) -> SocketAddr {
-        self.tcp
-            .local_addr()
-            .expect("bound listener has an address")
+        self.tcp_addr
     }
 
     pub fn ws_addr(&self) -> SocketAddr {
-        self.ws.local_addr().expect("bound listener has an address")
+        self.ws_addr
     }
 
     /// Serves until `shutdown` turns true; then tells every client to
     /// reconnect (GOING_AWAY) and removes its routes.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), GatewayError> {
-        let Gateway { shared, tcp, ws } = self;
+        let Gateway {
+            shared, tcp, ws, ..
+        } = self;
         let sub = pusher::subscribe(&shared).await?;
         let pusher = tokio::spawn(pusher::run(shared.clone(), sub, shutdown.clone()));
         let room_sub = rooms::subscribe(&shared).await?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tern_chat::limits::{CostlyRates, CostlyRequests, CountGuard, Counts, KeyedLimiter, Rate};
 use tern_core::metrics;
 use tern_core::proto::client::{Error as ErrorFrame, ErrorCode, server_frame};
+use tern_core::sync;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -97,11 +98,7 @@ impl Limits {
     /// A place for a new connection from `ip`, held until the guard drops.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<CountGuard<IpAddr>, Turned> {
         let ip = client_key(ip);
-        let taken = self
-            .new_connections
-            .lock()
-            .expect("limiter poisoned")
-            .take(&ip, now);
+        let taken = sync::lock(&self.new_connections).take(&ip, now);
         if let Err(retry_after) = taken {
             metrics::GATEWAY_LIMITED.inc("new_connections_per_ip");
             return Err(Turned {
@@ -127,11 +124,7 @@ impl Limits {
 
     /// Takes one of `user`'s sends, or says when to retry.
     pub fn take_send(&self, user: &str, now: Instant) -> Result<(), Duration> {
-        let taken = self
-            .sends
-            .lock()
-            .expect("limiter poisoned")
-            .take(&user.to_owned(), now);
+        let taken = sync::lock(&self.sends).take(&user.to_owned(), now);
         if taken.is_err() {
             metrics::GATEWAY_LIMITED.inc("sends");
         }

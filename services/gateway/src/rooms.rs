@@ -24,6 +24,7 @@ use tern_core::log::{LogError, Subscription};
 use tern_core::proto::client::{Codec, Message, RoomBatch, server_frame};
 use tern_core::proto::records::RoomRecord;
 use tern_core::stage::stopped;
+use tern_core::sync;
 use tern_core::{metrics, topics};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -56,7 +57,7 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn join(&self, room: &str, conn: u64, viewer: Viewer) {
-        let mut rooms = self.rooms.write().expect("rooms poisoned");
+        let mut rooms = sync::write(&self.rooms);
         if rooms
             .entry(room.to_owned())
             .or_default()
@@ -65,11 +66,11 @@ impl Rooms {
         {
             metrics::ROOM_VIEWERS.inc();
         }
-        self.emptied.lock().expect("rooms poisoned").remove(room);
+        sync::lock(&self.emptied).remove(room);
     }
 
     pub fn leave(&self, room: &str, conn: u64) {
-        let mut rooms = self.rooms.write().expect("rooms poisoned");
+        let mut rooms = sync::write(&self.rooms);
         let Some(viewers) = rooms.get_mut(room) else {
             return;
         };
@@ -78,22 +79,19 @@ impl Rooms {
         }
         if viewers.is_empty() {
             rooms.remove(room);
-            self.emptied
-                .lock()
-                .expect("rooms poisoned")
-                .insert(room.to_owned());
+            sync::lock(&self.emptied).insert(room.to_owned());
         }
     }
 
     /// Viewers per room on this gateway, with 0 for rooms emptied since the
     /// last call: what the route directory is told.
     pub fn counts(&self) -> Vec<(String, u64)> {
-        let rooms = self.rooms.read().expect("rooms poisoned");
+        let rooms = sync::read(&self.rooms);
         let mut counts: Vec<(String, u64)> = rooms
             .iter()
             .map(|(room, viewers)| (room.clone(), viewers.len() as u64))
             .collect();
-        let emptied = std::mem::take(&mut *self.emptied.lock().expect("rooms poisoned"));
+        let emptied = std::mem::take(&mut *sync::lock(&self.emptied));
         counts.extend(
             emptied
                 .into_iter()
@@ -107,7 +105,7 @@ impl Rooms {
     /// encoded once per codec, the same bytes for every viewer of that
     /// codec. Returns (viewers reached, viewers whose queue was full).
     pub fn fan_out(&self, room: &str, messages: &[Message], compress_min: usize) -> (u64, u64) {
-        let rooms = self.rooms.read().expect("rooms poisoned");
+        let rooms = sync::read(&self.rooms);
         let Some(viewers) = rooms.get(room) else {
             return (0, 0);
         };

@@ -123,7 +123,9 @@ struct Session {
     out: mpsc::Sender<Bytes>,
     opened: Instant,
     last_frame: Instant,
-    login: Option<LoggedIn>,
+    /// Set at login. Shared, so that the dispatch ([`Session::on_frame`])
+    /// hands it to the request handlers while they hold `&mut self`.
+    login: Option<Arc<LoggedIn>>,
     mailbox: Option<mpsc::Receiver<SessionEvent>>,
     kick: Option<watch::Receiver<Option<Kick>>>,
     /// What was pushed, what awaits an ACK, when to push next.
@@ -341,33 +343,53 @@ impl Session {
                 }))
             }
             client_frame::Kind::Logout(_) => Err(Close::Quiet),
-            other if self.login.is_none() => {
-                let (cmid, rid) = match &other {
-                    client_frame::Kind::Send(s) => (s.client_msg_id.clone(), 0),
-                    client_frame::Kind::Sync(s) => (String::new(), s.request_id),
-                    client_frame::Kind::RoomJoin(j) => (String::new(), j.request_id),
-                    client_frame::Kind::RoomLeave(l) => (String::new(), l.request_id),
-                    client_frame::Kind::RoomSend(s) => (String::new(), s.request_id),
-                    client_frame::Kind::History(h) => (String::new(), h.request_id),
-                    client_frame::Kind::Conversations(c) => (String::new(), c.request_id),
-                    client_frame::Kind::MarkRead(m) => (String::new(), m.request_id),
-                    client_frame::Kind::SetBlocked(b) => (String::new(), b.request_id),
-                    client_frame::Kind::BlockedList(b) => (String::new(), b.request_id),
-                    _ => (String::new(), 0),
-                };
-                self.reject(ErrorCode::NotLoggedIn, "log in first", &cmid, rid)
-            }
-            client_frame::Kind::Send(send) => self.on_send(send),
-            client_frame::Kind::PushAck(ack) => self.on_ack(ack.cursor).await,
-            client_frame::Kind::Sync(req) => self.on_sync(req).await,
-            client_frame::Kind::RoomJoin(join) => self.on_room_join(join),
+            request => match self.login.clone() {
+                Some(login) => self.on_request(&login, request).await,
+                None => self.not_logged_in(&request),
+            },
+        }
+    }
+
+    /// Refuses a request made before login, naming it as the client did.
+    fn not_logged_in(&mut self, request: &client_frame::Kind) -> Result<(), Close> {
+        let (cmid, rid) = match request {
+            client_frame::Kind::Send(s) => (s.client_msg_id.clone(), 0),
+            client_frame::Kind::Sync(s) => (String::new(), s.request_id),
+            client_frame::Kind::RoomJoin(j) => (String::new(), j.request_id),
+            client_frame::Kind::RoomLeave(l) => (String::new(), l.request_id),
+            client_frame::Kind::RoomSend(s) => (String::new(), s.request_id),
+            client_frame::Kind::History(h) => (String::new(), h.request_id),
+            client_frame::Kind::Conversations(c) => (String::new(), c.request_id),
+            client_frame::Kind::MarkRead(m) => (String::new(), m.request_id),
+            client_frame::Kind::SetBlocked(b) => (String::new(), b.request_id),
+            client_frame::Kind::BlockedList(b) => (String::new(), b.request_id),
+            _ => (String::new(), 0),
+        };
+        self.reject(ErrorCode::NotLoggedIn, "log in first", &cmid, rid)
+    }
+
+    /// A request of a logged-in client, with its login.
+    async fn on_request(
+        &mut self,
+        login: &LoggedIn,
+        request: client_frame::Kind,
+    ) -> Result<(), Close> {
+        match request {
+            client_frame::Kind::Send(send) => self.on_send(login, send),
+            client_frame::Kind::PushAck(ack) => self.on_ack(login, ack.cursor).await,
+            client_frame::Kind::Sync(req) => self.on_sync(login, req).await,
+            client_frame::Kind::RoomJoin(join) => self.on_room_join(login, join),
             client_frame::Kind::RoomLeave(leave) => self.on_room_leave(leave),
-            client_frame::Kind::RoomSend(send) => self.on_room_send(send),
-            client_frame::Kind::History(req) => self.on_history(req).await,
-            client_frame::Kind::Conversations(req) => self.on_conversations(req).await,
-            client_frame::Kind::MarkRead(req) => self.on_mark_read(req).await,
-            client_frame::Kind::SetBlocked(req) => self.on_set_blocked(req).await,
-            client_frame::Kind::BlockedList(req) => self.on_blocked_list(req).await,
+            client_frame::Kind::RoomSend(send) => self.on_room_send(login, send),
+            client_frame::Kind::History(req) => self.on_history(login, req).await,
+            client_frame::Kind::Conversations(req) => self.on_conversations(login, req).await,
+            client_frame::Kind::MarkRead(req) => self.on_mark_read(login, req).await,
+            client_frame::Kind::SetBlocked(req) => self.on_set_blocked(login, req).await,
+            client_frame::Kind::BlockedList(req) => self.on_blocked_list(login, req).await,
+            // Answered by `on_frame` whether logged in or not.
+            client_frame::Kind::Login(_)
+            | client_frame::Kind::Heartbeat(_)
+            | client_frame::Kind::Logout(_) => Ok(()),
         }
     }
     async fn on_timer(&mut self) -> Result<(), Close> {
@@ -391,8 +413,11 @@ impl Session {
                 format!("no frame for {} s", c.idle_timeout.as_secs()),
             ));
         }
-        if self.pushes.due(now) {
-            self.catch_up().await?;
+        // Pushing starts at login: before it, none is ever due.
+        if self.pushes.due(now)
+            && let Some(login) = self.login.clone()
+        {
+            self.catch_up(&login).await?;
         }
         // Re-send only once everything queued is written: a push waiting in
         // our queue or the socket's buffer is not lost, only slow.

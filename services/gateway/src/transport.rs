@@ -146,9 +146,9 @@ impl Decoder for LengthCodec {
     type Item = Bytes;
     type Error = TransportError;
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, TransportError> {
-        if let (Some(budget), Some(prefix)) = (&self.1, src.get(..4))
+        if let (Some(budget), Some(prefix)) = (&self.1, src.first_chunk::<4>())
             && budget.0.load(Ordering::Relaxed) != usize::MAX
-            && u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize > PRE_LOGIN_BYTES
+            && u32::from_be_bytes(*prefix) as usize > PRE_LOGIN_BYTES
         {
             return Err(TransportError::PreLoginTooLarge);
         }

@@ -39,6 +39,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tern_core::log::{
     Delivery, EventLog, Headers, LogError, Position, Record, StartFrom, Subscription, last_offsets,
 };
+use tern_core::sync;
 
 #[derive(Debug, Clone)]
 pub struct KafkaLogConfig {
@@ -128,17 +129,14 @@ impl KafkaLog {
     }
 
     fn producer(&self) -> FutureProducer {
-        self.producer
-            .lock()
-            .expect("producer lock poisoned")
-            .clone()
+        sync::lock(&self.producer).clone()
     }
 
     fn replace_producer(&self, cause: &KafkaError) {
         match new_producer(&self.config) {
             Ok(fresh) => {
                 tracing::warn!(error = %cause, "delivery failed; replacing the Kafka producer");
-                *self.producer.lock().expect("producer lock poisoned") = fresh;
+                *sync::lock(&self.producer) = fresh;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot create a new Kafka producer; keeping the old one")
@@ -181,12 +179,7 @@ impl KafkaLog {
 
     /// Creates `topic` (already prefixed) unless this process did before.
     async fn ensure_topic(&self, topic: &str) -> Result<(), LogError> {
-        if self
-            .created
-            .lock()
-            .expect("topic set poisoned")
-            .contains(topic)
-        {
+        if sync::lock(&self.created).contains(topic) {
             return Ok(());
         }
         let new = NewTopic::new(
@@ -237,10 +230,7 @@ impl KafkaLog {
         if !visible {
             tracing::warn!(%topic, "topic not yet visible in the brokers' metadata");
         }
-        self.created
-            .lock()
-            .expect("topic set poisoned")
-            .insert(topic.to_owned());
+        sync::lock(&self.created).insert(topic.to_owned());
         Ok(())
     }
 }
@@ -405,7 +395,7 @@ impl Assignments {
 impl ClientContext for Assignments {
     fn stats(&self, statistics: Statistics) {
         if let Some(cgrp) = &statistics.cgrp {
-            let mut group = self.group.lock().expect("group health poisoned");
+            let mut group = sync::lock(&self.group);
             if cgrp.state == "up" && cgrp.join_state == "steady" {
                 group.settled_at = std::time::Instant::now();
             }
@@ -415,7 +405,7 @@ impl ClientContext for Assignments {
                 group.join_state.clone_from(&cgrp.join_state);
             }
         }
-        let held = self.held.lock().expect("assignment set poisoned");
+        let held = sync::lock(&self.held);
         let partitions = statistics.topics.get(&*self.topic).map(|t| &t.partitions);
         let lag = held.iter().try_fold(0i64, |sum, p| {
             let figure = partitions.and_then(|ps| ps.get(p));
@@ -457,7 +447,7 @@ impl ConsumerContext for Assignments {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                self.held.lock().expect("assignment set poisoned").extend(
+                sync::lock(&self.held).extend(
                     partitions
                         .elements_for_topic(&self.topic)
                         .iter()
@@ -469,7 +459,7 @@ impl ConsumerContext for Assignments {
                 }
             }
             Rebalance::Revoke(partitions) => {
-                let mut held = self.held.lock().expect("assignment set poisoned");
+                let mut held = sync::lock(&self.held);
                 for e in partitions.elements_for_topic(&self.topic) {
                     held.remove(&e.partition());
                 }
@@ -498,11 +488,7 @@ impl KafkaSubscription {
     /// an error and without rejoining: it then waits for records forever.
     /// The error makes the stage take a fresh consumer, which joins anew.
     fn check_settled(&self) -> Result<(), LogError> {
-        let group = self
-            .assignments
-            .group
-            .lock()
-            .expect("group health poisoned");
+        let group = sync::lock(&self.assignments.group);
         let unsettled = group.settled_at.elapsed();
         if unsettled > self.unsettled_limit {
             return Err(LogError::Unavailable(format!(

@@ -5,6 +5,9 @@
 //! test says so and passes: `cargo test` alone needs no servers. With it set
 //! and Redis down, the test fails.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use tern_redis::{RedisRoutes, RedisRoutesConfig};

@@ -5,6 +5,9 @@
 //! the test says so and passes: `cargo test` alone needs no servers. With
 //! it set and the database down, the test fails.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -28,9 +28,9 @@ async fn open(config: TerndConfig) -> anyhow::Result<(TerndConfig, Backends)> {
         None
     };
     let b = &config.backends;
-    let log: Arc<dyn EventLog> = match b.event_log.split_once("://") {
-        _ if b.event_log == "embedded" => embedded.as_ref().expect("opened above").log.clone(),
-        Some(("kafka", brokers)) => {
+    let log: Arc<dyn EventLog> = match (b.event_log.split_once("://"), &embedded) {
+        (_, Some(e)) if b.event_log == "embedded" => e.log.clone(),
+        (Some(("kafka", brokers)), _) => {
             let mut c = tern_kafka::KafkaLogConfig::new(brokers.trim_end_matches('/'));
             c.prefix = config.topic_prefix.clone();
             c.partitions = config.topic_partitions as i32;
@@ -52,9 +52,9 @@ async fn open(config: TerndConfig) -> anyhow::Result<(TerndConfig, Backends)> {
             b.event_log
         ),
     };
-    let store: Arc<dyn MessageStore> = match b.store.split_once("://") {
-        _ if b.store == "embedded" => embedded.as_ref().expect("opened above").store.clone(),
-        Some(("cql", rest)) => {
+    let store: Arc<dyn MessageStore> = match (b.store.split_once("://"), &embedded) {
+        (_, Some(e)) if b.store == "embedded" => e.store.clone(),
+        (Some(("cql", rest)), _) => {
             let Some((nodes, keyspace)) = rest.split_once('/') else {
                 bail!(
                     "store {:?} names no keyspace: use cql://host:port[,host:port]/keyspace",

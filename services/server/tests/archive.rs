@@ -4,6 +4,9 @@
 //! up in the archive once, and `tern archive` (through the API process,
 //! with the admin token) sees them.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -5,6 +5,9 @@
 //! `make test`, which starts the servers through `infra/up`). Without them
 //! the tests say so and pass; with them set and a server down, they fail.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

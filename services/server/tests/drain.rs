@@ -5,6 +5,9 @@
 //! its replacement started (a Deployment's surge). Meanwhile messages flow
 //! both ways between the two gateways, and none is lost or shown twice.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! `tern-server --migrate`: what a deployment runs before rolling out (the
 //! Helm chart's migration Job). Against the real Kafka and Cassandra.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Output};

@@ -8,6 +8,9 @@
 //! is a server that stops answering (the nastiest kind of outage: no
 //! connection refused, only timeouts), and it keeps the server's data.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

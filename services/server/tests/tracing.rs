@@ -14,6 +14,9 @@
 //! while they are stored) keep one trace each, and a large group's message
 //! ends in `push.group` on bob's gateway.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

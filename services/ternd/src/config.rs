@@ -668,7 +668,7 @@ impl Settings {
                 ));
                 None
             }),
-            None => Some("127.0.0.1:7403".parse().expect("valid address")),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 7403))),
         };
         // s3:// is checked by tern-server when it opens the archive.
         if let Some(a) = archive

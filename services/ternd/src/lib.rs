@@ -182,12 +182,11 @@ pub struct TerndConfig {
 impl TerndConfig {
     /// Defaults with every listener on a free loopback port, the back-end
     /// API open to [`TEST_BACKEND_TOKEN`], and no rate or connection limit
-    /// (tests of limits set their own): for tests.
-    pub fn for_tests(data_dir: &Path) -> Self {
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-        let mut c = config::Settings::default()
-            .resolve()
-            .expect("defaults are valid");
+    /// (tests of limits set their own): for tests. Errors only if the
+    /// defaults themselves do not resolve.
+    pub fn for_tests(data_dir: &Path) -> Result<Self, config::ConfigError> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut c = config::Settings::default().resolve()?;
         c.data_dir = data_dir.to_owned();
         c.gateway.tcp_listen = any;
         c.gateway.ws_listen = any;
@@ -198,7 +197,7 @@ impl TerndConfig {
         c.api.group_creations = tern_chat::limits::Rate::UNLIMITED;
         c.api.costly = tern_chat::limits::CostlyRates::UNLIMITED;
         c.admin_listen = Some(any);
-        c
+        Ok(c)
     }
 }
 

@@ -2,6 +2,9 @@
 //! (1:1 both ways and a group) are archived once each, also when ternd is
 //! SIGKILLed with a segment open and clients retry what was in flight.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashSet;

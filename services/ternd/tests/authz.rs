@@ -5,6 +5,9 @@
 //! kinds are read from the protobuf descriptors, so one added later without
 //! a row here fails the test ("no row for …").
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

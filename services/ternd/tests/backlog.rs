@@ -3,6 +3,9 @@
 //! message exactly once; devices keep their own cursors; the conversation
 //! list and read marks; what a client sees for bad requests.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,5 +1,8 @@
 //! 1:1 chat through a real ternd: real sockets, real frames.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! ternd under abuse and failure: a SIGKILLed server, malformed and
 //! oversized frames, idle and slow clients. Each test says what the client sees.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

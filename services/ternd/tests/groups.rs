@@ -1,6 +1,9 @@
 //! Group chat through a real ternd: membership through the gRPC API, fan-out
 //! to members in the pipeline, what non-members and removed members see.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -5,6 +5,9 @@
 //! cannot make the gateway buffer a large frame, and an abuser does not
 //! slow other users down.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::SocketAddr;

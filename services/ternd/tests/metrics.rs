@@ -5,6 +5,9 @@
 //! Metrics are process-wide statics: this file is its own test binary (its
 //! own process), and holds one test, so every figure comes from its traffic.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,9 @@
 //! Live rooms through a real ternd: join, switch, leave, post; fan-out
 //! inside the gateway; a slow viewer loses batches without slowing others.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! a blocked user reaches nobody, pages fit stock clients, and errors do
 //! not echo what a client sent.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -86,7 +89,7 @@ async fn tokens_of_the_previous_key_work_during_a_rotation_and_not_after() {
     let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let start = |previous: Option<&str>| {
         let dir = if previous.is_some() { &first } else { &second };
-        let mut config = ternd::TerndConfig::for_tests(dir.path());
+        let mut config = ternd::TerndConfig::for_tests(dir.path()).unwrap();
         config.dev_mode = false;
         config.api.dev_mode = false;
         config.jwt_secret = Some(NEW.into());

@@ -2,6 +2,9 @@
 //! default) with a listener anyone can reach, placeholder secrets. It says
 //! why and exits 64 before opening anything.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn ternd(args: &[&str]) -> (Option<i32>, String) {

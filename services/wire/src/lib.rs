@@ -65,10 +65,10 @@ impl LengthPrefixed {
     /// Errors as soon as the prefix announces a frame over the limit, so a
     /// hostile length never makes the reader buffer it.
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
-        if src.len() < PREFIX_LEN {
+        let Some(prefix) = src.first_chunk::<PREFIX_LEN>() else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes(src[..PREFIX_LEN].try_into().expect("4 bytes")) as usize;
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
         if len > self.max_frame {
             return Err(WireError::FrameTooLarge {
                 len,

@@ -6,6 +6,9 @@
 //! unpacks push and sync payloads. Where the protocol names the error frame
 //! the gateway answers with (`ErrorCode` in client.proto), the test says so.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::{BufMut, BytesMut};

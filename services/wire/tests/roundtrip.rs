@@ -4,6 +4,9 @@
 //!
 //! Malformed and hostile input is in `malformed.rs`.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::{Bytes, BytesMut};

@@ -22,6 +22,7 @@ use crate::log::{
     Delivery, EventLog, Headers, LogError, Position, Record, StartFrom, Subscription, last_offsets,
     partition_for,
 };
+use crate::sync;
 
 /// (topic, partition, offset): where a record sits.
 type RecordKey<'a> = (&'a str, u32, u64);
@@ -127,10 +128,7 @@ impl EmbeddedLog {
     }
 
     fn send(&self, op: Op) -> Result<(), LogError> {
-        self.inner
-            .writer
-            .lock()
-            .expect("writer handle poisoned")
+        sync::lock(&self.inner.writer)
             .send(op)
             .map_err(|_| LogError::Closed)
     }
@@ -160,7 +158,7 @@ fn init_tables(db: &Database, partitions: u32) -> Result<u32, LogError> {
 
 impl Inner {
     fn signal(&self, topic: &str) -> watch::Receiver<u64> {
-        let mut signals = self.signals.lock().expect("signals poisoned");
+        let mut signals = sync::lock(&self.signals);
         signals
             .entry(topic.to_owned())
             .or_insert_with(|| watch::channel(0).0)
@@ -168,7 +166,7 @@ impl Inner {
     }
 
     fn notify(&self, topic: &str) {
-        let signals = self.signals.lock().expect("signals poisoned");
+        let signals = sync::lock(&self.signals);
         if let Some(s) = signals.get(topic) {
             s.send_modify(|v| *v += 1);
         }

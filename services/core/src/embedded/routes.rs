@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::routes::{Route, RouteDirectory, RouteError};
+use crate::sync;
 
 /// device → (gateway, expiry) of one user.
 type Devices = HashMap<String, (String, Instant)>;
@@ -34,7 +35,7 @@ impl MemoryRoutes {
 impl RouteDirectory for MemoryRoutes {
     async fn register(&self, route: &Route, ttl: Duration) -> Result<bool, RouteError> {
         let now = Instant::now();
-        let mut routes = self.routes.lock().expect("route map poisoned");
+        let mut routes = sync::lock(&self.routes);
         // Routes of users who never came back would otherwise stay forever.
         if routes.len() % 1024 == 1023 {
             routes.retain(|_, devices| {
@@ -50,7 +51,7 @@ impl RouteDirectory for MemoryRoutes {
     }
 
     async fn unregister(&self, route: &Route) -> Result<(), RouteError> {
-        let mut routes = self.routes.lock().expect("route map poisoned");
+        let mut routes = sync::lock(&self.routes);
         if let Some(devices) = routes.get_mut(&route.user) {
             if devices
                 .get(&route.device)
@@ -67,7 +68,7 @@ impl RouteDirectory for MemoryRoutes {
 
     async fn lookup(&self, users: &[String]) -> Result<HashMap<String, Vec<Route>>, RouteError> {
         let now = Instant::now();
-        let routes = self.routes.lock().expect("route map poisoned");
+        let routes = sync::lock(&self.routes);
         let mut out = HashMap::new();
         for user in users {
             let Some(devices) = routes.get(user) else {
@@ -90,16 +91,13 @@ impl RouteDirectory for MemoryRoutes {
     }
 
     async fn gateway_alive(&self, gateway: &str, ttl: Duration) -> Result<(), RouteError> {
-        self.gateways
-            .lock()
-            .expect("gateway map poisoned")
-            .insert(gateway.to_owned(), Instant::now() + ttl);
+        sync::lock(&self.gateways).insert(gateway.to_owned(), Instant::now() + ttl);
         Ok(())
     }
 
     async fn dead_gateways(&self) -> Result<Vec<String>, RouteError> {
         let now = Instant::now();
-        let gateways = self.gateways.lock().expect("gateway map poisoned");
+        let gateways = sync::lock(&self.gateways);
         Ok(gateways
             .iter()
             .filter(|(_, until)| **until <= now)
@@ -109,17 +107,14 @@ impl RouteDirectory for MemoryRoutes {
 
     async fn remove_gateway(&self, gateway: &str) -> Result<usize, RouteError> {
         let mut removed = 0;
-        let mut routes = self.routes.lock().expect("route map poisoned");
+        let mut routes = sync::lock(&self.routes);
         routes.retain(|_, devices| {
             let before = devices.len();
             devices.retain(|_, (gw, _)| gw != gateway);
             removed += before - devices.len();
             !devices.is_empty()
         });
-        self.gateways
-            .lock()
-            .expect("gateway map poisoned")
-            .remove(gateway);
+        sync::lock(&self.gateways).remove(gateway);
         Ok(removed)
     }
 
@@ -130,7 +125,7 @@ impl RouteDirectory for MemoryRoutes {
         ttl: Duration,
     ) -> Result<(), RouteError> {
         let now = Instant::now();
-        let mut rooms = self.rooms.lock().expect("room map poisoned");
+        let mut rooms = sync::lock(&self.rooms);
         for (room, viewers) in counts {
             let by_gateway = rooms.entry(room.clone()).or_default();
             by_gateway.retain(|_, (_, until)| *until > now);
@@ -148,7 +143,7 @@ impl RouteDirectory for MemoryRoutes {
 
     async fn room_viewers(&self, rooms: &[String]) -> Result<HashMap<String, u64>, RouteError> {
         let now = Instant::now();
-        let known = self.rooms.lock().expect("room map poisoned");
+        let known = sync::lock(&self.rooms);
         Ok(rooms
             .iter()
             .filter_map(|room| {

@@ -16,6 +16,7 @@ use crate::store::{
     ConversationNote, ConversationState, InboxEntry, InboxLimits, InboxPage, MessageStore,
     PutOutcome, StoreError, StoredMessage, newest_first,
 };
+use crate::sync;
 
 /// message id → encoded `StoredMessage` (the one copy of the body).
 const MESSAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("messages");
@@ -171,7 +172,7 @@ fn flush_cursors_loop(db: &Database, pending: &PendingCursors, stop: &mpsc::Rece
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
         // A copy: entries stay visible to `cursor()` until they are written.
-        let batch = pending.lock().expect("cursor map poisoned").clone();
+        let batch = sync::lock(pending).clone();
         if !batch.is_empty() {
             let durability = if last {
                 Durability::Immediate
@@ -181,7 +182,7 @@ fn flush_cursors_loop(db: &Database, pending: &PendingCursors, stop: &mpsc::Rece
             match write_cursors(db, &batch, durability) {
                 Ok(()) => {
                     // Forget what was written, unless it moved on meanwhile.
-                    let mut map = pending.lock().expect("cursor map poisoned");
+                    let mut map = sync::lock(pending);
                     for (key, written) in batch {
                         if map.get(&key) == Some(&written) {
                             map.remove(&key);
@@ -829,10 +830,7 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
-        let pending = self
-            .cursors
-            .lock()
-            .expect("cursor map poisoned")
+        let pending = sync::lock(&self.cursors)
             .get(&(user.to_owned(), device.to_owned()))
             .copied();
         Ok(pending.unwrap_or(0).max(self.stored_cursor(user, device)?))
@@ -845,7 +843,7 @@ impl MessageStore for EmbeddedStore {
         cursor: u64,
     ) -> Result<(), StoreError> {
         let stored = self.stored_cursor(user, device)?;
-        let mut pending = self.cursors.lock().expect("cursor map poisoned");
+        let mut pending = sync::lock(&self.cursors);
         let entry = pending
             .entry((user.to_owned(), device.to_owned()))
             .or_insert(stored);

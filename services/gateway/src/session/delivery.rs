@@ -15,7 +15,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{
-    BODY_BATCH, CURSOR_FLUSH, Close, LIVE_RESERVE, ROOM_RETRY, STORE_RETRY, Session, frame_budget,
+    BODY_BATCH, CURSOR_FLUSH, Close, LIVE_RESERVE, LoggedIn, ROOM_RETRY, STORE_RETRY, Session,
+    frame_budget,
 };
 use crate::hub::SessionEvent;
 
@@ -55,14 +56,9 @@ impl Session {
     /// few frames as fit `push_max_bytes`, while there is room (see
     /// [`Self::push_room`]). What does not fit stays in the inbox, and
     /// `behind` stays set until an ACK makes room.
-    pub(super) async fn catch_up(&mut self) -> Result<(), Close> {
+    pub(super) async fn catch_up(&mut self, login: &LoggedIn) -> Result<(), Close> {
         self.pushes.start();
-        let user = self
-            .login
-            .as_ref()
-            .expect("pushes only after login")
-            .user
-            .clone();
+        let user = login.user.clone();
         let c = &self.shared.config;
         let (limit, max_bytes, max_messages) =
             (c.push_max_messages, frame_budget(c), c.push_max_messages);
@@ -185,7 +181,7 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn on_ack(&mut self, cursor: u64) -> Result<(), Close> {
+    pub(super) async fn on_ack(&mut self, login: &LoggedIn, cursor: u64) -> Result<(), Close> {
         // The latency ends when the ACK arrives, not after the cursor is saved.
         metrics::ACKS.inc();
         match self.pushes.ack(cursor, Instant::now()) {
@@ -205,16 +201,17 @@ impl Session {
         self.cursor.acked(cursor);
         self.write_cursor();
         if self.pushes.behind {
-            self.catch_up().await?;
+            self.catch_up(login).await?;
         }
         Ok(())
     }
 
-    pub(super) async fn on_sync(&mut self, req: SyncRequest) -> Result<(), Close> {
-        let (user, codec) = {
-            let l = self.login.as_ref().expect("checked by caller");
-            (l.user.clone(), l.codec)
-        };
+    pub(super) async fn on_sync(
+        &mut self,
+        login: &LoggedIn,
+        req: SyncRequest,
+    ) -> Result<(), Close> {
+        let (user, codec) = (login.user.clone(), login.codec);
         let limit = tern_chat::pages::page_limit(req.limit);
         let store = self.shared.deps.store.clone();
         // Behind the trim point: the page starts there and says so.

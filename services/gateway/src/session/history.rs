@@ -27,7 +27,7 @@ use tern_core::proto::client::{
 };
 use tern_core::store::InboxEntry;
 
-use super::{BODY_BATCH, Close, Session, frame_budget};
+use super::{BODY_BATCH, Close, LoggedIn, Session, frame_budget};
 
 /// Inbox entries looked at, per message the login push may carry, to find
 /// the newest per conversation (ids only: bodies are read for the chosen)...
@@ -97,9 +97,9 @@ pub(super) fn pack_frames(
 impl Session {
     /// Starts pushing after login from `cursor`: the whole backlog if it is
     /// short, else its newest part (see the module docs).
-    pub(super) async fn login_push(&mut self, cursor: u64) -> Result<(), Close> {
+    pub(super) async fn login_push(&mut self, login: &LoggedIn, cursor: u64) -> Result<(), Close> {
         let c = self.shared.config.clone();
-        let user = self.login.as_ref().expect("after login").user.clone();
+        let user = login.user.clone();
         let store = self.shared.deps.store.clone();
         // Retention first, exactly at login: a device behind the trim
         // point starts from it and is told it missed entries.
@@ -120,7 +120,7 @@ impl Session {
         };
         self.pushes.last_pushed = cursor;
         self.pushes.behind = true;
-        self.newest_first(cursor, &user).await?;
+        self.newest_first(login, cursor).await?;
         if self.pushes.gap_pending() && !self.pushes.behind {
             // Nothing left to push: an empty push carries the news.
             self.push(Vec::new(), cursor, false, false)?;
@@ -130,10 +130,11 @@ impl Session {
 
     /// The login push proper: the whole backlog after `cursor` if it is
     /// short, else its newest part.
-    async fn newest_first(&mut self, cursor: u64, user: &str) -> Result<(), Close> {
+    async fn newest_first(&mut self, login: &LoggedIn, cursor: u64) -> Result<(), Close> {
+        let user = login.user.as_str();
         let c = self.shared.config.clone();
         if c.login_push_max == 0 {
-            return self.catch_up().await;
+            return self.catch_up(login).await;
         }
         let store = self.shared.deps.store.clone();
         let scan = c
@@ -143,7 +144,7 @@ impl Session {
         let newest = match store.read_inbox_newest(user, cursor, scan + 1).await {
             Ok(n) => n,
             // The ordinary path retries store errors.
-            Err(_) => return self.catch_up().await,
+            Err(_) => return self.catch_up(login).await,
         };
         let scanned_all = newest.len() <= scan;
         let newest = &newest[..newest.len().min(scan)];
@@ -154,14 +155,14 @@ impl Session {
             c.login_push_per_conversation,
         );
         if !left_out {
-            return self.catch_up().await;
+            return self.catch_up(login).await;
         }
         let head = newest.first().map_or(cursor, |e| e.cursor);
         let mut messages = Vec::with_capacity(chosen.len());
         for chunk in chosen.chunks(BODY_BATCH) {
             match self.shared.bodies.load(store.as_ref(), chunk).await {
                 Ok(m) => messages.extend(m),
-                Err(_) => return self.catch_up().await,
+                Err(_) => return self.catch_up(login).await,
             }
         }
         let frames = pack_frames(messages, frame_budget(&c), c.push_max_messages);
@@ -192,11 +193,12 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn on_history(&mut self, req: HistoryRequest) -> Result<(), Close> {
-        let (user, codec) = {
-            let l = self.login.as_ref().expect("checked by caller");
-            (l.user.clone(), l.codec)
-        };
+    pub(super) async fn on_history(
+        &mut self,
+        login: &LoggedIn,
+        req: HistoryRequest,
+    ) -> Result<(), Close> {
+        let (user, codec) = (login.user.clone(), login.codec);
         let store = self.shared.deps.store.clone();
         let c = self.shared.config.clone();
         let read = async {
@@ -229,9 +231,10 @@ impl Session {
 
     pub(super) async fn on_conversations(
         &mut self,
+        login: &LoggedIn,
         req: ConversationsRequest,
     ) -> Result<(), Close> {
-        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let user = login.user.clone();
         let now = tokio::time::Instant::now().into_std();
         if let Err(r) = self.shared.limits.costly.list(&user, now) {
             tern_core::metrics::GATEWAY_LIMITED.inc("list_reads");
@@ -257,8 +260,12 @@ impl Session {
         }
     }
 
-    pub(super) async fn on_mark_read(&mut self, req: MarkRead) -> Result<(), Close> {
-        let user = self.login.as_ref().expect("checked by caller").user.clone();
+    pub(super) async fn on_mark_read(
+        &mut self,
+        login: &LoggedIn,
+        req: MarkRead,
+    ) -> Result<(), Close> {
+        let user = login.user.clone();
         let store = self.shared.deps.store.clone();
         let marked = async {
             let access = read_access(

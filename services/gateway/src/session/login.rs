@@ -2,6 +2,7 @@
 //! in the hub, the route, the user's groups, the cursor, the first push),
 //! route renewals on heartbeats, and the cleanup once it closes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tern_chat::Refusal;
@@ -94,13 +95,14 @@ impl Session {
         }
         self.mailbox = Some(mailbox);
         self.kick = Some(kick);
-        self.login = Some(LoggedIn {
+        let logged_in = Arc::new(LoggedIn {
             user: user.clone(),
             device: device.clone(),
             codec,
             send_only: login.send_only,
             rooms: claims.rooms,
         });
+        self.login = Some(logged_in.clone());
         tracing::info!(%user, %device, send_only = login.send_only, "logged in");
         metrics::LOGINS.inc();
 
@@ -151,7 +153,7 @@ impl Session {
         };
         self.emit(server_frame::Kind::LoginResult(result))?;
         if !login.send_only {
-            self.login_push(cursor).await?;
+            self.login_push(&logged_in, cursor).await?;
         }
         Ok(())
     }
@@ -198,8 +200,8 @@ impl Session {
         let current = self.shared.hub.remove(self.id);
         if current && !login.send_only {
             let route = Route {
-                user: login.user,
-                device: login.device,
+                user: login.user.clone(),
+                device: login.device.clone(),
                 gateway: self.shared.config.node_id.clone(),
             };
             if let Err(e) = self.shared.deps.routes.unregister(&route).await {

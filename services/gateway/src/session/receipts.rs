@@ -95,11 +95,11 @@ impl Receipts {
     /// (client_msg_id, requests that asked for it).
     pub fn expired(&mut self, now: Instant) -> Vec<(String, u32)> {
         let mut out = Vec::new();
-        while let Some((at, _)) = self.deadlines.front() {
-            if *at > now {
+        while let Some((at, cmid)) = self.deadlines.pop_front() {
+            if at > now {
+                self.deadlines.push_front((at, cmid));
                 break;
             }
-            let (at, cmid) = self.deadlines.pop_front().expect("front exists");
             if self.awaiting.get(&cmid).is_some_and(|a| a.deadline == at)
                 && let Some((asked, _)) = self.answer(&cmid)
             {

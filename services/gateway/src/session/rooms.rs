@@ -13,7 +13,7 @@ use tern_core::proto::records::RoomRecord;
 use tern_core::{metrics, now_ms, topics};
 use tokio::sync::mpsc;
 
-use super::{Close, Session};
+use super::{Close, LoggedIn, Session};
 use crate::rooms::{RoomFrame, Viewer};
 
 /// Frames kept free in the socket queue for replies: with fewer, room
@@ -27,7 +27,7 @@ const MAX_POSTS_IN_FLIGHT: usize = 64;
 pub(super) type PostResult = (u64, String, Result<(), tern_core::log::LogError>);
 
 impl Session {
-    pub(super) fn on_room_join(&mut self, join: RoomJoin) -> Result<(), Close> {
+    pub(super) fn on_room_join(&mut self, login: &LoggedIn, join: RoomJoin) -> Result<(), Close> {
         if let Err(e) = check_room(&join.room) {
             return self.reject(
                 ErrorCode::InvalidArgument,
@@ -36,7 +36,6 @@ impl Session {
                 join.request_id,
             );
         }
-        let login = self.login.as_ref().expect("checked by caller");
         let codec = login.codec;
         // Posting needs the room joined, so this decides both.
         let allowed = tern_chat::rooms::check_room(
@@ -92,7 +91,7 @@ impl Session {
         }
     }
 
-    pub(super) fn on_room_send(&mut self, send: RoomSend) -> Result<(), Close> {
+    pub(super) fn on_room_send(&mut self, login: &LoggedIn, send: RoomSend) -> Result<(), Close> {
         let rid = send.request_id;
         if self.room.as_deref() != Some(send.room.as_str()) {
             let msg = format!("join room {:?} before posting to it", clip(&send.room));
@@ -103,9 +102,9 @@ impl Session {
             return self.refuse(r, "", rid);
         }
         // Room posts spend the user's sends, like chat messages.
-        let user = self.login.as_ref().expect("checked by caller").user.clone();
+        let user = &login.user;
         let now = tokio::time::Instant::now().into_std();
-        if let Err(after) = self.shared.limits.take_send(&user, now) {
+        if let Err(after) = self.shared.limits.take_send(user, now) {
             let r = tern_chat::Refusal::rate_limited(
                 format!("{user} sends more messages per second than allowed; not posted"),
                 after,
@@ -116,7 +115,6 @@ impl Session {
             let msg = "too many room posts in flight; retry later";
             return self.reject(ErrorCode::Unavailable, msg, "", rid);
         }
-        let login = self.login.as_ref().expect("checked by caller");
         let record = RoomRecord {
             room: send.room.clone(),
             message_id: MessageId::new().to_vec(),

@@ -6,18 +6,22 @@ use tern_core::proto::client::{
     BlockedList, BlockedListRequest, SetBlocked, SetBlockedResult, server_frame,
 };
 
-use super::{Close, Session};
+use super::{Close, LoggedIn, Session};
 
 impl Session {
-    pub(super) async fn on_set_blocked(&mut self, req: SetBlocked) -> Result<(), Close> {
-        let user = self.login.as_ref().expect("checked by caller").user.clone();
+    pub(super) async fn on_set_blocked(
+        &mut self,
+        login: &LoggedIn,
+        req: SetBlocked,
+    ) -> Result<(), Close> {
+        let user = &login.user;
         let now = tokio::time::Instant::now().into_std();
-        if let Err(r) = self.shared.limits.costly.change(&user, now) {
+        if let Err(r) = self.shared.limits.costly.change(user, now) {
             tern_core::metrics::GATEWAY_LIMITED.inc("account_changes");
             return self.refuse(r, "", req.request_id);
         }
         let store = self.shared.deps.store.clone();
-        match tern_chat::access::set_blocked(store.as_ref(), &user, &req.user, req.blocked).await {
+        match tern_chat::access::set_blocked(store.as_ref(), user, &req.user, req.blocked).await {
             Ok(other) => self.emit(server_frame::Kind::SetBlockedResult(SetBlockedResult {
                 request_id: req.request_id,
                 user: other,
@@ -27,14 +31,18 @@ impl Session {
         }
     }
 
-    pub(super) async fn on_blocked_list(&mut self, req: BlockedListRequest) -> Result<(), Close> {
-        let user = self.login.as_ref().expect("checked by caller").user.clone();
+    pub(super) async fn on_blocked_list(
+        &mut self,
+        login: &LoggedIn,
+        req: BlockedListRequest,
+    ) -> Result<(), Close> {
+        let user = &login.user;
         let limit = page_limit(req.limit);
         let read = self
             .shared
             .deps
             .store
-            .blocked_users(&user, &req.after, limit + 1)
+            .blocked_users(user, &req.after, limit + 1)
             .await;
         match read {
             Ok(read) => {

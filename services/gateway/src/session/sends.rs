@@ -17,12 +17,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::receipts::Retry;
-use super::{AppendResult, Close, Session};
+use super::{AppendResult, Close, LoggedIn, Session};
 
 impl Session {
-    pub(super) fn on_send(&mut self, send: Send) -> Result<(), Close> {
+    pub(super) fn on_send(&mut self, login: &LoggedIn, send: Send) -> Result<(), Close> {
         let received = Instant::now();
-        let login = self.login.as_ref().expect("checked by caller");
         let cmid = send.client_msg_id.clone();
         let target = match &send.target {
             Some(send::Target::ToUser(to)) => Some(Target::User(to)),
@@ -70,7 +69,6 @@ impl Session {
             );
             return self.refuse(r, &cmid, 0);
         }
-        let login = self.login.as_ref().expect("checked by caller");
         let conversation_id = conversation.to_string();
         let message_id = MessageId::new();
         let record = InboundRecord {

@@ -25,7 +25,7 @@ impl Server {
 
     pub async fn start_with(tweak: impl FnOnce(&mut TerndConfig)) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = TerndConfig::for_tests(dir.path());
+        let mut config = TerndConfig::for_tests(dir.path()).unwrap();
         tweak(&mut config);
         let running = ternd::start(config).await.expect("ternd starts");
         Server { running, dir }
