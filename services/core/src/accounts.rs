@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 
-use crate::store::StoreError;
+use crate::store_error::StoreError;
 
 /// Most users one user may block (a bound on the block list's size).
 pub const MAX_BLOCKED: usize = 10_000;

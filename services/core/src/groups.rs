@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use crate::store::StoreError;
+use crate::store_error::StoreError;
 
 /// Longest group name accepted.
 pub const MAX_GROUP_NAME: usize = 128;

@@ -32,6 +32,7 @@ pub mod routes;
 pub mod secret;
 pub mod stage;
 pub mod store;
+mod store_error;
 pub mod sync;
 pub mod topics;
 pub mod trace;

@@ -8,15 +8,7 @@ pub use tern_proto::records::StoredMessage;
 
 use crate::ids::MessageId;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("message store unavailable: {0}")]
-    Unavailable(String),
-    #[error("message store I/O failed: {0}")]
-    Io(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-}
+pub use crate::store_error::StoreError;
 
 /// What `put_messages` did with one message.
 #[derive(Debug, Clone, PartialEq)]
