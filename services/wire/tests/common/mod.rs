@@ -12,9 +12,10 @@ use bytes::Bytes;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tern_proto::client::{
-    BlockedList, BlockedListRequest, Codec, Error, Heartbeat, HeartbeatAck, HistoryPage,
-    HistoryRequest, Limits, Login, LoginResult, Logout, MarkRead, Message, Push, PushAck, Send,
-    SendResult, SetBlocked, SyncPage, SyncRequest, client_frame, send, server_frame,
+    BlockedList, BlockedListRequest, Codec, ConversationsRequest, Error, Heartbeat, HeartbeatAck,
+    HistoryPage, HistoryRequest, Limits, Login, LoginResult, Logout, MarkRead, Message, Push,
+    PushAck, Send, SendResult, SetBlocked, SetBlockedResult, SyncPage, SyncRequest, client_frame,
+    send, server_frame,
 };
 
 /// Short text, any Unicode, including the empty string.
@@ -130,6 +131,13 @@ pub fn client_kind() -> impl Strategy<Value = client_frame::Kind> {
                 request_id,
                 user,
                 blocked,
+            })
+        }),
+        (any::<u64>(), any::<u32>(), blob(16)).prop_map(|(request_id, limit, before)| {
+            client_frame::Kind::Conversations(ConversationsRequest {
+                request_id,
+                limit,
+                before,
             })
         }),
         (any::<u64>(), text(), any::<u32>()).prop_map(|(request_id, after, limit)| {
@@ -277,6 +285,13 @@ pub fn server_kind() -> impl Strategy<Value = server_frame::Kind> {
         sync_page().prop_map(server_frame::Kind::SyncPage),
         error().prop_map(server_frame::Kind::Error),
         history_page().prop_map(server_frame::Kind::HistoryPage),
+        (any::<u64>(), text(), any::<bool>()).prop_map(|(request_id, user, blocked)| {
+            server_frame::Kind::SetBlockedResult(SetBlockedResult {
+                request_id,
+                user,
+                blocked,
+            })
+        }),
         (any::<u64>(), vec(text(), 0..4), text()).prop_map(|(request_id, users, next)| {
             server_frame::Kind::BlockedList(BlockedList {
                 request_id,
