@@ -16,7 +16,9 @@ use std::future::Future;
 
 use sha2::{Digest, Sha256};
 use tern_chat::access::Actor;
+use tern_core::auth::Claims;
 use tern_core::proto::client::ErrorCode;
+use tonic::Extensions;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -45,29 +47,39 @@ pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
 impl Api {
     /// The user a user-API call acts as: its login token must be valid,
     /// unrevoked and, when bound to a device, not revoked for it.
-    pub(crate) async fn user_actor(&self, metadata: &MetadataMap) -> Result<Actor, Status> {
-        Ok(Actor::User(self.user_claims(metadata).await?.sub))
+    pub(crate) async fn user_actor(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &Extensions,
+    ) -> Result<Actor, Status> {
+        Ok(Actor::User(
+            self.user_claims(metadata, extensions).await?.sub,
+        ))
     }
 
     /// The claims of a user-API call's token (see [`Self::user_actor`]).
+    /// The gate verified the token already and left its claims in the
+    /// request's extensions; only revocations are left to check.
     pub(crate) async fn user_claims(
         &self,
         metadata: &MetadataMap,
-    ) -> Result<tern_core::auth::Claims, Status> {
-        let Some(token) = bearer(metadata)? else {
-            return Err(Status::unauthenticated(
-                "this call needs authorization: Bearer <login token>",
-            ));
+        extensions: &Extensions,
+    ) -> Result<Claims, Status> {
+        let claims = match extensions.get::<Claims>() {
+            Some(claims) => claims.clone(),
+            None => {
+                let Some(token) = bearer(metadata)? else {
+                    return Err(Status::unauthenticated(
+                        "this call needs authorization: Bearer <login token>",
+                    ));
+                };
+                tern_chat::identity::verify(&self.deps.auth, token, None, tern_core::now_ms())
+                    .map_err(|r| refusal_status(&r))?
+            }
         };
-        let claims = tern_chat::identity::authenticate(
-            &self.deps.auth,
-            self.deps.store.as_ref(),
-            token,
-            None,
-            tern_core::now_ms(),
-        )
-        .await
-        .map_err(|r| refusal_status(&r))?;
+        tern_chat::identity::check_not_revoked(self.deps.store.as_ref(), &claims, None)
+            .await
+            .map_err(|r| refusal_status(&r))?;
         Ok(claims)
     }
 
@@ -126,12 +138,18 @@ pub(crate) enum Gate {
 }
 
 impl tonic::service::Interceptor for Gate {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let token = bearer(request.metadata())?;
         let now = tern_core::now_ms();
+        if let (Gate::User { auth, .. }, Some(t)) = (&*self, token)
+            && let Ok(claims) = auth.verify(t, now)
+        {
+            // Verified once: the service reads the claims from here.
+            request.extensions_mut().insert(claims);
+            return Ok(request);
+        }
         match (&*self, token) {
             (Gate::User { dev_mode: true, .. }, None) => Ok(request),
-            (Gate::User { auth, .. }, Some(t)) if auth.verify(t, now).is_ok() => Ok(request),
             (Gate::User { .. }, _) => Err(Status::unauthenticated(
                 "this call needs authorization: Bearer <a valid login token>",
             )),
@@ -158,7 +176,11 @@ pub(crate) trait Authorized: Send + Sync {
     fn api(&self) -> &Api;
 
     /// The caller of a request, or why it may not call.
-    fn actor(&self, metadata: &MetadataMap) -> impl Future<Output = Result<Actor, Status>> + Send;
+    fn actor(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &Extensions,
+    ) -> impl Future<Output = Result<Actor, Status>> + Send;
 
     /// Authorizes, then runs `op` as the caller.
     fn call<Req, Res, Fut>(
@@ -171,7 +193,7 @@ pub(crate) trait Authorized: Send + Sync {
         Fut: Future<Output = Result<Res, ApiError>> + Send,
     {
         async move {
-            let actor = self.actor(request.metadata()).await?;
+            let actor = self.actor(request.metadata(), request.extensions()).await?;
             let api = self.api().clone();
             Ok(Response::new(op(api, actor, request.into_inner()).await?))
         }
@@ -187,8 +209,12 @@ impl Authorized for UserService {
         &self.0
     }
 
-    async fn actor(&self, metadata: &MetadataMap) -> Result<Actor, Status> {
-        self.0.user_actor(metadata).await
+    async fn actor(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &Extensions,
+    ) -> Result<Actor, Status> {
+        self.0.user_actor(metadata, extensions).await
     }
 }
 
@@ -201,7 +227,7 @@ impl Authorized for BackendService {
         &self.0
     }
 
-    async fn actor(&self, metadata: &MetadataMap) -> Result<Actor, Status> {
+    async fn actor(&self, metadata: &MetadataMap, _: &Extensions) -> Result<Actor, Status> {
         self.0.backend_actor(metadata)
     }
 }

@@ -5,7 +5,7 @@
 use tern_chat::Refusal;
 use tern_chat::access::{Actor, history_page, read_access};
 use tern_chat::conversations::conversation_page;
-use tern_chat::pages::{MAX_API_PAGE_BYTES, MAX_PAGE, READ_CHUNK, fitting_prefix, page_limit};
+use tern_chat::pages::{InboxPageFill, MAX_API_PAGE_BYTES, MAX_PAGE, READ_CHUNK, page_limit};
 use tern_core::ids::{check_room, check_user};
 use tern_core::proto::api::{
     ConversationList, FetchInboxRequest, HistoryPage, HistoryRequest, InboxPage,
@@ -37,25 +37,15 @@ impl Api {
             });
         }
         // Bodies a chunk at a time, up to the page's byte bound.
-        let (mut loaded, mut bytes, mut covered) = (Vec::new(), 0, req.after_cursor);
+        let mut fill = InboxPageFill::new(req.after_cursor, MAX_API_PAGE_BYTES);
         for chunk in page.entries.chunks(READ_CHUNK) {
-            if bytes > MAX_API_PAGE_BYTES {
+            if !fill.wants_more() {
                 break;
             }
-            let messages = load_entries(self.deps.store.as_ref(), chunk).await?;
-            bytes += messages.iter().map(|m| m.body.len()).sum::<usize>();
-            loaded.extend(messages);
-            covered = chunk.last().map_or(covered, |e| e.cursor);
+            let loaded = load_entries(self.deps.store.as_ref(), chunk).await?;
+            fill.add(chunk.last().map_or(0, |e| e.cursor), loaded);
         }
-        let total = loaded.len();
-        let messages = fitting_prefix(loaded, MAX_API_PAGE_BYTES);
-        // All fitted: the page covers every entry looked at, bodies or not
-        // (an entry whose message expired must not be asked for forever).
-        let next_cursor = if messages.len() == total {
-            covered
-        } else {
-            messages.last().map_or(req.after_cursor, |m| m.cursor)
-        };
+        let (messages, next_cursor) = fill.finish();
         Ok(InboxPage {
             messages,
             next_cursor,

@@ -102,7 +102,7 @@ impl UserApi for UserService {
         r: Request<RoomViewersRequest>,
     ) -> Result<Response<RoomViewersResponse>, Status> {
         // Viewer counts only of the rooms the token may enter.
-        let claims = self.0.user_claims(r.metadata()).await?;
+        let claims = self.0.user_claims(r.metadata(), r.extensions()).await?;
         let policy = self.0.config.room_policy;
         for room in &r.get_ref().rooms {
             tern_chat::rooms::check_room(policy, claims.rooms.as_deref(), room)

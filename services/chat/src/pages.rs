@@ -2,6 +2,8 @@
 //! bounded by a count and by bytes: a page of 100 messages of 64 KiB would
 //! otherwise be 6.5 MB, more than stock gRPC clients accept (4 MiB).
 
+use tern_core::proto::client::Message;
+
 /// Messages (or conversations, groups, members) in a page when the client
 /// asks for 0.
 pub const DEFAULT_PAGE: usize = 100;
@@ -34,6 +36,60 @@ pub fn with_next(mut ids: Vec<String>, limit: usize) -> (Vec<String>, String) {
         (ids, next)
     } else {
         (ids, String::new())
+    }
+}
+
+/// A page of inbox messages being filled, sans I/O: the caller loads the
+/// bodies of [`READ_CHUNK`] entries at a time while [`Self::wants_more`],
+/// and [`Self::finish`] says what the page holds and the cursor it covers
+/// through. The wire's sync pages and the API's inbox pages share it.
+#[derive(Debug)]
+pub struct InboxPageFill {
+    max_bytes: usize,
+    bytes: usize,
+    messages: Vec<Message>,
+    /// Cursor of the last entry looked at (bodies or not).
+    covered: u64,
+    after: u64,
+}
+
+impl InboxPageFill {
+    /// A page after cursor `after`, of at most `max_bytes` of messages.
+    pub fn new(after: u64, max_bytes: usize) -> Self {
+        InboxPageFill {
+            max_bytes,
+            bytes: 0,
+            messages: Vec::new(),
+            covered: after,
+            after,
+        }
+    }
+
+    /// Whether another chunk of bodies may still fit.
+    pub fn wants_more(&self) -> bool {
+        self.bytes <= self.max_bytes
+    }
+
+    /// The bodies loaded for the entries up to cursor `through` (entries
+    /// whose message expired have none).
+    pub fn add(&mut self, through: u64, loaded: Vec<Message>) {
+        self.bytes += loaded.iter().map(|m| m.body.len()).sum::<usize>();
+        self.messages.extend(loaded);
+        self.covered = self.covered.max(through);
+    }
+
+    /// The messages that fit, and the cursor to pass for the next page: if
+    /// all fitted, every entry looked at (an entry whose message expired
+    /// must not be asked for forever); else the last message that fitted.
+    pub fn finish(self) -> (Vec<Message>, u64) {
+        let total = self.messages.len();
+        let messages = fitting_prefix(self.messages, self.max_bytes);
+        let next = if messages.len() == total {
+            self.covered
+        } else {
+            messages.last().map_or(self.after, |m| m.cursor)
+        };
+        (messages, next)
     }
 }
 
@@ -72,6 +128,24 @@ mod tests {
         assert_eq!(page_limit(0), DEFAULT_PAGE);
         assert_eq!(page_limit(7), 7);
         assert_eq!(page_limit(u32::MAX), MAX_PAGE);
+    }
+
+    #[test]
+    fn an_inbox_page_covers_what_it_looked_at_or_stops_at_what_fitted() {
+        // Every body fits: the page covers entries without bodies too.
+        let mut fill = InboxPageFill::new(10, 1 << 20);
+        fill.add(15, vec![msg(12, 10), msg(14, 10)]);
+        assert!(fill.wants_more());
+        let (messages, next) = fill.finish();
+        assert_eq!((messages.len(), next), (2, 15));
+        // Over the bound: the page ends at the last message that fitted.
+        let mut fill = InboxPageFill::new(10, 250);
+        fill.add(13, vec![msg(11, 100), msg(12, 100), msg(13, 100)]);
+        assert!(!fill.wants_more());
+        let (messages, next) = fill.finish();
+        assert_eq!((messages.len(), next), (2, 12));
+        // Nothing at all: the cursor stays.
+        assert_eq!(InboxPageFill::new(10, 250).finish(), (vec![], 10));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use crate::sync;
 
@@ -251,7 +251,9 @@ pub struct LabeledHistogram {
     help: &'static str,
     label: &'static str,
     bounds: &'static [f64],
-    values: Mutex<BTreeMap<&'static str, Buckets>>,
+    /// Read-locked on the hot path (each label's buckets are atomics);
+    /// write-locked only to add a label the first time it is seen.
+    values: RwLock<BTreeMap<&'static str, Buckets>>,
 }
 
 impl LabeledHistogram {
@@ -268,19 +270,25 @@ impl LabeledHistogram {
             help,
             label,
             bounds,
-            values: Mutex::new(BTreeMap::new()),
+            values: RwLock::new(BTreeMap::new()),
         }
     }
 
+    /// Called for every backend operation: shared access unless the label
+    /// is new.
     pub fn observe(&self, value: &'static str, v: f64) {
-        sync::lock(&self.values)
+        if let Some(b) = sync::read(&self.values).get(value) {
+            b.observe(v);
+            return;
+        }
+        sync::write(&self.values)
             .entry(value)
             .or_insert_with(|| Buckets::new(self.bounds))
             .observe(v);
     }
 
     pub fn count(&self, value: &str) -> u64 {
-        sync::lock(&self.values)
+        sync::read(&self.values)
             .get(value)
             .map_or(0, Buckets::count)
     }
@@ -586,7 +594,7 @@ fn render_histogram(out: &mut String, h: &Histogram) {
 
 fn render_labeled_histogram(out: &mut String, h: &LabeledHistogram) {
     header(out, h.name, h.help, "histogram");
-    for (value, b) in sync::lock(&h.values).iter() {
+    for (value, b) in sync::read(&h.values).iter() {
         b.render(out, h.name, Some((h.label, value)));
     }
 }

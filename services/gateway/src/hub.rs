@@ -233,6 +233,7 @@ impl Hub {
     }
 
     /// Connections of `user` on this gateway, send-only ones included.
+    #[cfg(test)]
     pub fn count_user(&self, user: &str) -> usize {
         let inner = sync::read(&self.inner);
         inner.all_by_user.get(user).map_or(0, HashSet::len)

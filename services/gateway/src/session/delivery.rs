@@ -236,29 +236,17 @@ impl Session {
         let budget = frame_budget(&c);
         // Bodies a chunk at a time, up to the page's byte bound (a page of
         // large bodies does not load its whole count first).
-        let (mut messages, mut bytes, mut covered) = (Vec::new(), 0, after);
+        let mut fill = tern_chat::pages::InboxPageFill::new(after, budget);
         for chunk in page.entries.chunks(tern_chat::pages::READ_CHUNK) {
-            if bytes > budget {
+            if !fill.wants_more() {
                 break;
             }
             match self.shared.bodies.load(store.as_ref(), chunk).await {
-                Ok(loaded) => {
-                    bytes += loaded.iter().map(|m| m.body.len()).sum::<usize>();
-                    messages.extend(loaded);
-                }
+                Ok(loaded) => fill.add(chunk.last().map_or(0, |e| e.cursor), loaded),
                 Err(e) => return self.refuse(Refusal::unavailable(&e), "", req.request_id),
             }
-            covered = chunk.last().map_or(covered, |e| e.cursor);
         }
-        let total = messages.len();
-        let page_messages = tern_chat::pages::fitting_prefix(messages, budget);
-        // All fitted: the page covers every entry looked at, bodies or not
-        // (an entry whose message expired must not be asked for forever).
-        let next_cursor = if page_messages.len() == total {
-            covered
-        } else {
-            page_messages.last().map_or(after, |m| m.cursor)
-        };
+        let (page_messages, next_cursor) = fill.finish();
         let (used, payload) = tern_wire::pack_batch(page_messages, codec, c.compress_min_bytes);
         self.emit(server_frame::Kind::SyncPage(SyncPage {
             request_id: req.request_id,
