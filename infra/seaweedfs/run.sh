@@ -151,13 +151,13 @@ answers() {
 
 ready() { answers >/dev/null 2>&1; }
 
-# bucket_ready: the bucket lists; if S3 answers but the bucket is missing,
-# create it first (200 created, 409 it already exists: both fine).
+# bucket_ready: the bucket lists and takes a write; if S3 answers but the
+# bucket is missing, create it first (200 created, 409 it already exists).
 bucket_ready() {
     port_open "$PORT" || return 1
     local code
     code=$(list_code)
-    [ "$code" = 200 ] && return 0
+    [ "$code" = 200 ] && { writable; return; }
     [ "$code" = 404 ] || return 1
     code=$(s3 -X PUT "http://127.0.0.1:$PORT/$BUCKET" 2>/dev/null || true)
     case $code in
@@ -165,7 +165,21 @@ bucket_ready() {
         409) ;;
         *) return 1 ;;
     esac
-    [ "$(list_code)" = 200 ]
+    [ "$(list_code)" = 200 ] && writable
+}
+
+# writable: an object can be written and deleted. Listing needs only the
+# filer; a write needs a volume server that registered with free slots, and
+# one that finds its disk "low" registers none (every write then fails,
+# which the archive tests would only see as missing messages).
+writable() {
+    local key="$BUCKET/.tern-start-probe" code
+    # curl signs no body hash, so the body is declared unsigned (as S3 allows).
+    code=$(s3 -X PUT -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --data-binary probe \
+        "http://127.0.0.1:$PORT/$key" 2>/dev/null || true)
+    [ "$code" = 200 ] || return 1
+    code=$(s3 -X DELETE "http://127.0.0.1:$PORT/$key" 2>/dev/null || true)
+    [ "$code" = 204 ] || [ "$code" = 200 ]
 }
 
 fail_start() {
@@ -230,6 +244,9 @@ start() {
     # takes 7 volume slots at its first write, and the filer needs some for
     # its own log; the default 8 slots of 30 GiB leave no room for a second
     # bucket. Volume files are sparse, so unused slots cost no disk.
+    # -volume.minFreeSpace: by default a disk under 1% free makes the volume
+    # server register no writable slot, and every S3 write fails; a test
+    # machine's big, nearly full disk can have GiBs left under 1%.
     # -s3.port.iceberg/-s3.port.lance=0: catalogs we do not use (8181, 9101).
     # -master.telemetry=false: no usage reports to seaweedfs.com.
     # HOME: weed reads master.toml, security.toml... from ~/.seaweedfs too;
@@ -248,6 +265,7 @@ start() {
             -s3 -s3.port="$PORT" -s3.port.grpc=$((PORT + GRPC_OFFSET)) \
             -s3.config="$STATE/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 \
             -volume.max=100 -master.volumeSizeLimitMB=128 -volume.preStopSeconds=0 \
+            -volume.minFreeSpace=256MiB \
             -master.telemetry=false
     ) > "$LOG" 2>&1 < /dev/null &
     pid=$!
@@ -258,7 +276,11 @@ start() {
     case $rc in
         0) log "$NAME: ready in $((SECONDS - t0))s (pid $pid); $(answers 2>&1)" ;;
         1) fail_start "" "exited during start-up (see $LOG)" ;;
-        *) fail_start "$pid" "not ready after ${START_TIMEOUT}s (see $LOG)" ;;
+        *)
+            local why="s3://$BUCKET does not list"
+            [ "$(list_code)" = 200 ] && why="s3://$BUCKET lists but takes no write (no writable volume: is the disk full? $(df -h --output=avail "$STATE" | tail -n 1 | tr -d ' ') free)"
+            fail_start "$pid" "not ready after ${START_TIMEOUT}s: $why (see $LOG)"
+            ;;
     esac
 }
 
