@@ -322,7 +322,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        tern_core::store::MessageStore::put_messages(store, messages)
+        tern_core::store::HistoryStore::put_messages(store, messages)
             .await
             .unwrap();
     }

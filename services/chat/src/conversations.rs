@@ -137,7 +137,9 @@ async fn conversation_states(
 mod tests {
     use super::*;
     use tern_core::embedded::EmbeddedStore;
-    use tern_core::store::{ConversationNote, StoredMessage};
+    use tern_core::store::{
+        ConversationNote, ConversationStore as _, HistoryStore as _, StoredMessage,
+    };
 
     #[tokio::test]
     async fn pages_cover_every_conversation_once() {

@@ -5,7 +5,7 @@
 
 use tern_core::auth::{Claims, TokenAuthority};
 use tern_core::proto::client::ErrorCode;
-use tern_core::store::MessageStore;
+use tern_core::store::AccountStore;
 
 use crate::Refusal;
 
@@ -13,7 +13,7 @@ use crate::Refusal;
 /// an API call, which acts as the token's own device if it is bound to one).
 pub async fn authenticate(
     auth: &TokenAuthority,
-    store: &dyn MessageStore,
+    store: &dyn AccountStore,
     token: &str,
     device: Option<&str>,
     now_ms: u64,
@@ -48,7 +48,7 @@ pub fn verify(
 /// Refuses a token issued before a revocation of its user, or of the
 /// device it logs in as (or is bound to).
 pub async fn check_not_revoked(
-    store: &dyn MessageStore,
+    store: &dyn AccountStore,
     claims: &Claims,
     device: Option<&str>,
 ) -> Result<(), Refusal> {
@@ -69,7 +69,6 @@ pub async fn check_not_revoked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tern_core::accounts::AccountStore as _;
     use tern_core::auth::TokenSpec;
     use tern_core::embedded::EmbeddedStore;
 

@@ -21,8 +21,8 @@ use crate::log::{Delivery, EventLog, LogError, Position, Record, StartFrom, Subs
 use crate::metrics::{LabeledCounter, LabeledHistogram};
 use crate::routes::{Route, RouteDirectory, RouteError};
 use crate::store::{
-    ConversationNote, ConversationState, InboxEntry, InboxLimits, InboxPage, MessageStore,
-    PutOutcome, StoreError, StoredMessage,
+    ConversationNote, ConversationState, ConversationStore, HistoryStore, InboxEntry, InboxLimits,
+    InboxPage, InboxStore, MessageStore, PutOutcome, StoreError, StoredMessage,
 };
 
 /// An operation's latency histogram and error counter.
@@ -73,87 +73,18 @@ impl InstrumentedStore {
 }
 
 #[async_trait]
-impl MessageStore for InstrumentedStore {
+impl HistoryStore for InstrumentedStore {
     async fn put_messages(
         &self,
         messages: Vec<StoredMessage>,
     ) -> Result<Vec<PutOutcome>, StoreError> {
         timed(&STORE, "put_messages", self.inner.put_messages(messages)).await
     }
+
     async fn get_messages(&self, ids: &[MessageId]) -> Result<Vec<StoredMessage>, StoreError> {
         timed(&STORE, "get_messages", self.inner.get_messages(ids)).await
     }
-    async fn append_inbox(&self, entries: Vec<InboxEntry>) -> Result<Vec<u64>, StoreError> {
-        timed(&STORE, "append_inbox", self.inner.append_inbox(entries)).await
-    }
-    async fn read_inbox(
-        &self,
-        user: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<InboxPage, StoreError> {
-        timed(
-            &STORE,
-            "read_inbox",
-            self.inner.read_inbox(user, after, limit),
-        )
-        .await
-    }
-    async fn trim_inbox(&self, user: &str, limits: InboxLimits) -> Result<u64, StoreError> {
-        timed(&STORE, "trim_inbox", self.inner.trim_inbox(user, limits)).await
-    }
-    async fn trimmed_through(&self, user: &str) -> Result<u64, StoreError> {
-        timed(&STORE, "trimmed_through", self.inner.trimmed_through(user)).await
-    }
-    async fn expire_messages(&self, before_ms: u64, max: usize) -> Result<u64, StoreError> {
-        timed(
-            &STORE,
-            "expire_messages",
-            self.inner.expire_messages(before_ms, max),
-        )
-        .await
-    }
-    async fn read_inbox_newest(
-        &self,
-        user: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<InboxEntry>, StoreError> {
-        timed(
-            &STORE,
-            "read_inbox_newest",
-            self.inner.read_inbox_newest(user, after, limit),
-        )
-        .await
-    }
-    async fn note_conversations(&self, notes: Vec<ConversationNote>) -> Result<(), StoreError> {
-        timed(
-            &STORE,
-            "note_conversations",
-            self.inner.note_conversations(notes),
-        )
-        .await
-    }
-    async fn conversations(
-        &self,
-        user: &str,
-        limit: usize,
-    ) -> Result<Vec<ConversationState>, StoreError> {
-        timed(
-            &STORE,
-            "conversations",
-            self.inner.conversations(user, limit),
-        )
-        .await
-    }
-    async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError> {
-        timed(
-            &STORE,
-            "mark_read",
-            self.inner.mark_read(user, conversation, seq),
-        )
-        .await
-    }
+
     async fn history(
         &self,
         conversation: &str,
@@ -167,9 +98,63 @@ impl MessageStore for InstrumentedStore {
         )
         .await
     }
+
+    async fn expire_messages(&self, before_ms: u64, max: usize) -> Result<u64, StoreError> {
+        timed(
+            &STORE,
+            "expire_messages",
+            self.inner.expire_messages(before_ms, max),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl InboxStore for InstrumentedStore {
+    async fn append_inbox(&self, entries: Vec<InboxEntry>) -> Result<Vec<u64>, StoreError> {
+        timed(&STORE, "append_inbox", self.inner.append_inbox(entries)).await
+    }
+
+    async fn read_inbox(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<InboxPage, StoreError> {
+        timed(
+            &STORE,
+            "read_inbox",
+            self.inner.read_inbox(user, after, limit),
+        )
+        .await
+    }
+
+    async fn read_inbox_newest(
+        &self,
+        user: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        timed(
+            &STORE,
+            "read_inbox_newest",
+            self.inner.read_inbox_newest(user, after, limit),
+        )
+        .await
+    }
+
+    async fn trim_inbox(&self, user: &str, limits: InboxLimits) -> Result<u64, StoreError> {
+        timed(&STORE, "trim_inbox", self.inner.trim_inbox(user, limits)).await
+    }
+
+    async fn trimmed_through(&self, user: &str) -> Result<u64, StoreError> {
+        timed(&STORE, "trimmed_through", self.inner.trimmed_through(user)).await
+    }
+
     async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
         timed(&STORE, "cursor", self.inner.cursor(user, device)).await
     }
+
     async fn advance_cursor(
         &self,
         user: &str,
@@ -180,6 +165,40 @@ impl MessageStore for InstrumentedStore {
             &STORE,
             "advance_cursor",
             self.inner.advance_cursor(user, device, cursor),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl ConversationStore for InstrumentedStore {
+    async fn note_conversations(&self, notes: Vec<ConversationNote>) -> Result<(), StoreError> {
+        timed(
+            &STORE,
+            "note_conversations",
+            self.inner.note_conversations(notes),
+        )
+        .await
+    }
+
+    async fn conversations(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<ConversationState>, StoreError> {
+        timed(
+            &STORE,
+            "conversations",
+            self.inner.conversations(user, limit),
+        )
+        .await
+    }
+
+    async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError> {
+        timed(
+            &STORE,
+            "mark_read",
+            self.inner.mark_read(user, conversation, seq),
         )
         .await
     }

@@ -6,8 +6,12 @@
 //!   [`log::EventLog`] (Kafka in production, [`embedded::EmbeddedLog`] here),
 //!   [`store::MessageStore`] (ScyllaDB, [`embedded::EmbeddedStore`]),
 //!   [`routes::RouteDirectory`] (Redis, [`embedded::MemoryRoutes`]);
-//!   the store also keeps groups ([`groups::GroupStore`]) and per-user
-//!   blocks and token revocations ([`accounts::AccountStore`]);
+//!   the store is one narrow trait per aggregate: messages and history
+//!   ([`store::HistoryStore`]), inboxes and cursors ([`store::InboxStore`]),
+//!   conversation lists and read marks ([`store::ConversationStore`]),
+//!   groups ([`groups::GroupStore`]), and per-user blocks and token
+//!   revocations ([`accounts::AccountStore`]); a function that needs one
+//!   takes that one (a `&dyn MessageStore` converts to it);
 //! - [`instrument`]: wrappers that time every operation of the three
 //!   boundaries, whatever the backend (instrument once);
 //! - [`stage`]: the consume → act → commit loop every pipeline stage runs;

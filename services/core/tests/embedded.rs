@@ -95,7 +95,7 @@ async fn store_survives_reopen() {
         store.put_messages(vec![m]).await.unwrap();
     }
     let store = EmbeddedStore::open(&path, 16 << 20).unwrap();
-    use tern_core::store::MessageStore;
+    use tern_core::store::{HistoryStore as _, InboxStore as _};
     assert_eq!(store.cursor("bob", "phone").await.unwrap(), 7);
     assert_eq!(store.history("d:alice:bob", 0, 10).await.unwrap().len(), 1);
 }
@@ -103,7 +103,9 @@ async fn store_survives_reopen() {
 #[tokio::test]
 async fn expired_messages_leave_history_bodies_and_pushes() {
     use tern_core::ids::MessageId;
-    use tern_core::store::{InboxEntry, MessageStore, StoredMessage, load_entries};
+    use tern_core::store::{
+        HistoryStore as _, InboxEntry, InboxStore as _, StoredMessage, load_entries,
+    };
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("store.redb"), 16 << 20).unwrap();
     let now = tern_core::now_ms();

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use tern_core::ids::MessageId;
 use tern_core::metrics;
 use tern_core::proto::client::Message;
-use tern_core::store::{InboxEntry, MessageStore, StoreError, StoredMessage, client_message};
+use tern_core::store::{HistoryStore, InboxEntry, StoreError, StoredMessage, client_message};
 use tern_core::sync;
 
 pub(crate) struct BodyCache {
@@ -38,7 +38,7 @@ impl BodyCache {
     /// message is gone (expired) are skipped.
     pub async fn load(
         &self,
-        store: &dyn MessageStore,
+        store: &dyn HistoryStore,
         entries: &[InboxEntry],
     ) -> Result<Vec<Message>, StoreError> {
         let mut found: HashMap<u128, StoredMessage> = HashMap::with_capacity(entries.len());

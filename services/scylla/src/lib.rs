@@ -34,8 +34,8 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use tern_core::ids::MessageId;
 use tern_core::store::{
-    ConversationNote, ConversationState, InboxEntry, InboxLimits, InboxPage, MessageStore,
-    PutOutcome, StoreError, StoredMessage,
+    ConversationNote, ConversationState, ConversationStore, HistoryStore, InboxEntry, InboxLimits,
+    InboxPage, InboxStore, PutOutcome, StoreError, StoredMessage,
 };
 
 #[macro_use]
@@ -147,7 +147,7 @@ impl ScyllaStore {
 
 /// Each call is answered by the module of its tables.
 #[async_trait]
-impl MessageStore for ScyllaStore {
+impl HistoryStore for ScyllaStore {
     async fn put_messages(
         &self,
         messages: Vec<StoredMessage>,
@@ -159,6 +159,23 @@ impl MessageStore for ScyllaStore {
         messages::get_messages(self, ids).await
     }
 
+    async fn history(
+        &self,
+        conversation: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        messages::history(self, conversation, before_seq, limit).await
+    }
+
+    async fn expire_messages(&self, _before_ms: u64, _max: usize) -> Result<u64, StoreError> {
+        // Every row is written with the retention TTL: CQL expires them.
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl InboxStore for ScyllaStore {
     async fn append_inbox(&self, entries: Vec<InboxEntry>) -> Result<Vec<u64>, StoreError> {
         inbox::append_inbox(self, entries).await
     }
@@ -172,19 +189,6 @@ impl MessageStore for ScyllaStore {
         inbox::read_inbox(self, user, after, limit).await
     }
 
-    async fn trim_inbox(&self, user: &str, limits: InboxLimits) -> Result<u64, StoreError> {
-        inbox::trim_inbox(self, user, limits).await
-    }
-
-    async fn expire_messages(&self, _before_ms: u64, _max: usize) -> Result<u64, StoreError> {
-        // Every row is written with the retention TTL: CQL expires them.
-        Ok(0)
-    }
-
-    async fn trimmed_through(&self, user: &str) -> Result<u64, StoreError> {
-        inbox::trimmed_through(self, user).await
-    }
-
     async fn read_inbox_newest(
         &self,
         user: &str,
@@ -194,6 +198,30 @@ impl MessageStore for ScyllaStore {
         inbox::read_inbox_newest(self, user, after, limit).await
     }
 
+    async fn trim_inbox(&self, user: &str, limits: InboxLimits) -> Result<u64, StoreError> {
+        inbox::trim_inbox(self, user, limits).await
+    }
+
+    async fn trimmed_through(&self, user: &str) -> Result<u64, StoreError> {
+        inbox::trimmed_through(self, user).await
+    }
+
+    async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
+        cursors::cursor(self, user, device).await
+    }
+
+    async fn advance_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        cursor: u64,
+    ) -> Result<(), StoreError> {
+        cursors::advance_cursor(self, user, device, cursor).await
+    }
+}
+
+#[async_trait]
+impl ConversationStore for ScyllaStore {
     async fn note_conversations(&self, notes: Vec<ConversationNote>) -> Result<(), StoreError> {
         conversations::note_conversations(self, notes).await
     }
@@ -208,28 +236,6 @@ impl MessageStore for ScyllaStore {
 
     async fn mark_read(&self, user: &str, conversation: &str, seq: u64) -> Result<u64, StoreError> {
         conversations::mark_read(self, user, conversation, seq).await
-    }
-
-    async fn history(
-        &self,
-        conversation: &str,
-        before_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        messages::history(self, conversation, before_seq, limit).await
-    }
-
-    async fn cursor(&self, user: &str, device: &str) -> Result<u64, StoreError> {
-        cursors::cursor(self, user, device).await
-    }
-
-    async fn advance_cursor(
-        &self,
-        user: &str,
-        device: &str,
-        cursor: u64,
-    ) -> Result<(), StoreError> {
-        cursors::advance_cursor(self, user, device, cursor).await
     }
 }
 

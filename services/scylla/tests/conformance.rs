@@ -69,7 +69,7 @@ async fn a_cursor_saved_before_migration_006_is_kept() {
         )
         .await
         .expect("old-style cursor written");
-    use tern_core::store::MessageStore as _;
+    use tern_core::store::InboxStore as _;
     assert_eq!(store.cursor(&user, "phone").await.unwrap(), 42);
     store.advance_cursor(&user, "phone", 40).await.unwrap();
     assert_eq!(
