@@ -64,7 +64,7 @@ impl Api {
             let now = tokio::time::Instant::now().into_std();
             let taken = sync::lock(&self.group_creations).take(user, now);
             if let Err(after) = taken {
-                tern_core::metrics::API_LIMITED.inc("group_creations");
+                crate::metrics::API_LIMITED.inc("group_creations");
                 return Err(Refusal::rate_limited(
                     format!(
                         "{user} created the most groups allowed per hour ({})",

@@ -36,6 +36,7 @@ mod authz;
 mod backend_api;
 mod error;
 mod groups;
+pub mod metrics;
 mod reading;
 mod send;
 mod user_api;
@@ -149,7 +150,7 @@ impl Api {
             self.costly.list(user, now)
         };
         taken.map_err(|r| {
-            tern_core::metrics::API_LIMITED.inc(if change {
+            crate::metrics::API_LIMITED.inc(if change {
                 "account_changes"
             } else {
                 "list_reads"

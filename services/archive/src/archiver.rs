@@ -145,7 +145,7 @@ impl Archiver {
                             return Ok(());
                         };
                         rest = &rest[taken..];
-                        tern_core::metrics::ARCHIVE_OPEN_RECORDS.set(o.builder.records() as i64);
+                        crate::metrics::ARCHIVE_OPEN_RECORDS.set(o.builder.records() as i64);
                         let full = o.builder.raw_len() >= self.config.segment_max_bytes;
                         if let Some(o) = open.take_if(|_| full)
                             && !self
@@ -193,7 +193,7 @@ impl Archiver {
             };
             let mut delay = MIN_BACKOFF;
             while let Err(e) = self.write(head, &closed).await {
-                tern_core::metrics::ARCHIVE_WRITE_ERRORS.inc();
+                crate::metrics::ARCHIVE_WRITE_ERRORS.inc();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot write segment; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -254,7 +254,7 @@ impl Archiver {
             if done.is_some_and(|&o| record.inbound_offset <= o) {
                 // A persister replay, or a record of a segment closed
                 // before its offsets were committed.
-                tern_core::metrics::ARCHIVE_REPLAYS_SKIPPED.inc();
+                crate::metrics::ARCHIVE_REPLAYS_SKIPPED.inc();
                 continue;
             }
             if !record.large_group.is_empty() && !open.builder.lists_group(&record.large_group) {
@@ -299,10 +299,10 @@ impl Archiver {
     ) -> Result<(), ArchiveError> {
         self.archive.write_segment(closed).await?;
         let m = &closed.manifest;
-        tern_core::metrics::ARCHIVE_SEGMENTS.inc();
-        tern_core::metrics::ARCHIVE_RECORDS.add(m.records);
-        tern_core::metrics::ARCHIVE_BYTES.add(m.bytes);
-        tern_core::metrics::ARCHIVE_RAW_BYTES.add(m.raw_bytes);
+        crate::metrics::ARCHIVE_SEGMENTS.inc();
+        crate::metrics::ARCHIVE_RECORDS.add(m.records);
+        crate::metrics::ARCHIVE_BYTES.add(m.bytes);
+        crate::metrics::ARCHIVE_RAW_BYTES.add(m.raw_bytes);
         tracing::info!(
             segment = m.segment,
             records = m.records,
@@ -310,7 +310,7 @@ impl Archiver {
             raw_bytes = m.raw_bytes,
             "archive segment closed"
         );
-        tern_core::metrics::ARCHIVE_OPEN_RECORDS.set(0);
+        crate::metrics::ARCHIVE_OPEN_RECORDS.set(0);
         head.next_segment = m.segment + 1;
         head.last_manifest_sha256 = crate::segment::sha256_hex(&closed.manifest_bytes);
         Ok(())

@@ -17,6 +17,7 @@ pub mod archiver;
 pub mod conformance;
 pub mod export;
 pub mod holds;
+pub mod metrics;
 pub mod segment;
 pub mod storage;
 pub mod verify;

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use prost::Message as _;
+use tern_archive::metrics;
 use tern_archive::{Archive, Archiver, ArchiverConfig, ExportFilter, LocalDir};
 use tern_core::embedded::{EmbeddedLog, EmbeddedLogConfig, EmbeddedStore};
 use tern_core::ids::{Conversation, MessageId};
 use tern_core::log::{EventLog, Record};
-use tern_core::metrics;
 use tern_proto::records::{ArchiveRecord, StoredMessage};
 use tokio::sync::watch;
 

@@ -286,7 +286,7 @@ mod tests {
             stage.await.unwrap().is_ok(),
             "the stage stops cleanly, not with the outage's error"
         );
-        let metrics = crate::metrics::render();
+        let metrics = crate::metrics::render(&[&crate::metrics::CORE]);
         assert!(metrics.contains("tern_stage_consumer_lag{stage=\"test\"} 0\n"));
         assert!(metrics.contains("tern_stage_batch_records_count{stage=\"test\"} 1\n"));
     }

@@ -7,8 +7,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use crate::metrics;
 use tern_core::ids::MessageId;
-use tern_core::metrics;
 use tern_core::proto::client::Message;
 use tern_core::store::{HistoryStore, InboxEntry, StoreError, StoredMessage, client_message};
 use tern_core::sync;

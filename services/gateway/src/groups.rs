@@ -34,7 +34,9 @@ use tern_core::proto::records::{GroupChange, GroupFeedRecord, group_feed_record}
 use tern_core::stage::stopped;
 use tern_core::store::{StoredMessage, client_message};
 use tern_core::sync;
-use tern_core::{metrics, topics};
+use tern_core::topics;
+
+use crate::metrics;
 use tokio::sync::watch;
 
 use crate::Shared;

@@ -23,6 +23,7 @@ mod bodies;
 pub mod groups;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod pusher;
 pub mod rooms;
 pub mod session;

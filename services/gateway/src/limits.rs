@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::metrics;
 use tern_chat::limits::{CostlyRates, CostlyRequests, CountGuard, Counts, KeyedLimiter, Rate};
-use tern_core::metrics;
 use tern_core::proto::client::{Error as ErrorFrame, ErrorCode, server_frame};
 use tern_core::sync;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

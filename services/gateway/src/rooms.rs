@@ -25,7 +25,9 @@ use tern_core::proto::client::{Codec, Message, RoomBatch, server_frame};
 use tern_core::proto::records::RoomRecord;
 use tern_core::stage::stopped;
 use tern_core::sync;
-use tern_core::{metrics, topics};
+use tern_core::topics;
+
+use crate::metrics;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 

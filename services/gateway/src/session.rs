@@ -36,11 +36,13 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use tern_chat::Refusal;
+use tern_core::now_ms;
 use tern_core::proto::client::{
     Codec, Error as ErrorFrame, ErrorCode, HeartbeatAck, client_frame, server_frame,
 };
 use tern_core::stage::stopped;
-use tern_core::{metrics, now_ms};
+
+use crate::metrics;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 

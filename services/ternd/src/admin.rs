@@ -1,7 +1,7 @@
 //! The admin endpoints every tern process serves for its orchestrator:
 //! `GET /healthz` (the process is alive), `GET /readyz` (its services are
 //! started and it is not shutting down: send it traffic), and
-//! `GET /metrics` (Prometheus text; the names are in `tern_core::metrics`).
+//! `GET /metrics` (Prometheus text: every family of [`crate::METRICS`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,7 @@ pub async fn serve(
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    tern_core::metrics::render(),
+                    tern_core::metrics::render(crate::METRICS),
                 )
             }),
         );

@@ -202,6 +202,15 @@ impl TerndConfig {
 }
 
 /// The back-end token of [`TerndConfig::for_tests`].
+/// The metrics of every service a node runs, each owned by its crate:
+/// what `/metrics` renders.
+pub static METRICS: &[&tern_core::metrics::Family] = &[
+    &tern_core::metrics::CORE,
+    &tern_gateway::metrics::GATEWAY,
+    &tern_api::metrics::API,
+    &tern_archive::metrics::ARCHIVE,
+];
+
 pub const TEST_BACKEND_TOKEN: &str = "test-backend-token-0123456789abcdef";
 
 /// A started set of services. Addresses are those actually bound (a port

@@ -217,7 +217,7 @@ async fn a_slow_viewer_loses_batches_without_delaying_the_others() {
     fast.join_room("live").await.unwrap();
     let host = server.login("host", "studio").await;
     host.join_room("live").await.unwrap();
-    let dropped_before = tern_core::metrics::ROOM_DROPPED.get();
+    let dropped_before = tern_gateway::metrics::ROOM_DROPPED.get();
     // About 16 MB in total: far more than the slow viewer's socket buffers hold.
     let body = "x".repeat(32 * 1024);
     const N: usize = 500;
@@ -241,7 +241,7 @@ async fn a_slow_viewer_loses_batches_without_delaying_the_others() {
     );
     let _host = poster.await.unwrap();
     assert!(
-        tern_core::metrics::ROOM_DROPPED.get() > dropped_before,
+        tern_gateway::metrics::ROOM_DROPPED.get() > dropped_before,
         "the slow viewer's batches were dropped and counted"
     );
     // The slow viewer is still connected (rooms drop, they do not disconnect

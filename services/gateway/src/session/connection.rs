@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use tern_core::metrics;
 use tern_core::proto::client::{Error as ErrorFrame, ErrorCode, server_frame};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;

@@ -4,10 +4,10 @@
 //! writes they start, and sync pages. `Pushes` and `CursorWrites` keep the
 //! state; this does the reading and writing.
 
+use crate::metrics;
 use futures_util::FutureExt;
 use prost::Message as _;
 use tern_chat::Refusal;
-use tern_core::metrics;
 use tern_core::proto::client::{
     Codec, ErrorCode, Message, Push, SyncPage, SyncRequest, server_frame,
 };

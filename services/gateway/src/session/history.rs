@@ -237,7 +237,7 @@ impl Session {
         let user = login.user.clone();
         let now = tokio::time::Instant::now().into_std();
         if let Err(r) = self.shared.limits.costly.list(&user, now) {
-            tern_core::metrics::GATEWAY_LIMITED.inc("list_reads");
+            crate::metrics::GATEWAY_LIMITED.inc("list_reads");
             return self.refuse(r, "", req.request_id);
         }
         let store = self.shared.deps.store.clone();

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use tern_chat::Refusal;
 use tern_core::ids::check_device;
+use tern_core::now_ms;
 use tern_core::proto::client::{ErrorCode, Limits, Login, LoginResult, server_frame};
 use tern_core::routes::Route;
-use tern_core::{metrics, now_ms};
+
+use crate::metrics;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 

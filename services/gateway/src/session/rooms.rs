@@ -10,7 +10,9 @@ use tern_core::proto::client::{
     ErrorCode, RoomJoin, RoomLeave, RoomResult, RoomSend, server_frame,
 };
 use tern_core::proto::records::RoomRecord;
-use tern_core::{metrics, now_ms, topics};
+use tern_core::{now_ms, topics};
+
+use crate::metrics;
 use tokio::sync::mpsc;
 
 use super::{Close, LoggedIn, Session};

@@ -17,7 +17,7 @@ impl Session {
         let user = &login.user;
         let now = tokio::time::Instant::now().into_std();
         if let Err(r) = self.shared.limits.costly.change(user, now) {
-            tern_core::metrics::GATEWAY_LIMITED.inc("account_changes");
+            crate::metrics::GATEWAY_LIMITED.inc("account_changes");
             return self.refuse(r, "", req.request_id);
         }
         let store = self.shared.deps.store.clone();

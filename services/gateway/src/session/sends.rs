@@ -12,7 +12,9 @@ use tern_core::ids::{MessageId, clip};
 use tern_core::log::Record;
 use tern_core::proto::client::{ErrorCode, Send, SendResult, send, server_frame};
 use tern_core::proto::records::{InboundRecord, Origin, Receipt};
-use tern_core::{metrics, now_ms, topics};
+use tern_core::{now_ms, topics};
+
+use crate::metrics;
 use tokio::time::Instant;
 use tracing::Instrument;
 
