@@ -11,3 +11,9 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	@# Licenses and duplicate crates (deny.toml); advisories need GitHub, so not here.
+	@if cargo deny --version >/dev/null 2>&1; then \
+		cargo deny --offline check --hide-inclusion-graph licenses bans; \
+	else \
+		echo "cargo-deny not installed: skipping license and duplicate checks (cargo install cargo-deny --locked)"; \
+	fi
