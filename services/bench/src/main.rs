@@ -17,6 +17,7 @@
 
 mod archive;
 mod backlog;
+mod cost;
 mod direct;
 mod group;
 mod idle;
@@ -24,6 +25,7 @@ mod limits;
 mod procstat;
 mod report;
 mod room;
+mod scrape;
 mod stats;
 mod wire;
 
@@ -63,15 +65,20 @@ pub struct Target {
     /// Server process to report CPU and memory of (repeat for several).
     #[arg(long = "pid", global = true)]
     pub pids: Vec<u32>,
-    /// The gateway's admin address, whose /metrics gives the push bytes
-    /// before and after compression.
+    /// Admin address of a server node, whose /metrics (read before and
+    /// after the run) gives the push bytes before and after compression and
+    /// the store cost per message. Repeat it, or separate with commas, for
+    /// every node of a distributed deployment: the figures sum over them
+    /// (give them all on the same side of the scenario's name: clap keeps
+    /// only the scenario's side otherwise).
     #[arg(
         long,
         global = true,
         env = "TERN_ADMIN",
+        value_delimiter = ',',
         default_value = "127.0.0.1:7403"
     )]
-    pub admin: String,
+    pub admin: Vec<String>,
     /// Print one JSON object with the figures instead of the summary.
     #[arg(long, global = true)]
     pub json: bool,
@@ -123,9 +130,10 @@ async fn main() -> ExitCode {
             check_loopback(&cli.target.server)?;
             check_loopback(&cli.target.api)?;
         }
+        let nodes = scrape::nodes(&cli.target.admin);
         let scrape = async || match server {
-            true => wire::scrape(&cli.target.admin).await,
-            false => None,
+            true => scrape::fetch_all(&nodes).await,
+            false => Vec::new(),
         };
         let before = scrape().await;
         let mut report = match &cli.scenario {
@@ -138,7 +146,7 @@ async fn main() -> ExitCode {
         }?;
         let after = scrape().await;
         if server {
-            wire::add_figures(&mut report, &cli.target.admin, before, after);
+            scrape::add_figures(&mut report, &nodes, before, after);
         }
         anyhow::Ok(report)
     }
@@ -175,5 +183,32 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(help.contains(limits::UNLIMITED_FLAGS), "{help}");
+    }
+
+    #[test]
+    fn admin_is_repeated_or_comma_separated() {
+        let nodes = ["127.0.0.1:7413", "127.0.0.1:7423", "127.0.0.1:7443"];
+        let before = Cli::try_parse_from([
+            "tern-bench",
+            "--admin",
+            "127.0.0.1:7413,127.0.0.1:7423",
+            "--admin",
+            "127.0.0.1:7443",
+            "idle",
+        ])
+        .unwrap();
+        assert_eq!(before.target.admin, nodes);
+        let after = Cli::try_parse_from([
+            "tern-bench",
+            "idle",
+            "--admin",
+            "127.0.0.1:7413",
+            "--admin",
+            "127.0.0.1:7423,127.0.0.1:7443",
+        ])
+        .unwrap();
+        assert_eq!(after.target.admin, nodes);
+        let default = Cli::try_parse_from(["tern-bench", "idle"]).unwrap();
+        assert_eq!(default.target.admin, ["127.0.0.1:7403"]);
     }
 }

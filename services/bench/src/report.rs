@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::Target;
+use crate::cost::StoreCost;
 use crate::procstat::{self, Sample, Usage};
 use crate::stats::{Errors, Percentiles};
 
@@ -26,6 +27,10 @@ pub struct Report {
     pub errors: Errors,
     pub servers: Vec<Usage>,
     pub tool: Option<Usage>,
+    /// What the backends did per message stored, from the nodes' /metrics
+    /// (`--admin`); absent when they were not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_cost: Option<StoreCost>,
     /// Things the reader should know (tool saturation, incomplete runs).
     pub notes: Vec<String>,
 }
@@ -156,6 +161,9 @@ impl Report {
                 u.cores_busy,
                 mib(u.rss_bytes)
             );
+        }
+        if let Some(cost) = &self.store_cost {
+            cost.summary(&mut s);
         }
         for n in &self.notes {
             let _ = writeln!(s, "  note: {n}");

@@ -61,6 +61,17 @@ async fn a_short_direct_run_counts_exactly_what_it_sent_and_received() {
     // process, so only "some" is certain).
     assert!(counts["push_payload_raw_bytes"].as_u64().unwrap() > 301 * 8);
     assert!(counts["push_payload_wire_bytes"].as_u64().unwrap() > 0);
+    let cost = &report["store_cost"];
+    assert!(cost["messages_stored"].as_u64().unwrap() >= 301, "{cost}");
+    assert_eq!(cost["store_backend"], "embedded", "{cost}");
+    assert_eq!(cost["cql_statements"]["count"], 0);
+    assert!(
+        cost["store"]["by_op"]["put_messages"]["count"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(cost["store"]["calls"]["per_message"].as_f64().unwrap() > 0.0);
     assert!(
         report["errors"].as_object().unwrap().is_empty(),
         "{}",
