@@ -11,13 +11,35 @@ use tern_core::conformance;
 use tern_core::embedded::{EmbeddedLog, EmbeddedLogConfig, EmbeddedStore, MemoryRoutes};
 use tern_core::log::{EventLog, Record, StartFrom};
 
-fn log_at(dir: &std::path::Path) -> EmbeddedLog {
-    EmbeddedLog::open(&EmbeddedLogConfig {
+fn log_config(dir: &std::path::Path) -> EmbeddedLogConfig {
+    EmbeddedLogConfig {
         path: dir.join("log.redb"),
         partitions: 4,
         cache_bytes: 16 << 20,
-    })
-    .unwrap()
+    }
+}
+
+fn log_at(dir: &std::path::Path) -> EmbeddedLog {
+    EmbeddedLog::open(&log_config(dir)).unwrap()
+}
+
+/// Opens the log at `dir` once the dropped log before it let go of the
+/// file: its writer thread closes the file after it sees the log gone, and
+/// until then redb refuses a second open.
+async fn reopen_log_at(dir: &std::path::Path) -> EmbeddedLog {
+    let config = log_config(dir);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match EmbeddedLog::open(&config) {
+            Ok(log) => return log,
+            Err(e) if e.to_string().contains("already open") => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the dropped log never closed its file: {e}"
+            ),
+            Err(e) => panic!("the log does not reopen: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -60,8 +82,7 @@ async fn log_resumes_from_committed_offsets_after_reopen() {
         sub.commit(&batch).await.unwrap();
     }
     // Reopen: same file, new process state.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let log = log_at(dir.path());
+    let log = reopen_log_at(dir.path()).await;
     let mut sub = log.subscribe("t", "g", StartFrom::Earliest).await.unwrap();
     let batch = sub.poll(100).await.unwrap();
     assert_eq!(

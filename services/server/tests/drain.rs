@@ -36,6 +36,14 @@ async fn stop_cleanly(service: &mut Service, what: &str, progress: &AtomicUsize)
     report_resume(what, progress).await;
 }
 
+/// Starts the new pod of a rolling update and returns once it is ready,
+/// as a Deployment with `maxSurge: 1, maxUnavailable: 0` waits for the
+/// new pod's readiness before it stops an old one.
+async fn start_replacement(service: &mut Service) {
+    service.start();
+    service.wait_ready().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_of_a_gateway_and_rolling_consumers_under_load_lose_nothing() {
     let Some(infra) = infra() else {
@@ -68,13 +76,11 @@ async fn sigterm_of_a_gateway_and_rolling_consumers_under_load_lose_nothing() {
     // Roll the persister and the router: the new pod first, then SIGTERM.
     wait_for(&dave_progress, N / 6).await;
     let mut persister2 = cluster.service("persister 2", "persister", "p2");
-    persister2.start();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    start_replacement(&mut persister2).await;
     stop_cleanly(&mut cluster.persister, "the persister", &dave_progress).await;
     wait_for(&dave_progress, N / 3).await;
     let mut router2 = cluster.service("router 2", "router", "r2");
-    router2.start();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    start_replacement(&mut router2).await;
     stop_cleanly(&mut cluster.router, "the router", &dave_progress).await;
 
     // Drain gateway 2 mid-stream.

@@ -88,6 +88,44 @@ impl Service {
         }
     }
 
+    /// Waits until the process answers 200 on its `/readyz`: started, and
+    /// what an orchestrator waits for before it stops the pod this one
+    /// replaces. Panics after [`WAIT`].
+    pub async fn wait_ready(&self) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let admin = self
+            .args
+            .iter()
+            .skip_while(|a| *a != "--admin-listen")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{} serves no admin endpoints", self.name));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let status = async {
+                let mut conn = tokio::net::TcpStream::connect(admin).await.ok()?;
+                conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n")
+                    .await
+                    .ok()?;
+                let mut answer = Vec::new();
+                conn.read_to_end(&mut answer).await.ok()?;
+                Some(String::from_utf8_lossy(&answer).into_owned())
+            };
+            let status = status.await;
+            if status
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became ready: {status:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends `signal` (e.g. "-STOP", "-CONT") to the running process.
     pub fn signal(&self, signal: &str) {
         let child = self
@@ -294,7 +332,7 @@ impl Cluster {
                 "--node-id",
                 node,
                 "--admin-listen",
-                "127.0.0.1:0",
+                &format!("127.0.0.1:{}", free_port()),
             ]
             .map(str::to_owned),
         );
