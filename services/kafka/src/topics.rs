@@ -59,7 +59,12 @@ impl KafkaLog {
             self.config.partitions,
             TopicReplication::Fixed(self.config.replication),
         );
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        // The request timeout too: after a broker freeze the admin client's
+        // request can hang for socket.timeout.ms (60 s) before it fails,
+        // and the stage waiting on it retries only after that.
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
         let results = self
             .admin
             .create_topics([&new], &opts)
